@@ -1,0 +1,34 @@
+"""mtunet: multi-task U-Nets (lesion mask + diagnosis) for medical images.
+
+The public API is imported lazily, so ``import mtunet`` (and the ``mtunet`` command's ``--help``) does not pay
+for importing TensorFlow until a model or dataset is actually used.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_PUBLIC_API = {
+    "build_model": "mtunet.model",
+    "ENCODERS": "mtunet.encoders",
+    "EncoderSpec": "mtunet.encoders",
+    "get_encoder": "mtunet.encoders",
+    "encoder_table": "mtunet.encoders",
+    "MtunetError": "mtunet.errors",
+    "ConfigError": "mtunet.errors",
+    "DataError": "mtunet.errors",
+    "WeightsUnavailableError": "mtunet.errors",
+}
+
+__all__ = sorted(_PUBLIC_API) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC_API:
+        return getattr(importlib.import_module(_PUBLIC_API[name]), name)
+    raise AttributeError(f"module 'mtunet' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
