@@ -69,3 +69,75 @@ def encoders(image_size, num_classes):
     for row in rows:
         click.echo(f"{row['encoder']:<16}{row['parameters']:>14,}  {'yes' if row['imagenet_weights'] else 'no':<10}"
                    f"{row['input_scaling']}")
+
+
+WEIGHTS = click.option(
+    "--weights", default="imagenet", show_default=True,
+    help="Encoder weights: 'imagenet', 'none' (random initialisation) or the path of a weights file.",
+)
+
+
+def _parse_loss_weights(ctx, param, value):
+    try:
+        segmentation, classification = (float(part) for part in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected SEG:CLS, e.g. 5:1") from None
+    return segmentation, classification
+
+
+@main.command()
+@ENCODER
+@WEIGHTS
+@click.option("--freeze-encoder", is_flag=True, help="Train the decoder and heads only.")
+@click.option("--unfreeze-after", type=click.IntRange(min=1), default=None,
+              help="Train the heads with a frozen encoder for N epochs, then fine-tune everything.")
+@click.option("--dataset", default="synthetic", show_default=True, help="Dataset name (see `mtunet data inspect`).")
+@click.option("--data-dir", type=click.Path(), default=None, help="Folder holding the dataset's files.")
+@IMAGE_SIZE
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Global batch size, divided over replicas.")
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam learning rate.")
+@click.option("--loss-weights", default="5:1", show_default=True, callback=_parse_loss_weights,
+              help="SEG:CLS weights of the segmentation and classification losses.")
+@click.option("--seg-loss", type=click.Choice(["bce", "dice", "bce_dice"]), default="bce", show_default=True)
+@click.option("--class-weights", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
+              help="Weights of the classification loss per class (scikit-learn's 'balanced').")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--task", type=click.Choice(["multi", "segmentation", "classification"]), default="multi",
+              show_default=True, help="Both heads, or a single-task baseline.")
+@click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation).")
+@click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images.")
+@click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Epochs without a better validation loss before early stopping.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, initialisation, augmentation.")
+@click.option("--deterministic", is_flag=True, help="Deterministic TensorFlow ops (slower).")
+@click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU.")
+@click.option("--jit-compile", is_flag=True, help="Compile the training step with XLA.")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "tpu", "multi_worker"]),
+              default="auto", show_default=True)
+@click.option("--output-dir", type=click.Path(), default=None,
+              help="The run directory [default: runs/<date>-<encoder>-<dataset>].")
+@click.option("--skip-bad-files", is_flag=True, help="Leave out unreadable files (recorded in config.json).")
+@click.option("--resume", "resume_dir", type=click.Path(), default=None,
+              help="Continue the run in this directory from its last finished epoch (no other option).")
+@click.pass_context
+@user_errors_as_messages
+def train(ctx, resume_dir, no_skip_connections, no_augment, **options):
+    """Train a multi-task U-Net (or a single-task baseline) and write a run directory."""
+    from mtunet.training import TrainConfig, train as run_training
+
+    if resume_dir is not None:
+        given = [name for name in ctx.params if name != "resume_dir"
+                 and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--resume takes no other option (received --{given[0].replace('_', '-')})")
+        run = run_training(resume=resume_dir)
+    else:
+        options["weights"] = None if options["weights"] == "none" else options["weights"]
+        config = TrainConfig(skip_connections=not no_skip_connections, augment=not no_augment, **options)
+        run = run_training(config)
+    metrics = ", ".join(f"{name} {value:.4f}" for name, value in run.best_metrics.items())
+    click.echo(f"best epoch {run.best_epoch}: validation {metrics}")
+    click.echo(f"run directory: {run.directory}")

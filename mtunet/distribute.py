@@ -1,0 +1,67 @@
+"""Choosing a tf.distribute strategy: one device, several GPUs, a TPU, or several machines."""
+
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+from mtunet.errors import ConfigError
+
+STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
+
+logger = logging.getLogger(__name__)
+
+
+def _tpu_strategy():
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _tpu_reachable() -> bool:
+    # Colab and Cloud TPU VMs announce themselves through these variables; probing the resolver elsewhere is slow.
+    return bool(os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME"))
+
+
+def select_strategy(name: str) -> tf.distribute.Strategy:
+    """Returns the strategy ``name`` asks for.
+
+    ``auto``: a TPU when one is reachable, MirroredStrategy over several visible GPUs, else the default strategy.
+    ``multi_worker``: MultiWorkerMirroredStrategy, configured by the ``TF_CONFIG`` environment variable.
+    """
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; expected one of: {', '.join(STRATEGIES)}")
+    if name == "auto":
+        if _tpu_reachable():
+            name = "tpu"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    logger.info("distribution strategy: %s", name)
+    if name == "tpu":
+        try:
+            return _tpu_strategy()
+        except (ValueError, tf.errors.OpError) as error:
+            raise ConfigError(f"--strategy tpu: no TPU could be reached ({error})") from None
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run's files: always, except on non-chief workers of a TF_CONFIG cluster."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task", {})
+    cluster = config.get("cluster", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return "chief" not in cluster and task.get("type") == "worker" and int(task.get("index", 0)) == 0

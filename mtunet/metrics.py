@@ -1,0 +1,65 @@
+"""Training-time metrics of the mask head (Dice, IoU), averaged over images.
+
+Evaluation computes its metrics from saved predictions with numpy and scikit-learn; these only follow training.
+"""
+
+import keras
+from keras import ops
+
+
+def _overlap(y_true, y_pred, threshold):
+    y_true = ops.cast(y_true > 0.5, "float32")
+    y_pred = ops.cast(ops.cast(y_pred, "float32") > threshold, "float32")
+    axes = tuple(range(1, len(y_pred.shape)))
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    return intersection, ops.sum(y_true, axis=axes), ops.sum(y_pred, axis=axes)
+
+
+def dice_per_image(y_true, y_pred, threshold=0.5):
+    """Dice of the thresholded prediction for each image; 1 where both masks are empty. ``(batch,)``."""
+    intersection, true_area, pred_area = _overlap(y_true, y_pred, threshold)
+    total = true_area + pred_area
+    return ops.where(total > 0, 2.0 * intersection / ops.maximum(total, 1.0), 1.0)
+
+
+def iou_per_image(y_true, y_pred, threshold=0.5):
+    """IoU (Jaccard) of the thresholded prediction for each image; 1 where both masks are empty. ``(batch,)``."""
+    intersection, true_area, pred_area = _overlap(y_true, y_pred, threshold)
+    union = true_area + pred_area - intersection
+    return ops.where(union > 0, intersection / ops.maximum(union, 1.0), 1.0)
+
+
+class _MeanOverImages(keras.metrics.Mean):
+    """Mean over images of ``per_image(y_true, y_pred, threshold)``."""
+
+    per_image = None
+
+    def __init__(self, threshold=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.threshold = threshold
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(self.per_image(y_true, y_pred, self.threshold), sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MeanDice(_MeanOverImages):
+    """Mean over images of the Dice of the mask thresholded at ``threshold``."""
+
+    per_image = staticmethod(dice_per_image)
+
+    def __init__(self, threshold=0.5, name="dice", **kwargs):
+        super().__init__(threshold=threshold, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MeanIoU(_MeanOverImages):
+    """Mean over images of the IoU of the mask thresholded at ``threshold``."""
+
+    per_image = staticmethod(iou_per_image)
+
+    def __init__(self, threshold=0.5, name="iou", **kwargs):
+        super().__init__(threshold=threshold, name=name, **kwargs)
