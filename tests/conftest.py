@@ -1,4 +1,4 @@
-"""Shared fixtures: seeded fake datasets in the ``folder`` layout."""
+"""Shared fixtures: a prepared synthetic TFDS dataset and seeded fake datasets in the ``folder`` layout."""
 
 import os
 
@@ -53,3 +53,17 @@ def folder_dataset(tmp_path):
         return write_folder_dataset(tmp_path / f"dataset{next(count)}", **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """A TFDS data directory in which the synthetic dataset is prepared once per test session."""
+    return tmp_path_factory.mktemp("tensorflow_datasets")
+
+
+@pytest.fixture(scope="session")
+def synthetic(tfds_dir):
+    """The synthetic dataset at 32x32 with the default split."""
+    from mtunet.data import load_dataset
+
+    return load_dataset("synthetic", data_dir=tfds_dir, image_size=32)
