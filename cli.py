@@ -23,6 +23,19 @@ NUM_CLASSES = click.option(
     "--num-classes", type=click.IntRange(min=2), default=2, show_default=True, help="Number of diagnosis classes.",
 )
 
+DATASET = click.option(
+    "--dataset", default="synthetic", show_default=True,
+    help="Dataset from the registry: synthetic (generated, no files) or folder (needs --data-dir).",
+)
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+    help="folder dataset: the folder with images/, masks/ and labels.csv. TFDS datasets: the TFDS data directory.",
+)
+SKIP_BAD_FILES = click.option(
+    "--skip-bad-files", is_flag=True,
+    help="Leave unreadable or inconsistent files out (and list them) instead of stopping with an error.",
+)
+
 
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -71,6 +84,53 @@ def encoders(image_size, num_classes):
                    f"{row['input_scaling']}")
 
 
+@main.group()
+def data():
+    """Look at datasets before training on them."""
+
+
+@data.command()
+@DATASET
+@DATA_DIR
+@IMAGE_SIZE
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/validation/test split.")
+@SKIP_BAD_FILES
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@user_errors_as_messages
+def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
+    """Classes, split sizes, patients, lesion sizes and pixel statistics of a dataset."""
+    import json
+
+    from mtunet.data import inspect_dataset
+
+    report = inspect_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=seed,
+                             skip_bad_files=skip_bad_files)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    info = report["info"]
+    click.echo(f"dataset {info['name']}: {info['num_classes']} classes, {info['channels']} channel(s), "
+               f"{info['image_size']}x{info['image_size']} px, {info['num_groups']} patients "
+               f"(splits grouped by {report['grouping']})")
+    names = info["class_names"]
+    width = max(12, *(len(name) + 2 for name in names))
+    click.echo(f"{'split':<12}{'examples':>10}" + "".join(f"{name:>{width}}" for name in names))
+    for split, size in info["split_sizes"].items():
+        counts = info["class_counts"][split]
+        click.echo(f"{split:<12}{size:>10}" + "".join(f"{counts[name]:>{width}}" for name in names))
+    click.echo(f"{'class':<12}{'examples':>10}{'empty masks':>14}{'mean lesion area':>18}")
+    for name, lesion in report["lesions"].items():
+        click.echo(f"{name:<12}{lesion['examples']:>10}{lesion['empty_masks']:>14}"
+                   f"{lesion['mean_lesion_fraction']:>17.1%}")
+    means = ", ".join(f"{value:.1f}" for value in report["pixel_mean"])
+    stds = ", ".join(f"{value:.1f}" for value in report["pixel_std"])
+    click.echo(f"pixels of the train split (0-255): mean {means}, std {stds}")
+    if info["skipped"]:
+        click.echo(f"skipped {len(info['skipped'])} bad file(s):")
+        for file, reason in info["skipped"]:
+            click.echo(f"  {file}: {reason}")
+
+
 WEIGHTS = click.option(
     "--weights", default="imagenet", show_default=True,
     help="Encoder weights: 'imagenet', 'none' (random initialisation) or the path of a weights file.",
@@ -91,8 +151,8 @@ def _parse_loss_weights(ctx, param, value):
 @click.option("--freeze-encoder", is_flag=True, help="Train the decoder and heads only.")
 @click.option("--unfreeze-after", type=click.IntRange(min=1), default=None,
               help="Train the heads with a frozen encoder for N epochs, then fine-tune everything.")
-@click.option("--dataset", default="synthetic", show_default=True, help="Dataset name (see `mtunet data inspect`).")
-@click.option("--data-dir", type=click.Path(), default=None, help="Folder holding the dataset's files.")
+@DATASET
+@DATA_DIR
 @IMAGE_SIZE
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Global batch size, divided over replicas.")
@@ -119,7 +179,7 @@ def _parse_loss_weights(ctx, param, value):
               default="auto", show_default=True)
 @click.option("--output-dir", type=click.Path(), default=None,
               help="The run directory [default: runs/<date>-<encoder>-<dataset>].")
-@click.option("--skip-bad-files", is_flag=True, help="Leave out unreadable files (recorded in config.json).")
+@SKIP_BAD_FILES
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue the run in this directory from its last finished epoch (no other option).")
 @click.pass_context

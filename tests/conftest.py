@@ -1,10 +1,14 @@
-"""Shared fixtures: quiet TensorFlow, a fresh Keras session per test module."""
+"""Shared fixtures: quiet TensorFlow, a fresh Keras session per module, a prepared synthetic TFDS dataset and seeded
+fake datasets in the ``folder`` layout."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import cv2  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -13,3 +17,62 @@ def clear_keras_session():
     """Frees the graphs of the previous module's models, so memory does not grow over the suite."""
     keras.backend.clear_session()
     yield
+
+
+def write_folder_dataset(root, *, num_patients=12, images_per_patient=2, classes=("benign", "malignant"),
+                         shape=(40, 56), colour=False, dtype=np.uint8, suffix=".png", patients=True, seed=0):
+    """Writes a seeded fake dataset in the folder layout under ``root`` and returns ``root``.
+
+    Each image is noise with a bright rectangular lesion; its mask (0/255, same size) marks the rectangle. Patients
+    cycle through ``classes``; ids are ``<patient>_<view>``. ``dtype=np.uint16`` writes 16-bit images using the
+    full range, ``colour=True`` RGB images whose channels differ.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = []
+    top = np.iinfo(dtype).max
+    for patient in range(num_patients):
+        label = classes[patient % len(classes)]
+        for view in range(images_per_patient):
+            example_id = f"case{patient:03d}_{view}"
+            image = rng.integers(0, top // 3, size=shape, dtype=dtype)
+            mask = np.zeros(shape, np.uint8)
+            y, x = rng.integers(2, shape[0] // 2), rng.integers(2, shape[1] // 2)
+            image[y:y + shape[0] // 3, x:x + shape[1] // 3] = top
+            mask[y:y + shape[0] // 3, x:x + shape[1] // 3] = 255
+            if colour:
+                image = np.stack([image, image // 2, image // 4], axis=2)
+            cv2.imwrite(str(root / "images" / f"{example_id}{suffix}"), image)
+            cv2.imwrite(str(root / "masks" / f"{example_id}.png"), mask)
+            rows.append({"id": example_id, "label": label, "patient": f"case{patient:03d}"})
+    table = pd.DataFrame(rows)
+    if not patients:
+        table = table.drop(columns="patient")
+    table.to_csv(root / "labels.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def folder_dataset(tmp_path):
+    """``folder_dataset(**options)``: writes a fake folder dataset in a fresh temporary folder; see above."""
+    count = iter(range(1000))
+
+    def make(**options):
+        return write_folder_dataset(tmp_path / f"dataset{next(count)}", **options)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """A TFDS data directory in which the synthetic dataset is prepared once per test session."""
+    return tmp_path_factory.mktemp("tensorflow_datasets")
+
+
+@pytest.fixture(scope="session")
+def synthetic(tfds_dir):
+    """The synthetic dataset at 32x32 with the default split."""
+    from mtunet.data import load_dataset
+
+    return load_dataset("synthetic", data_dir=tfds_dir, image_size=32)

@@ -1,0 +1,18 @@
+"""Datasets for multi-task U-Nets: a registry of sources, patient-grouped splits and ``tf.data`` pipelines.
+
+Examples::
+
+    from mtunet.data import load_dataset
+    ds = load_dataset("synthetic", image_size=64)
+    train = ds.pipeline("train", batch_size=8, training=True)
+"""
+
+from mtunet.data.dataset import DatasetInfo, LoadedDataset, load_dataset
+from mtunet.data.inspect import inspect_dataset
+from mtunet.data.registry import DATASETS, DatasetSpec, get_dataset
+from mtunet.data.splits import SPLIT_NAMES, Splits
+
+__all__ = [
+    "DATASETS", "SPLIT_NAMES", "DatasetInfo", "DatasetSpec", "LoadedDataset", "Splits", "get_dataset",
+    "inspect_dataset", "load_dataset",
+]

@@ -1,0 +1,39 @@
+"""Geometric augmentation that moves an image and its lesion mask together, from Keras 3 preprocessing layers.
+
+Keras 3 image preprocessing layers take ``{"images": ..., "segmentation_masks": ...}`` and apply one random
+transformation to both (masks with nearest-neighbour interpolation), also inside ``tf.data``.
+"""
+
+import keras
+import tensorflow as tf
+
+# Horizontal flips only: in ultrasound the transducer (skin) is at the top, so vertical flips make unreal images.
+FLIP_MODE = "horizontal"
+ROTATION_DEGREES = 15.0
+SHEAR_FACTOR = 0.1  # shifts pixels up to 10% of the image across
+
+
+class Augmenter:
+    """Random flip, rotation and shear of a batch, reproducible from ``seed``.
+
+    Call it on ``images`` float32 ``(B, H, W, C)`` 0-255 and ``masks`` float32 ``(B, H, W, 1)`` 0/1; it returns
+    both transformed alike, images clipped to 0-255 and masks re-binarised. Areas moved in from outside the image
+    are 0 (black, no lesion). Each call draws new transformations, so call it from one sequential ``map`` to keep
+    a pipeline reproducible.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.layers = [
+            keras.layers.RandomFlip(FLIP_MODE, seed=seed),
+            keras.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="constant", seed=seed + 1),
+            keras.layers.RandomShear(x_factor=SHEAR_FACTOR, y_factor=SHEAR_FACTOR, fill_mode="constant",
+                                     seed=seed + 2),
+        ]
+
+    def __call__(self, images, masks):
+        data = {"images": images, "segmentation_masks": masks}
+        for layer in self.layers:
+            data = layer(data, training=True)
+        images = tf.clip_by_value(data["images"], 0.0, 255.0)
+        masks = tf.cast(data["segmentation_masks"] > 0.5, tf.float32)
+        return images, masks

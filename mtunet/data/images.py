@@ -1,0 +1,103 @@
+"""Turning decoded image and mask arrays of any size and bit depth into the fixed-size ``uint8`` arrays a pipeline
+serves.
+
+Conventions, shared by every dataset source:
+
+- Images keep their aspect ratio: each is padded with zeros to a centred square, then resized to ``image_size``.
+  (Squashing would change lesion shape, e.g. the taller-than-wide orientation that suggests malignancy.)
+- Images of more than 8 bits (16-bit PNG/TIFF, float) are stretched from their own minimum and maximum to 0-255, so
+  that 12-bit data stored in 16 bits is not near-black.
+- Colour images whose channels are all equal count as grayscale.
+- A mask pixel is lesion when its value is above half the mask's maximum (so 0/1, 0/255 and anti-aliased masks all
+  work); an all-zero mask is an image without lesion. Masks are resized with nearest-neighbour interpolation.
+"""
+
+import cv2
+import numpy as np
+
+
+def read_image(path) -> np.ndarray | None:
+    """Decodes the image file at ``path`` (PNG, JPEG, BMP or TIFF, any bit depth) as stored; None if unreadable.
+
+    Returns ``(H, W)`` for grayscale or ``(H, W, C)`` with channels in RGB(A) order.
+    """
+    try:
+        encoded = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    if image is None:
+        return None
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def has_unsupported_layout(image: np.ndarray) -> bool:
+    """Whether ``image`` has a layout other than ``(H, W)`` or ``(H, W, 1, 3 or 4 channels)``."""
+    return not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """``image`` as ``uint8`` 0-255: 8-bit data unchanged, anything else stretched from its own min and max."""
+    if image.dtype == np.uint8:
+        return image
+    image = image.astype(np.float64)
+    low, high = image.min(), image.max()
+    if high == low:
+        return np.zeros(image.shape, np.uint8)
+    return np.round((image - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def to_rgb_or_gray(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 1)`` if ``image`` is grayscale (or colour with equal channels), else ``(H, W, 3)`` RGB; drops alpha."""
+    if image.ndim == 2:
+        return image[..., None]
+    image = image[..., :3]
+    if image.shape[2] == 1 or (np.array_equal(image[..., 0], image[..., 1])
+                               and np.array_equal(image[..., 0], image[..., 2])):
+        return image[..., :1]
+    return image
+
+
+def letterbox(image: np.ndarray, image_size: int, *, nearest: bool) -> np.ndarray:
+    """Pads ``image`` ``(H, W, C)`` with zeros to a centred square and resizes it to ``(image_size, image_size, C)``.
+
+    ``nearest=True`` uses nearest-neighbour interpolation (for masks); otherwise area averaging when shrinking and
+    bilinear when enlarging.
+    """
+    height, width, channels = image.shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    square = np.zeros((side, side, channels), image.dtype)
+    square[top:top + height, left:left + width] = image
+    if nearest:
+        interpolation = cv2.INTER_NEAREST
+    else:
+        interpolation = cv2.INTER_AREA if side > image_size else cv2.INTER_LINEAR
+    resized = cv2.resize(square, (image_size, image_size), interpolation=interpolation)
+    return resized.reshape(image_size, image_size, channels)
+
+
+def binarise_mask(mask: np.ndarray) -> np.ndarray:
+    """``(H, W, 1)`` ``uint8`` of 0/1 from a mask of any depth: lesion where the value exceeds half the maximum.
+
+    A colour mask is reduced to its brightest channel first.
+    """
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    return (mask > mask.max() / 2).astype(np.uint8)[..., None]
+
+
+def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A decoded image and its mask as ``uint8`` ``(S, S, 1 or 3)`` and ``(S, S, 1)`` of 0/1, ``S = image_size``."""
+    image = letterbox(to_rgb_or_gray(to_uint8(image)), image_size, nearest=False)
+    mask = letterbox(binarise_mask(mask), image_size, nearest=True)
+    return image, mask
+
+
+def stack_images(images: list[np.ndarray], channels: int) -> np.ndarray:
+    """Stacks ``(S, S, 1 or 3)`` images into ``(N, S, S, channels)``, repeating grayscale ones to 3 channels."""
+    return np.stack([np.repeat(image, channels // image.shape[2], axis=2) for image in images])

@@ -1,0 +1,48 @@
+"""``tf.data`` pipelines serving in-memory examples as ``(image, {"label": one-hot, "mask": mask})`` batches."""
+
+import numpy as np
+import tensorflow as tf
+
+from mtunet.data.augment import Augmenter
+
+
+def build_pipeline(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, *, num_classes: int, batch_size: int,
+                   training: bool, augment: bool = True, seed: int = 0,
+                   drop_remainder: bool = False) -> tf.data.Dataset:
+    """A finite dataset of batches ``(images, {"label": ..., "mask": ...})``.
+
+    Args:
+        images: ``(N, H, W, C)`` ``uint8``.
+        masks: ``(N, H, W, 1)`` ``uint8`` of 0/1.
+        labels: ``(N,)`` int class indices.
+        num_classes: length of the one-hot labels.
+        batch_size: examples per batch.
+        training: shuffle (reshuffled every epoch, from ``seed``) and, if ``augment``, augment; False keeps the
+            order of the arrays and never augments.
+        augment: random flip, rotation and shear (see ``mtunet.data.augment``) when ``training``.
+        seed: seed of the shuffling and augmentation.
+        drop_remainder: drop a last batch smaller than ``batch_size``.
+
+    Returns:
+        Batches of images float32 ``(B, H, W, C)`` raw 0-255, labels float32 ``(B, num_classes)`` one-hot, masks
+        float32 ``(B, H, W, 1)`` of 0/1; not repeated.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks, labels.astype(np.int32)))
+    if training:
+        dataset = dataset.shuffle(max(len(labels), 1), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    def to_float(images, masks, labels):
+        return tf.cast(images, tf.float32), tf.cast(masks, tf.float32), labels
+
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training and augment:
+        augmenter = Augmenter(seed)
+        # Sequential on purpose: the layers' random state advances once per batch, in batch order.
+        dataset = dataset.map(lambda images, masks, labels: (*augmenter(images, masks), labels))
+
+    def to_model_inputs(images, masks, labels):
+        return images, {"label": tf.one_hot(labels, num_classes, dtype=tf.float32), "mask": masks}
+
+    dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

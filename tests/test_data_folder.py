@@ -1,0 +1,124 @@
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtunet.data.folder import read_folder
+from mtunet.errors import DataError
+
+
+def _corrupt_images(root):
+    for name in ("case000_0.png", "case001_1.png", "case002_0.png", "case003_1.png"):
+        (root / "images" / name).write_bytes(b"\x89PNG truncated")
+
+
+def _shrink_mask(root):
+    cv2.imwrite(str(root / "masks" / "case004_0.png"), np.zeros((10, 10), np.uint8))
+
+
+def _drop_mask(root):
+    (root / "masks" / "case005_1.png").unlink()
+
+
+def _drop_image(root):
+    (root / "images" / "case006_0.png").unlink()
+
+
+def _add_unlisted_image(root):
+    cv2.imwrite(str(root / "images" / "stray.png"), np.zeros((8, 8), np.uint8))
+
+
+def _empty_label(root):
+    table = pd.read_csv(root / "labels.csv", dtype=str)
+    table.loc[3, "label"] = ""
+    table.to_csv(root / "labels.csv", index=False)
+
+
+# breakage, error message (regex), number of examples left when skipping (24 in the intact dataset)
+BAD_FILES = [
+    (_corrupt_images, r"4 file\(s\) in .* cannot be read as an image: images/case000_0.png, images/case001_1.png, "
+                      r"images/case002_0.png and 1 more; expected a PNG, JPEG, BMP or TIFF image", 20),
+    (_shrink_mask, r"1 file\(s\) in .* are masks of another size than their image: masks/case004_0.png; "
+                   r"expected a mask of its image's height and width", 23),
+    (_drop_mask, r"images/case005_1.png; expected masks/<id>.<ext> for every image", 23),
+    (_drop_image, r"name no image in images/: labels.csv:case006_0; expected an image file", 23),
+    (_add_unlisted_image, r"have no row in labels.csv: images/stray.png", 24),
+    (_empty_label, r"have an empty label: labels.csv:case001_1", 23),
+]
+
+
+@pytest.mark.parametrize("break_dataset, message, num_left", BAD_FILES)
+def test_bad_files_raise_one_error_naming_them_or_are_skipped(folder_dataset, break_dataset, message, num_left):
+    root = folder_dataset()
+    break_dataset(root)
+    with pytest.raises(DataError, match=message) as error:
+        read_folder(root, image_size=16)
+    assert "\n" not in str(error.value) and "skip_bad_files=True" in str(error.value)
+    store = read_folder(root, image_size=16, skip_bad_files=True)
+    assert len(store.ids) == num_left
+    assert len(store.skipped) == 24 - num_left + (break_dataset is _add_unlisted_image)
+    assert all(isinstance(file, str) and reason for file, reason in store.skipped)
+
+
+def test_several_kinds_of_problem_are_counted(folder_dataset):
+    root = folder_dataset()
+    _corrupt_images(root)
+    _drop_mask(root)
+    with pytest.raises(DataError, match=r"have no mask in masks/: .* \(4 other bad file\(s\) too\)"):
+        read_folder(root, image_size=16)
+
+
+# breakage, error message (regex): problems with the dataset as a whole, never skipped
+BAD_LAYOUTS = [
+    (lambda root: (root / "labels.csv").unlink(), r"lacks labels.csv; expected images/<id>.png"),
+    (lambda root: (root / "labels.csv").write_text("name,label\na,b\n"),
+     r"labels.csv lacks the column\(s\) id; expected columns id,label\[,patient\], found name, label"),
+    (lambda root: (root / "labels.csv").write_text("id,label\ncase000_0,a\ncase000_0,b\ncase001_0,a\n"),
+     r"lists 1 id\(s\) more than once: case000_0"),
+    (lambda root: cv2.imwrite(str(root / "images" / "case000_0.jpg"), np.zeros((4, 4), np.uint8)),
+     r"several files with one id .*: case000_0.jpg, case000_0.png;"),
+]
+
+
+@pytest.mark.parametrize("break_dataset, message", BAD_LAYOUTS)
+def test_bad_layouts_raise_even_when_skipping(folder_dataset, break_dataset, message):
+    root = folder_dataset()
+    break_dataset(root)
+    with pytest.raises(DataError, match=message):
+        read_folder(root, image_size=16, skip_bad_files=True)
+
+
+def test_missing_folder_and_single_class(tmp_path, folder_dataset):
+    with pytest.raises(DataError, match=r"is not a folder; expected a folder with images/"):
+        read_folder(tmp_path / "absent", image_size=16)
+    with pytest.raises(DataError, match=r"has only the class\(es\) \['benign'\]; expected at least 2 classes"):
+        read_folder(folder_dataset(classes=("benign",)), image_size=16)
+
+
+def test_reads_ids_labels_patients_and_masks(folder_dataset):
+    store = read_folder(folder_dataset(classes=("malignant", "benign", "normal")), image_size=32)
+    assert store.class_names == ["benign", "malignant", "normal"]  # sorted, whatever the order in labels.csv
+    assert store.ids[:3].tolist() == ["case000_0", "case000_1", "case001_0"]
+    assert store.labels[:3].tolist() == [1, 1, 0]
+    assert store.grouped and store.num_groups == 12 and store.groups[1] == "case000"
+    assert store.images.shape == (24, 32, 32, 1) and store.images.dtype == np.uint8
+    assert store.masks.shape == (24, 32, 32, 1) and set(np.unique(store.masks)) == {0, 1}
+    # the lesion is the brightest part of each image
+    assert store.images[store.masks == 1].mean() > 3 * store.images[store.masks == 0].mean()
+
+
+def test_without_patient_column_each_example_is_its_own_group(folder_dataset):
+    store = read_folder(folder_dataset(patients=False), image_size=16)
+    assert not store.grouped and store.num_groups == 24
+
+
+@pytest.mark.parametrize("options, channels", [
+    ({"colour": True}, 3),
+    ({"dtype": np.uint16, "suffix": ".tif"}, 1),
+    ({"dtype": np.uint16, "suffix": ".png"}, 1),
+    ({"suffix": ".jpg"}, 1),
+])
+def test_reads_colour_16_bit_and_other_formats(folder_dataset, options, channels):
+    store = read_folder(folder_dataset(**options), image_size=16)
+    assert store.images.shape == (24, 16, 16, channels)
+    assert store.images.max() == 255  # 16-bit images stretched to the 8-bit range
