@@ -201,3 +201,41 @@ def train(ctx, resume_dir, no_skip_connections, no_augment, **options):
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in run.best_metrics.items())
     click.echo(f"best epoch {run.best_epoch}: validation {metrics}")
     click.echo(f"run directory: {run.directory}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--split", default="test", show_default=True, help="Split of the run's splits.json to evaluate.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Mask probability above which a pixel is lesion.")
+@click.option("--empty-masks", type=click.Choice(["one", "exclude"]), default="one", show_default=True,
+              help="Images whose true and predicted masks are both empty: Dice 1, or left out (nnU-Net).")
+@click.option("--output-dir", type=click.Path(), default=None, help="[default: RUN_DIR/evaluation/<split>]")
+@user_errors_as_messages
+def evaluate(run_dir, split, threshold, empty_masks, output_dir):
+    """Evaluate a run's best model on a split it never trained on: metrics.json and predictions.npz."""
+    from mtunet.evaluation import evaluate_run
+
+    results = evaluate_run(run_dir, split=split, threshold=threshold, empty=empty_masks, output_dir=output_dir)
+    shown = ["accuracy", "balanced_accuracy", "auc", "dice_mean", "iou_mean", "thresholded_jaccard"]
+    click.echo(f"{split}: {results['n_images']} images; "
+               + ", ".join(f"{name} {results[name]:.4f}" for name in shown if name in results))
+
+
+@main.command()
+@click.option("--output-dir", type=click.Path(), default=None,
+              help="The run directory [default: runs/<date>-mobilenetv2-synthetic].")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@user_errors_as_messages
+def demo(output_dir, epochs):
+    """Train MobileNetV2 from scratch on the built-in synthetic dataset (64 px), then evaluate it on its test split."""
+    from mtunet.evaluation import evaluate_run
+    from mtunet.training import TrainConfig, train as run_training
+
+    run = run_training(TrainConfig(encoder="mobilenetv2", weights=None, dataset="synthetic", image_size=64,
+                                   epochs=epochs, output_dir=output_dir))
+    results = evaluate_run(run.directory)
+    click.echo(f"test split: {results['n_images']} images, accuracy {results['accuracy']:.3f}, balanced accuracy "
+               f"{results['balanced_accuracy']:.3f}, Dice {results['dice_mean']:.3f}")
+    click.echo(f"run directory: {run.directory} (metrics: {run.directory / 'evaluation' / 'test' / 'metrics.json'}, "
+               f"curves: {run.directory / 'curves.png'})")

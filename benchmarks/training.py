@@ -1,0 +1,82 @@
+"""Training throughput: images per second of a multi-task U-Net training step, and peak memory, per encoder.
+
+    python benchmarks/training.py [--encoders mobilenetv2,vgg16] [--image-sizes 128,224] [--batch-size 16]
+                                  [--steps 10] [--jit-compile] [--mixed-precision]
+
+Random images in memory (the input pipeline is measured by benchmarks/pipeline.py), the paper's loss (5 x BCE +
+class-weighted cross-entropy), Adam; timed steps follow 3 warm-up steps that trace and compile. Each configuration
+runs in a fresh process so that peak resident memory is its own.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+WARMUP_STEPS = 3
+
+
+def measure(encoder, image_size, batch_size, steps, jit_compile, mixed_precision):
+    """``{"images_per_second", "peak_rss_mib"}`` of ``steps`` training steps after the warm-up."""
+    import keras
+    import numpy as np
+
+    from mtunet.model import build_model
+    from mtunet.training import TrainConfig, compile_model
+
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build_model(encoder, input_shape=(image_size, image_size, 3), num_classes=2, weights=None)
+    compile_model(model, TrainConfig(jit_compile=jit_compile), class_weights=[1.0, 1.0])
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
+    targets = {"label": np.eye(2, dtype="float32")[rng.integers(0, 2, batch_size)],
+               "mask": (rng.random((batch_size, image_size, image_size, 1)) > 0.5).astype("float32")}
+    for _ in range(WARMUP_STEPS):
+        model.train_on_batch(images, targets)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(images, targets)
+    seconds = time.perf_counter() - start
+    return {"images_per_second": steps * batch_size / seconds,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoders", default="mobilenetv2")
+    parser.add_argument("--image-sizes", default="128,224")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--jit-compile", action="store_true")
+    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: ENCODER:SIZE, measured in this process
+    args = parser.parse_args()
+
+    if args.one:
+        encoder, size = args.one.split(":")
+        print(json.dumps(measure(encoder, int(size), args.batch_size, args.steps, args.jit_compile,
+                                 args.mixed_precision)))
+        return
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s); batch {args.batch_size}, "
+          f"{args.steps} timed steps after {WARMUP_STEPS} warm-up; jit_compile={args.jit_compile}, "
+          f"mixed_precision={args.mixed_precision}")
+    print(f"{'encoder':<16}{'size':>6}{'images/s':>12}{'peak RSS MiB':>15}")
+    for encoder in args.encoders.split(","):
+        for size in args.image_sizes.split(","):
+            command = [sys.executable, __file__, "--one", f"{encoder}:{size}", "--batch-size", str(args.batch_size),
+                       "--steps", str(args.steps)]
+            command += ["--jit-compile"] * args.jit_compile + ["--mixed-precision"] * args.mixed_precision
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            result = json.loads(output.strip().splitlines()[-1])
+            print(f"{encoder:<16}{size:>6}{result['images_per_second']:>12.1f}{result['peak_rss_mib']:>15.0f}")
+
+
+if __name__ == "__main__":
+    main()

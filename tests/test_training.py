@@ -1,0 +1,193 @@
+"""Training runs: files of the run directory, every task, resume after a kill, determinism, usage errors."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import keras
+from click.testing import CliRunner
+
+import cli
+from mtunet.errors import ConfigError, DataError
+from mtunet.training import TrainConfig, TrainingDivergedError, load_config, train
+
+RUN_FILES = ["config.json", "splits.json", "history.csv", "best.keras", "curves.png", "summary.json"]
+
+
+def _options(data_dir, output_dir, **overrides):
+    options = dict(encoder="mobilenetv2", weights=None, dataset="folder", data_dir=str(data_dir), image_size=32,
+                   batch_size=8, epochs=2, output_dir=str(output_dir))
+    return {**options, **overrides}
+
+
+def _history(run_dir):
+    with open(run_dir / "history.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    from conftest import write_folder_dataset
+
+    return write_folder_dataset(tmp_path_factory.mktemp("data") / "lesions", num_patients=16, images_per_patient=3)
+
+
+def test_short_run_lowers_the_loss_and_writes_every_file(dataset_dir, tmp_path):
+    run = train(**_options(dataset_dir, tmp_path / "run", epochs=3, seed=3, deterministic=True))
+    for name in RUN_FILES:
+        assert (run.directory / name).is_file(), name
+    assert (run.directory / "logs").is_dir() and any((run.directory / "logs").rglob("events.out.tfevents*"))
+    history = _history(run.directory)
+    assert len(history) == 3
+    assert float(history[-1]["mask_loss"]) < float(history[0]["mask_loss"])
+    assert min(float(row["loss"]) for row in history[1:]) < float(history[0]["loss"])
+    config = json.loads((run.directory / "config.json").read_text())
+    assert config["options"]["loss_weights"] == [5.0, 1.0]
+    assert config["class_names"] == ["benign", "malignant"]
+    assert set(config["versions"]) == {"mtunet", "tensorflow", "keras"} and len(config["data_fingerprint"]) == 64
+    summary = json.loads((run.directory / "summary.json").read_text())
+    best_row = min(history, key=lambda row: float(row["val_loss"]))
+    assert summary["best_epoch"] == int(best_row["epoch"]) + 1 == run.best_epoch
+    assert summary["best_validation_metrics"]["mask_dice"] == pytest.approx(float(best_row["val_mask_dice"]))
+    best = keras.saving.load_model(run.best_model_path)
+    assert best.output_names == ["label", "mask"]
+    assert load_config(run.directory) == run.config
+
+    # the same seed, deterministically, gives the same numbers
+    train(**_options(dataset_dir, tmp_path / "again", epochs=3, seed=3, deterministic=True))
+    assert (tmp_path / "again" / "history.csv").read_text() == (run.directory / "history.csv").read_text()
+
+
+def test_from_scratch_model_agrees_in_inference_and_training_mode(dataset_dir, tmp_path):
+    # the verified pitfall: keras.applications' BatchNorm momentum leaves a from-scratch model collapsed at inference
+    from mtunet.data import load_dataset
+
+    run = train(**_options(dataset_dir, tmp_path / "run", epochs=12, batch_size=4, augment=False, patience=12))
+    model = keras.saving.load_model(run.best_model_path)
+    data = load_dataset("folder", data_dir=str(dataset_dir), image_size=32, splits_path=run.directory / "splits.json")
+    images = np.concatenate([batch[0] for batch in data.pipeline("train", batch_size=64, training=False)])
+    inference = {name: keras.ops.convert_to_numpy(value) for name, value in model(images, training=False).items()}
+    training_mode = {name: keras.ops.convert_to_numpy(value) for name, value in model(images, training=True).items()}
+    # a collapsed model predicts an empty (or full) mask in inference mode whatever training mode predicts
+    assert np.abs(inference["mask"] - training_mode["mask"]).mean() < 0.1
+    assert np.corrcoef(inference["mask"].ravel(), training_mode["mask"].ravel())[0, 1] > 0.9
+    assert np.abs(inference["label"] - training_mode["label"]).mean() < 0.3
+
+
+@pytest.mark.parametrize("task, outputs", [("segmentation", ["mask"]), ("classification", ["label"])])
+def test_single_task_baselines_train(dataset_dir, tmp_path, task, outputs):
+    run = train(**_options(dataset_dir, tmp_path / task, epochs=1, task=task))
+    assert keras.saving.load_model(run.best_model_path).output_names == outputs
+    columns = _history(run.directory)[0].keys()
+    assert ("val_mask_dice" in columns) == ("mask" in outputs)
+    assert ("val_label_accuracy" in columns) == ("label" in outputs)
+
+
+def test_unfreeze_after_trains_heads_then_everything(dataset_dir, tmp_path):
+    run = train(**_options(dataset_dir, tmp_path / "run", epochs=2, unfreeze_after=1))
+    assert len(_history(run.directory)) == 2
+    assert keras.saving.load_model(run.best_model_path).get_layer("encoder").trainable
+
+
+def test_resume_after_the_process_is_killed(dataset_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        from mtunet.training import train
+        train(**{_options(dataset_dir, run_dir, epochs=4)!r})
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = run_dir / "backup" / "phase1" / "training_metadata.json"
+    deadline = time.monotonic() + 300
+    while not (metadata.exists() and json.loads(metadata.read_text())["epoch"] >= 2):
+        assert child.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (run_dir / "summary.json").exists()
+
+    run = train(resume=run_dir)
+    epochs = [int(row["epoch"]) for row in _history(run_dir)]
+    assert epochs == [0, 1, 2, 3]
+    assert (run_dir / "summary.json").is_file()
+    with pytest.raises(ConfigError, match=r"has already finished"):
+        train(resume=run_dir)
+
+
+def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_model(dataset_dir, tmp_path, monkeypatch):
+    from mtunet import training
+
+    class PoisonedAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for weight in self.model.get_layer("label_logits").weights:
+                weight.assign(np.full(weight.shape, np.nan, "float32"))
+
+    original_stop = training.StopOnNonFiniteLoss
+    monkeypatch.setattr(training, "StopOnNonFiniteLoss",
+                        lambda: type("Poisoning", (PoisonedAfterFirstEpoch, original_stop), {})())
+    with pytest.raises(TrainingDivergedError, match=r"NaN or infinite in epoch 2.*--learning-rate.*best.keras"):
+        train(**_options(dataset_dir, tmp_path / "run", epochs=3))
+    assert keras.saving.load_model(tmp_path / "run" / "best.keras").output_names == ["label", "mask"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss_weights": (0.0, 0.0)}, r"--loss-weights 0:0: weights must be non-negative and not both zero"),
+        ({"image_size": 48}, r"nearest valid size to 48 is 32 or 64"),
+        ({"unfreeze_after": 2, "epochs": 2}, r"--unfreeze-after 2: expected an epoch between 1 and 1"),
+        ({"seg_loss": "focal"}, r"--seg-loss 'focal': expected one of: bce, dice, bce_dice"),
+        ({"encoder": "resnet"}, r"unknown encoder 'resnet'"),
+    ],
+)
+def test_invalid_options_are_config_errors(dataset_dir, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train(**_options(dataset_dir, tmp_path / "run", **overrides))
+
+
+def test_one_class_dataset_is_refused(tmp_path):
+    from conftest import write_folder_dataset
+
+    data_dir = write_folder_dataset(tmp_path / "one", classes=("benign",))
+    with pytest.raises(DataError, match=r"has only the class\(es\) \['benign'\]; expected at least 2 classes"):
+        train(**_options(data_dir, tmp_path / "run"))
+
+
+def test_cli_train_usage_errors_are_one_line(dataset_dir, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    runner = CliRunner()
+    cases = [
+        (["--loss-weights", "5-1"], "Invalid value for '--loss-weights': '5-1': expected SEG:CLS, e.g. 5:1"),
+        (["--loss-weights", "0:0"], "Error: --loss-weights 0:0: weights must be non-negative and not both zero"),
+        (["--output-dir", str(tmp_path / "busy")], "already exists and is not empty"),
+        (["--resume", str(tmp_path / "nowhere")], "is not a run directory: config.json not found"),
+        (["--resume", str(tmp_path / "busy"), "--epochs", "3"], "--resume takes no other option (received --epochs)"),
+    ]
+    for arguments, message in cases:
+        common = ["--dataset", "folder", "--data-dir", str(dataset_dir), "--weights", "none", "--image-size", "32"]
+        if arguments[0] == "--resume":
+            common = []
+        result = runner.invoke(cli.main, ["train", *common, *arguments])
+        assert result.exit_code in (1, 2), (arguments, result.output)
+        assert message in result.output, (arguments, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_cli_train_reports_best_epoch_and_run_directory(dataset_dir, tmp_path):
+    result = CliRunner().invoke(cli.main, [
+        "train", "--dataset", "folder", "--data-dir", str(dataset_dir), "--weights", "none", "--image-size", "32",
+        "--batch-size", "8", "--epochs", "1", "--output-dir", str(tmp_path / "run"), "--no-augment",
+        "--class-weights", "none", "--loss-weights", "1:1",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "best epoch 1: validation" in result.output and f"run directory: {tmp_path / 'run'}" in result.output
+    options = load_config(tmp_path / "run")
+    assert options == TrainConfig(**{**_options(dataset_dir, tmp_path / "run", epochs=1), "augment": False,
+                                     "class_weights": "none", "loss_weights": (1.0, 1.0)})
