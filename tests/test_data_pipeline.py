@@ -3,6 +3,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from mtunet.data.pipeline import build_pipeline
@@ -30,13 +31,16 @@ def test_batches_have_the_promised_shapes_and_values(synthetic_dataset):
     assert 0 <= np.min(images) and np.max(images) <= 255 and np.max(images) > 1  # raw 0-255, not rescaled
 
 
-def test_evaluation_order_matches_ids_labels_and_arrays(synthetic_dataset):
+def test_evaluation_order_matches_ids_labels_and_table(synthetic_dataset):
     images, labels, masks = _epoch(synthetic_dataset.pipeline("test", batch_size=7, training=False))
     np.testing.assert_array_equal(labels.argmax(axis=1), synthetic_dataset.labels("test"))
-    stored_images, stored_masks, _ = synthetic_dataset.arrays("test")
-    np.testing.assert_array_equal(images, stored_images.astype(np.float32))
-    np.testing.assert_array_equal(masks, stored_masks.astype(np.float32))
-    assert len(synthetic_dataset.ids("test")) == len(images) == synthetic_dataset.info.split_sizes["test"]
+    table = synthetic_dataset.table("test")
+    assert table["id"].tolist() == synthetic_dataset.ids("test")
+    assert table["label"].tolist() == [synthetic_dataset.info.class_names[index]
+                                       for index in synthetic_dataset.labels("test")]
+    # served masks cover the share of the image that the stored masks do (128 px stored, 32 px served)
+    np.testing.assert_allclose(masks.mean(axis=(1, 2, 3)), table["lesion_fraction"], atol=0.02)
+    assert len(table) == len(images) == synthetic_dataset.info.split_sizes["test"]
     again = _epoch(synthetic_dataset.pipeline("test", batch_size=5, training=False))[0]
     np.testing.assert_array_equal(again, images)
 
@@ -50,26 +54,27 @@ def test_training_is_shuffled_augmented_and_reproducible_from_seed(synthetic_dat
     np.testing.assert_array_equal(images, same)
     assert not np.array_equal(images, other)
     assert not np.array_equal(images, second_epoch)  # reshuffled and augmented anew each epoch
-    stored = synthetic_dataset.arrays("train")[0].astype(np.float32)
+    stored = _epoch(synthetic_dataset.pipeline("train", batch_size=64, training=False))[0]
     matches = [any(np.array_equal(image, original) for original in stored) for image in images]
     assert sum(matches) < len(images) / 2  # most images were transformed
 
 
 def test_training_without_augmentation_serves_the_stored_images_shuffled(synthetic_dataset):
     images, labels, _ = _epoch(synthetic_dataset.pipeline("train", batch_size=32, training=True, augment=False))
-    stored, _, stored_labels = synthetic_dataset.arrays("train")
+    stored, stored_labels, _ = _epoch(synthetic_dataset.pipeline("train", batch_size=64, training=False))
     order = np.lexsort(images.reshape(len(images), -1).T)
     stored_order = np.lexsort(stored.reshape(len(stored), -1).T)
-    np.testing.assert_array_equal(images[order], stored[stored_order].astype(np.float32))
-    np.testing.assert_array_equal(labels[order].argmax(axis=1), stored_labels[stored_order])
-    assert not np.array_equal(labels.argmax(axis=1), stored_labels)  # shuffled
+    np.testing.assert_array_equal(images[order], stored[stored_order])
+    np.testing.assert_array_equal(labels[order], stored_labels[stored_order])
+    assert not np.array_equal(labels, stored_labels)  # shuffled
 
 
 def test_augmentation_moves_image_and_mask_together():
     masks = np.zeros((48, 32, 32, 1), np.uint8)
     masks[:, 4:14, 6:26] = 1  # an off-centre bar, so that flips and rotations change it
     images = masks * 255
-    dataset = build_pipeline(images, masks, np.zeros(48, int), num_classes=2, batch_size=16, training=True, seed=1)
+    examples = tf.data.Dataset.from_tensor_slices((images, masks, np.zeros(48, np.int32)))
+    dataset = build_pipeline(examples, shuffle_buffer=48, num_classes=2, batch_size=16, training=True, seed=1)
     augmented_images, _, augmented_masks = _epoch(dataset)
     assert set(np.unique(augmented_masks)) <= {0.0, 1.0}
     moved = np.mean([not np.array_equal(mask, masks[0]) for mask in augmented_masks])

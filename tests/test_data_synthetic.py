@@ -99,7 +99,7 @@ def test_tfds_load_works_offline(tfds_dir, monkeypatch):
 def test_load_dataset_synthetic(synthetic_dataset):
     info = synthetic_dataset.info
     assert info.class_names == ["cyst", "fibroadenoma", "carcinoma"]
-    assert (info.num_classes, info.channels, info.image_size) == (3, 1, 32)
+    assert (info.num_classes, info.channels, info.image_size, info.storage) == (3, 1, 32, "memory")
     assert info.num_groups == 700 and synthetic_dataset.splits.grouping == "patient"
     assert info.split_sizes == {"train": 980, "validation": 210, "test": 210}
     assert info.skipped == []
