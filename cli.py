@@ -4,6 +4,7 @@ TensorFlow is imported inside the commands, never at module level, so ``mtunet -
 at once. Errors the user can fix (``mtunet.errors.MtunetError``) are printed on one line and exit with status 1.
 """
 
+import collections
 import functools
 import importlib.metadata
 import os
@@ -89,6 +90,48 @@ def data():
     """Look at datasets before training on them."""
 
 
+def _echo_inspect_report(report: dict) -> None:
+    """Prints ``mtunet.data.inspect_dataset``'s report as tables."""
+    info = report["info"]
+    click.echo(f"dataset {info['name']}: {info['num_classes']} classes, {info['channels']} channel(s), served at "
+               f"{info['image_size']}x{info['image_size']} px, decoded examples held in {info['storage']}")
+    groups = report["groups"]
+    click.echo(f"patients/groups: {groups['total']} (" + ", ".join(f"{split} {groups[split]}" for split in
+                                                                 info["split_sizes"])
+               + f"); splits grouped by {report['grouping']}")
+    names = info["class_names"]
+    width = max(12, *(len(name) + 2 for name in names))
+    click.echo(f"{'split':<12}" + "".join(f"{name:>{width}}" for name in names) + f"{'total':>10}")
+    totals = dict.fromkeys(names, 0)
+    for split, size in info["split_sizes"].items():
+        counts = info["class_counts"][split]
+        totals = {name: totals[name] + counts[name] for name in names}
+        click.echo(f"{split:<12}" + "".join(f"{counts[name]:>{width}}" for name in names) + f"{size:>10}")
+    click.echo(f"{'total':<12}" + "".join(f"{totals[name]:>{width}}" for name in names)
+               + f"{sum(info['split_sizes'].values()):>10}")
+    sizes = report["image_sizes"]
+    common = ", ".join(f"{height}x{width_} ({count})" for height, width_, count in sizes["most_common"])
+    click.echo(f"image sizes as stored (height x width): {sizes['distinct']} distinct, height {sizes['height'][0]}-"
+               f"{sizes['height'][1]}, width {sizes['width'][0]}-{sizes['width'][1]}; most common: {common}")
+    click.echo(f"{'mask coverage':<14}{'examples':>10}{'empty masks':>13}{'mean lesion':>13}{'min':>8}{'max':>8}")
+    for name, coverage in report["mask_coverage"].items():
+        click.echo(f"{name:<14}{coverage['examples']:>10}{coverage['empty_masks']:>13}"
+                   f"{coverage['mean_lesion_fraction']:>13.1%}{coverage['min_lesion_fraction']:>8.1%}"
+                   f"{coverage['max_lesion_fraction']:>8.1%}")
+    means = ", ".join(f"{value:.1f}" for value in report["pixel_mean"])
+    stds = ", ".join(f"{value:.1f}" for value in report["pixel_std"])
+    click.echo(f"pixels of the train split (0-255): mean {means}, std {stds}")
+    skipped = info["skipped"]
+    if not skipped:
+        click.echo("problems: none")
+        return
+    reasons = collections.Counter(reason for _, reason in skipped)
+    click.echo(f"problems: {len(skipped)} file(s) left out: "
+               + "; ".join(f"{count} {reason}" for reason, count in reasons.items()))
+    for file, reason in skipped:
+        click.echo(f"  {file}: {reason}")
+
+
 @data.command()
 @DATASET
 @DATA_DIR
@@ -98,7 +141,10 @@ def data():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors_as_messages
 def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
-    """Classes, split sizes, patients, lesion sizes and pixel statistics of a dataset."""
+    """Classes, counts per split and class, patients, image sizes, mask coverage and problems of a dataset.
+
+    Without --skip-bad-files, bad files stop it with an error that names them; with it, they are listed.
+    """
     import json
 
     from mtunet.data import inspect_dataset
@@ -107,28 +153,8 @@ def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
                              skip_bad_files=skip_bad_files)
     if as_json:
         click.echo(json.dumps(report, indent=1))
-        return
-    info = report["info"]
-    click.echo(f"dataset {info['name']}: {info['num_classes']} classes, {info['channels']} channel(s), "
-               f"{info['image_size']}x{info['image_size']} px, {info['num_groups']} patients "
-               f"(splits grouped by {report['grouping']})")
-    names = info["class_names"]
-    width = max(12, *(len(name) + 2 for name in names))
-    click.echo(f"{'split':<12}{'examples':>10}" + "".join(f"{name:>{width}}" for name in names))
-    for split, size in info["split_sizes"].items():
-        counts = info["class_counts"][split]
-        click.echo(f"{split:<12}{size:>10}" + "".join(f"{counts[name]:>{width}}" for name in names))
-    click.echo(f"{'class':<12}{'examples':>10}{'empty masks':>14}{'mean lesion area':>18}")
-    for name, lesion in report["lesions"].items():
-        click.echo(f"{name:<12}{lesion['examples']:>10}{lesion['empty_masks']:>14}"
-                   f"{lesion['mean_lesion_fraction']:>17.1%}")
-    means = ", ".join(f"{value:.1f}" for value in report["pixel_mean"])
-    stds = ", ".join(f"{value:.1f}" for value in report["pixel_std"])
-    click.echo(f"pixels of the train split (0-255): mean {means}, std {stds}")
-    if info["skipped"]:
-        click.echo(f"skipped {len(info['skipped'])} bad file(s):")
-        for file, reason in info["skipped"]:
-            click.echo(f"  {file}: {reason}")
+    else:
+        _echo_inspect_report(report)
 
 
 WEIGHTS = click.option(

@@ -2,6 +2,7 @@
 fake datasets in the ``folder`` layout."""
 
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -64,15 +65,34 @@ def folder_dataset(tmp_path):
     return make
 
 
+def refuse_network(monkeypatch):
+    """Makes any attempt to open a network connection fail."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory):
-    """A TFDS data directory in which the synthetic dataset is prepared once per test session."""
-    return tmp_path_factory.mktemp("tensorflow_datasets")
+    """A TFDS data directory in which the synthetic dataset is prepared once per test session, offline."""
+    import tensorflow_datasets as tfds
+
+    from mtunet.data.synthetic_tfds import MtunetSynthetic
+
+    directory = tmp_path_factory.mktemp("tensorflow_datasets")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        refuse_network(monkeypatch)
+        MtunetSynthetic(data_dir=str(directory)).download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return directory
 
 
 @pytest.fixture(scope="session")
-def synthetic(tfds_dir):
-    """The synthetic dataset at 32x32 with the default split."""
+def synthetic_dataset(tfds_dir):
+    """The synthetic dataset at 32x32 with the default split, in memory."""
     from mtunet.data import load_dataset
 
     return load_dataset("synthetic", data_dir=tfds_dir, image_size=32)

@@ -1,5 +1,7 @@
 import json
 
+import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -21,31 +23,58 @@ def test_folder_needs_data_dir_and_image_size_must_be_positive():
         load_dataset("synthetic", image_size=0)
 
 
-def test_info_is_json_serialisable_and_lists_skipped_files(folder_dataset):
+def test_info_is_json_serialisable_and_lists_every_skipped_file(folder_dataset):
     root = folder_dataset(num_patients=20)
     (root / "images" / "case001_0.png").write_bytes(b"broken")
+    (root / "masks" / "case007_1.png").unlink()
+    (root / "images" / "Thumbs.db").write_bytes(b"")
     dataset = load_dataset("folder", data_dir=root, image_size=16, skip_bad_files=True)
     record = json.loads(json.dumps(dataset.info.to_dict()))
-    assert record["skipped"] == [["images/case001_0.png", "cannot be read as an image"]]
-    assert sum(record["split_sizes"].values()) == 39 and record["num_groups"] == 20
+    assert record["skipped"] == [["images/case007_1.png", "have no mask in masks/"],
+                                 ["images/case001_0.png", "cannot be read as an image"],
+                                 ["images/Thumbs.db", "are not PNG, JPEG, BMP or TIFF files"]]
+    assert sum(record["split_sizes"].values()) == 38 and record["num_groups"] == 20
+    assert record["storage"] == "memory"
     assert record["class_counts"]["train"]["benign"] + record["class_counts"]["train"]["malignant"] == \
         record["split_sizes"]["train"]
 
 
-def test_inspect_report(synthetic, tfds_dir):
+def test_inspect_report(synthetic_dataset, tfds_dir):
     report = inspect_dataset("synthetic", data_dir=tfds_dir, image_size=32)
-    assert report["info"] == synthetic.info.to_dict()
-    assert report["lesions"]["normal"]["empty_masks"] == report["lesions"]["normal"]["examples"] > 0
-    assert report["lesions"]["benign"]["empty_masks"] == 0
-    assert 0 < report["lesions"]["benign"]["mean_lesion_fraction"] < 0.3
-    assert 50 < report["pixel_mean"][0] < 200
+    assert report["info"] == synthetic_dataset.info.to_dict()
+    assert report["groups"] == {"train": 490, "validation": 105, "test": 105, "total": 700}
+    assert report["image_sizes"] == {"distinct": 1, "height": [128, 128], "width": [128, 128],
+                                     "most_common": [[128, 128, 1400]]}
+    coverage = report["mask_coverage"]
+    assert set(coverage) == {"cyst", "fibroadenoma", "carcinoma", "all"} and coverage["all"]["examples"] == 1400
+    assert coverage["all"]["empty_masks"] == 0
+    assert 0 < coverage["all"]["min_lesion_fraction"] < 0.01 < coverage["all"]["mean_lesion_fraction"] < 0.1
+    assert 50 < report["pixel_mean"][0] < 200 and report["pixel_std"][0] > 10
 
 
-def test_cli_inspect_prints_the_split_table(tfds_dir):
+def test_inspect_reports_stored_sizes_of_a_folder(folder_dataset):
+    root = folder_dataset(num_patients=20)
+    cv2.imwrite(str(root / "images" / "case000_0.png"), np.zeros((30, 20), np.uint8))
+    cv2.imwrite(str(root / "masks" / "case000_0.png"), np.zeros((30, 20), np.uint8))
+    report = inspect_dataset("folder", data_dir=root, image_size=16)
+    assert report["image_sizes"] == {"distinct": 2, "height": [30, 40], "width": [20, 56],
+                                     "most_common": [[40, 56, 39], [30, 20, 1]]}
+    assert report["mask_coverage"]["benign"]["empty_masks"] == 1
+
+
+def test_cli_inspect_prints_counts_patients_sizes_coverage_and_problems(tfds_dir):
     result = CliRunner().invoke(main, ["data", "inspect", "--data-dir", str(tfds_dir), "--image-size", "32"])
     assert result.exit_code == 0, result.output
-    assert "dataset synthetic: 3 classes, 1 channel(s), 32x32 px, 96 patients" in result.output
-    assert any(line.split()[0] == "train" and line.split()[1].isdigit() for line in result.output.splitlines())
+    lines = result.output.splitlines()
+    assert "dataset synthetic: 3 classes, 1 channel(s), served at 32x32 px, decoded examples held in memory" in lines
+    assert "patients/groups: 700 (train 490, validation 105, test 105); splits grouped by patient" in lines
+    assert lines[2].split() == ["split", "cyst", "fibroadenoma", "carcinoma", "total"]
+    rows = {line.split()[0]: [int(value) for value in line.split()[1:]] for line in lines[3:7]}
+    assert rows["train"][-1] == 980 and rows["total"][-1] == 1400
+    assert [sum(column) for column in zip(rows["train"], rows["validation"], rows["test"])] == rows["total"]
+    assert any(line.startswith("image sizes as stored (height x width): 1 distinct") for line in lines)
+    assert any(line.split()[:3] == ["all", "1400", "0"] for line in lines)  # mask coverage, no empty mask
+    assert lines[-1] == "problems: none"
     result = CliRunner().invoke(main, ["data", "inspect", "--data-dir", str(tfds_dir), "--image-size", "32",
                                        "--json"])
     assert json.loads(result.output)["info"]["num_classes"] == 3
@@ -54,12 +83,16 @@ def test_cli_inspect_prints_the_split_table(tfds_dir):
 def test_cli_reports_bad_files_in_one_line_without_traceback(folder_dataset):
     root = folder_dataset()
     (root / "masks" / "case002_1.png").unlink()
+    (root / "images" / "case003_0.png").write_bytes(b"broken")
     result = CliRunner().invoke(main, ["data", "inspect", "--dataset", "folder", "--data-dir", str(root)])
     assert result.exit_code == 1
     assert result.output.startswith("Error: 1 file(s) in ")
     assert "have no mask in masks/: images/case002_1.png" in result.output
+    assert "(1 other bad file(s) too)" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["data", "inspect", "--dataset", "folder", "--data-dir", str(root),
                                        "--skip-bad-files", "--image-size", "32"])
     assert result.exit_code == 0, result.output
-    assert "skipped 1 bad file(s):\n  images/case002_1.png: have no mask in masks/" in result.output
+    assert result.output.endswith("problems: 2 file(s) left out: 1 have no mask in masks/; 1 cannot be read as an "
+                                  "image\n  images/case002_1.png: have no mask in masks/\n"
+                                  "  images/case003_0.png: cannot be read as an image\n")

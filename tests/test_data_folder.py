@@ -34,21 +34,31 @@ def _empty_label(root):
     table.to_csv(root / "labels.csv", index=False)
 
 
-# breakage, error message (regex), number of examples left when skipping (24 in the intact dataset)
+def _label_not_in_class_list(root):
+    (root / "classes.txt").write_text("benign\nmalignant\n")
+    table = pd.read_csv(root / "labels.csv", dtype=str)
+    table.loc[[2, 5], "label"] = "Malignant"
+    table.to_csv(root / "labels.csv", index=False)
+
+
+# breakage, error message (regex), examples left when skipping (24 in the intact dataset), files listed as skipped
 BAD_FILES = [
     (_corrupt_images, r"4 file\(s\) in .* cannot be read as an image: images/case000_0.png, images/case001_1.png, "
-                      r"images/case002_0.png and 1 more; expected a PNG, JPEG, BMP or TIFF image", 20),
+                      r"images/case002_0.png and 1 more; expected a PNG, JPEG, BMP or TIFF image", 20, 4),
     (_shrink_mask, r"1 file\(s\) in .* are masks of another size than their image: masks/case004_0.png; "
-                   r"expected a mask of its image's height and width", 23),
-    (_drop_mask, r"images/case005_1.png; expected masks/<id>.<ext> for every image", 23),
-    (_drop_image, r"name no image in images/: labels.csv:case006_0; expected an image file", 23),
-    (_add_unlisted_image, r"have no row in labels.csv: images/stray.png", 24),
-    (_empty_label, r"have an empty label: labels.csv:case001_1", 23),
+                   r"expected a mask of its image's height and width", 23, 1),
+    (_drop_mask, r"images/case005_1.png; expected masks/<id>.<ext> for every image", 23, 1),
+    (_drop_image, r"name no image in images/: labels.csv:case006_0; expected an image file", 23, 2),  # + its mask
+    (_add_unlisted_image, r"have no row in labels.csv: images/stray.png", 24, 1),
+    (_empty_label, r"have an empty label: labels.csv:case001_1", 23, 1),
+    (_label_not_in_class_list, r"2 file\(s\) in .* have a label that is not in classes.txt: labels.csv:case001_0, "
+                               r"labels.csv:case002_1; expected one of benign, malignant", 22, 2),
 ]
 
 
-@pytest.mark.parametrize("break_dataset, message, num_left", BAD_FILES)
-def test_bad_files_raise_one_error_naming_them_or_are_skipped(folder_dataset, break_dataset, message, num_left):
+@pytest.mark.parametrize("break_dataset, message, num_left, num_skipped", BAD_FILES)
+def test_bad_files_raise_one_error_naming_them_or_are_skipped(folder_dataset, break_dataset, message, num_left,
+                                                              num_skipped):
     root = folder_dataset()
     break_dataset(root)
     with pytest.raises(DataError, match=message) as error:
@@ -56,7 +66,7 @@ def test_bad_files_raise_one_error_naming_them_or_are_skipped(folder_dataset, br
     assert "\n" not in str(error.value) and "skip_bad_files=True" in str(error.value)
     store = read_folder(root, image_size=16, skip_bad_files=True)
     assert len(store.ids) == num_left
-    assert len(store.skipped) == 24 - num_left + (break_dataset is _add_unlisted_image)
+    assert len(store.skipped) == num_skipped
     assert all(isinstance(file, str) and reason for file, reason in store.skipped)
 
 
@@ -72,7 +82,11 @@ def test_several_kinds_of_problem_are_counted(folder_dataset):
 BAD_LAYOUTS = [
     (lambda root: (root / "labels.csv").unlink(), r"lacks labels.csv; expected images/<id>.png"),
     (lambda root: (root / "labels.csv").write_text("name,label\na,b\n"),
-     r"labels.csv lacks the column\(s\) id; expected columns id,label\[,patient\], found name, label"),
+     r"labels.csv lacks the column\(s\) id; expected columns id,label\[,patient or group\], found name, label"),
+    (lambda root: (root / "labels.csv").write_text("id,label,patient,group\ncase000_0,a,1,1\n"),
+     r"has both a patient and a group column"),
+    (lambda root: (root / "classes.txt").write_text("benign\nmalignant\nbenign\n"),
+     r"classes.txt names a class more than once: benign; expected one class name a line"),
     (lambda root: (root / "labels.csv").write_text("id,label\ncase000_0,a\ncase000_0,b\ncase001_0,a\n"),
      r"lists 1 id\(s\) more than once: case000_0"),
     (lambda root: cv2.imwrite(str(root / "images" / "case000_0.jpg"), np.zeros((4, 4), np.uint8)),
@@ -88,11 +102,62 @@ def test_bad_layouts_raise_even_when_skipping(folder_dataset, break_dataset, mes
         read_folder(root, image_size=16, skip_bad_files=True)
 
 
-def test_missing_folder_and_single_class(tmp_path, folder_dataset):
+def test_missing_folder_empty_dataset_and_single_class(tmp_path, folder_dataset):
     with pytest.raises(DataError, match=r"is not a folder; expected a folder with images/"):
         read_folder(tmp_path / "absent", image_size=16)
     with pytest.raises(DataError, match=r"has only the class\(es\) \['benign'\]; expected at least 2 classes"):
         read_folder(folder_dataset(classes=("benign",)), image_size=16)
+    empty = folder_dataset(num_patients=0)
+    (empty / "labels.csv").write_text("id,label,patient\n")
+    with pytest.raises(DataError, match=r"has no usable example \(0 skipped\)"):
+        read_folder(empty, image_size=16)
+
+
+def test_class_list_sets_the_order_of_classes(folder_dataset):
+    root = folder_dataset()
+    (root / "classes.txt").write_text("malignant\n\nbenign\nnormal\n")
+    store = read_folder(root, image_size=16)
+    assert store.class_names == ["malignant", "benign", "normal"]  # a class may have no example
+    assert store.labels[:4].tolist() == [1, 1, 0, 0]  # case000 is benign, case001 malignant
+
+
+def test_files_outside_the_dataset_are_listed_as_skipped(folder_dataset):
+    root = folder_dataset()
+    (root / "images" / "notes.txt").write_text("scanned 2024")
+    cv2.imwrite(str(root / "masks" / "orphan.png"), np.zeros((8, 8), np.uint8))
+    (root / "images" / ".DS_Store").write_bytes(b"")
+    store = read_folder(root, image_size=16)
+    assert len(store.ids) == 24
+    assert store.skipped == [("images/notes.txt", "are not PNG, JPEG, BMP or TIFF files"),
+                             ("masks/orphan.png", "are masks without an image")]
+
+
+def test_group_column_is_a_patient_column(folder_dataset):
+    root = folder_dataset()
+    table = pd.read_csv(root / "labels.csv", dtype=str).rename(columns={"patient": "group"})
+    table.to_csv(root / "labels.csv", index=False)
+    store = read_folder(root, image_size=16)
+    assert store.grouped and store.num_groups == 12
+
+
+def test_one_dataset_mixes_16_bit_tiff_grayscale_png_and_rgb_jpeg(folder_dataset):
+    root = folder_dataset(num_patients=3)
+    deep = np.zeros((40, 56), np.uint16)
+    deep[10:20, 10:30] = 4095  # 12-bit data in a 16-bit TIFF
+    (root / "images" / "case000_0.png").unlink()
+    cv2.imwrite(str(root / "images" / "case000_0.tif"), deep)
+    cv2.imwrite(str(root / "masks" / "case000_0.png"), (deep > 0).astype(np.uint8) * 255)
+    colour = np.zeros((40, 56, 3), np.uint8)
+    colour[..., 2] = 200  # red in OpenCV's BGR order
+    (root / "images" / "case001_0.png").unlink()
+    cv2.imwrite(str(root / "images" / "case001_0.jpg"), colour)
+    store = read_folder(root, image_size=28)  # 56 -> 28: halved
+    assert store.channels == 3 and store.images.shape == (6, 28, 28, 3)
+    np.testing.assert_array_equal(store.images[0][store.masks[0][..., 0] == 1], 255)  # TIFF stretched, repeated
+    np.testing.assert_array_equal(store.images[0][store.masks[0][..., 0] == 0], 0)
+    assert np.abs(store.images[2][8:20].astype(int) - [200, 0, 0]).max() <= 3  # JPEG, RGB order
+    assert store.images[1].std(axis=2).max() == 0  # grayscale PNG repeated to 3 channels
+    assert store.original_sizes.tolist() == [[40, 56]] * 6
 
 
 def test_reads_ids_labels_patients_and_masks(folder_dataset):

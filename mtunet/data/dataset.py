@@ -1,18 +1,25 @@
 """``load_dataset``: one call from a dataset name to splits, facts about the data and ``tf.data`` pipelines."""
 
+import atexit
 import dataclasses
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
 from mtunet.data.registry import get_dataset
 from mtunet.data.splits import SPLIT_NAMES, Splits, check_split_options, make_splits
-from mtunet.data.store import ExampleStore
+from mtunet.data.store import ExampleStore, check_memory_limit, example_bytes
 from mtunet.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
+
+# Streamed training splits shuffle in a buffer of as many examples as the memory limit holds, but at least this many.
+MIN_SHUFFLE_BUFFER = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +35,10 @@ class DatasetInfo:
         split_sizes: ``{split: number of examples}``.
         class_counts: ``{split: {class name: number of examples}}``.
         num_groups: number of patients (of examples, when no patient ids are known).
-        skipped: ``[(file, reason), ...]`` left out with ``skip_bad_files``.
+        skipped: ``[(file, reason), ...]``: every file left out (bad files with ``skip_bad_files``, files that are
+            not images, masks without an image).
+        storage: ``"memory"`` (decoded examples held in memory) or ``"stream"`` (decoded from the files, then
+            cached in a file, per split).
     """
 
     name: str
@@ -40,6 +50,7 @@ class DatasetInfo:
     class_counts: dict[str, dict[str, int]]
     num_groups: int
     skipped: list[tuple[str, str]]
+    storage: str
 
     def to_dict(self) -> dict:
         """The fields as JSON-serialisable values (``skipped`` as a list of ``[file, reason]``)."""
@@ -49,15 +60,19 @@ class DatasetInfo:
 
 
 class LoadedDataset:
-    """A dataset decoded in memory with its splits: what training and evaluation read. Made by ``load_dataset``.
+    """A decoded dataset with its splits: what training and evaluation read. Made by ``load_dataset``.
 
     Attributes:
         info: a ``DatasetInfo``.
         splits: the ``Splits`` in use.
     """
 
-    def __init__(self, name: str, store: ExampleStore, splits: Splits, image_size: int):
+    def __init__(self, name: str, store: ExampleStore, splits: Splits, *, memory_limit: int, cache_dir=None):
         self._store = store
+        self._memory_limit = memory_limit
+        self._cache_parent = cache_dir
+        self._cache_dir = None
+        self._cached_splits = set()
         self.splits = splits
         position = {example: index for index, example in enumerate(store.ids.tolist())}
         self._positions = {split: np.sort([position[example] for example in splits[split]]).astype(np.int64)
@@ -67,15 +82,16 @@ class LoadedDataset:
             class_names=list(store.class_names),
             num_classes=len(store.class_names),
             channels=int(store.channels),
-            image_size=int(image_size),
+            image_size=int(store.image_size),
             split_sizes={split: int(len(self._positions[split])) for split in SPLIT_NAMES},
             class_counts={split: self._class_counts(split) for split in SPLIT_NAMES},
             num_groups=int(store.num_groups),
             skipped=list(store.skipped),
+            storage="memory" if store.in_memory else "stream",
         )
 
     def __repr__(self):
-        return f"LoadedDataset({self.info.name!r}, {self.splits!r})"
+        return f"LoadedDataset({self.info.name!r}, {self.splits!r}, storage={self.info.storage!r})"
 
     def _split_positions(self, split: str) -> np.ndarray:
         if split not in self._positions:
@@ -94,11 +110,42 @@ class LoadedDataset:
         """``(N,)`` int class indices of ``split``, in the order of ``pipeline(split, training=False)``."""
         return self._store.labels[self._split_positions(split)]
 
-    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(images, masks, labels)`` of ``split`` as ``uint8`` ``(N, S, S, C)``, ``uint8`` ``(N, S, S, 1)`` of 0/1
-        and int ``(N,)``, in the order of ``pipeline(split, training=False)``."""
+    def table(self, split: str) -> pd.DataFrame:
+        """One row per example of ``split``, in the order of ``ids(split)``: ``id``, ``label`` (class name),
+        ``group`` (patient), ``height`` and ``width`` of the image as stored, and ``lesion_fraction`` (share of lesion
+        pixels in the stored mask)."""
         positions = self._split_positions(split)
-        return self._store.images[positions], self._store.masks[positions], self._store.labels[positions]
+        store = self._store
+        return pd.DataFrame({
+            "id": store.ids[positions],
+            "label": np.array(store.class_names, dtype=object)[store.labels[positions]],
+            "group": store.groups[positions],
+            "height": store.original_sizes[positions, 0],
+            "width": store.original_sizes[positions, 1],
+            "lesion_fraction": store.lesion_fractions[positions],
+        })
+
+    def _examples(self, split: str):
+        """``(dataset of (image, mask, label), shuffle buffer)`` of ``split``, from memory or a filled cache file."""
+        import tensorflow as tf
+
+        positions = self._split_positions(split)
+        labels = self._store.labels[positions].astype(np.int32)
+        if self._store.in_memory:
+            arrays = (self._store.images[positions], self._store.masks[positions], labels)
+            return tf.data.Dataset.from_tensor_slices(arrays), len(positions)
+        if self._cache_dir is None:
+            self._cache_dir = tempfile.mkdtemp(prefix="mtunet-cache-", dir=self._cache_parent)
+            atexit.register(shutil.rmtree, self._cache_dir, ignore_errors=True)
+        labels = tf.data.Dataset.from_tensor_slices(labels)
+        examples = tf.data.Dataset.zip(self._store.stream(positions), labels).map(lambda pair, label: (*pair, label))
+        examples = examples.cache(str(Path(self._cache_dir) / split))
+        if split not in self._cached_splits:  # decode once now, so that every pipeline of the split reads the file
+            examples.reduce(np.int64(0), lambda count, example: count + 1)
+            self._cached_splits.add(split)
+            logger.info("cached %d decoded %s examples in %s", len(positions), split, self._cache_dir)
+        held = self._memory_limit // example_bytes(self._store.image_size, self._store.channels)
+        return examples, min(len(positions), max(held, MIN_SHUFFLE_BUFFER))
 
     def pipeline(self, split: str, *, batch_size: int, training: bool, augment: bool = True, seed: int = 0,
                  drop_remainder: bool = False):
@@ -107,14 +154,20 @@ class LoadedDataset:
         Images are float32 ``(B, S, S, C)`` raw 0-255, labels float32 ``(B, num_classes)``, masks float32
         ``(B, S, S, 1)`` of 0/1. ``training=True`` shuffles from ``seed`` (anew each epoch) and augments if
         ``augment``; ``training=False`` keeps the order of ``ids(split)`` and never augments. Not repeated.
+
+        In memory, a training split is shuffled as a whole. Streamed (``info.storage == "stream"``), the first
+        pipeline of a split decodes it into a cache file (in a temporary folder removed when Python exits), which
+        every pipeline of the split then reads; training shuffles it in a buffer of as many examples as the memory
+        limit holds (at least ``MIN_SHUFFLE_BUFFER``).
         """
         from mtunet.data.pipeline import build_pipeline
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer; received {batch_size!r}")
-        images, masks, labels = self.arrays(split)
-        return build_pipeline(images, masks, labels, num_classes=self.info.num_classes, batch_size=int(batch_size),
-                              training=training, augment=augment, seed=seed, drop_remainder=drop_remainder)
+        examples, shuffle_buffer = self._examples(split)
+        return build_pipeline(examples, shuffle_buffer=shuffle_buffer, num_classes=self.info.num_classes,
+                              batch_size=int(batch_size), training=training, augment=augment, seed=seed,
+                              drop_remainder=drop_remainder)
 
     def class_weights(self) -> np.ndarray:
         """``(num_classes,)`` weights inversely proportional to class frequency in the train split ("balanced")."""
@@ -128,8 +181,15 @@ class LoadedDataset:
 
 def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int = 0, splits_path=None,
                  validation_fraction: float = 0.15, test_fraction: float = 0.15, fold: int | None = None,
-                 num_folds: int | None = None, skip_bad_files: bool = False) -> LoadedDataset:
+                 num_folds: int | None = None, skip_bad_files: bool = False, memory_limit: int | None = None,
+                 cache_dir=None) -> LoadedDataset:
     """Reads a dataset, decodes it at ``image_size`` and splits it by patient, stratified by class.
+
+    Every example is decoded here, so bad files stop loading (or are skipped) before any training. The decoded
+    examples are kept in memory if they take at most ``memory_limit`` bytes (``S * S * 4`` bytes each for a 3-channel
+    image and its mask; ``S * S * 2`` for a TFDS dataset declared grayscale), else streamed: decoded again by a
+    parallel ``tf.data`` map and cached in a file per split, so that memory use does not grow with the number of
+    images.
 
     Args:
         name: a name from ``mtunet.data.DATASETS``: ``"synthetic"`` or ``"folder"``.
@@ -143,6 +203,9 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
         test_fraction: share of the dataset for test in a hold-out split (default 0.15; unused with ``fold``).
         fold, num_folds: K-fold cross-validation, fold ``fold`` (0-based) of ``num_folds`` being the test split.
         skip_bad_files: leave bad files out (listed in ``info.skipped``) instead of raising ``DataError``.
+        memory_limit: bytes of decoded examples to hold in memory (None: a quarter of the machine's memory; 0
+            streams every dataset).
+        cache_dir: where streamed datasets make their temporary cache folder (None: the system's temporary folder).
 
     Examples::
 
@@ -154,9 +217,10 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise ConfigError(f"image_size must be a positive integer; received {image_size!r}")
     check_split_options(validation_fraction, test_fraction, fold, num_folds)
+    memory_limit = check_memory_limit(memory_limit)
     if spec.needs_data_dir and data_dir is None:
         raise ConfigError(f"dataset {name!r} needs data_dir (--data-dir): {spec.description}")
-    store = spec.read(data_dir, image_size=int(image_size), skip_bad_files=skip_bad_files)
+    store = spec.read(data_dir, image_size=int(image_size), skip_bad_files=skip_bad_files, memory_limit=memory_limit)
     if splits_path is not None and Path(splits_path).exists():
         splits = Splits.load(splits_path)
         splits.check(store.ids.tolist(), str(splits_path))
@@ -167,4 +231,4 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
                              num_folds=num_folds)
         if splits_path is not None:
             splits.save(splits_path)
-    return LoadedDataset(name, store, splits, int(image_size))
+    return LoadedDataset(name, store, splits, memory_limit=memory_limit, cache_dir=cache_dir)

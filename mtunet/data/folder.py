@@ -1,9 +1,10 @@
 """The generic ``folder`` dataset: ``images/<id>.<ext>``, ``masks/<id>.<ext>`` and ``labels.csv``.
 
 ``labels.csv`` has the columns ``id`` (the image file's name without extension) and ``label`` (a class name), and
-optionally ``patient``: examples of one patient are kept in one split. Classes are numbered in sorted order of their
-names. Images may be PNG, JPEG, BMP or TIFF, 8 or 16 bits, grayscale or colour; see ``mtunet.data.images`` for how
-they are converted.
+optionally ``patient`` (or ``group``): examples of one patient are kept in one split. An optional ``classes.txt``
+lists the class names, one a line, in the order of their indices; a label not in it is a bad row. Without it,
+classes are numbered in sorted order of the labels found. Images may be PNG, JPEG, BMP or TIFF, 8 or 16 bits,
+grayscale or colour; see ``mtunet.data.images`` for how they are converted.
 """
 
 import concurrent.futures
@@ -13,20 +14,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtunet.data.images import prepare_pair, read_image, has_unsupported_layout
+from mtunet.data.images import has_unsupported_layout, lesion_fraction, prepare_pair, read_image
 from mtunet.data.problems import Problems, name_some
-from mtunet.data.store import ExampleStore, build_store
+from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
 from mtunet.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-LAYOUT = "images/<id>.png, masks/<id>.png and labels.csv (columns id,label[,patient])"
+_COLUMNS = "id,label[,patient or group]"
+LAYOUT = f"images/<id>.png, masks/<id>.png and labels.csv (columns {_COLUMNS})"
 _IMAGE_FILE = "a PNG, JPEG, BMP or TIFF image"
+_NOT_AN_IMAGE = "are not PNG, JPEG, BMP or TIFF files"
 
 
-def _index_files(folder: Path) -> dict[str, Path]:
-    """``{stem: path}`` of the image files in ``folder``; other files are ignored with a warning."""
+def _index_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
+    """``({stem: path} of the image files, [other files])`` in ``folder``, hidden files aside; the other files are
+    ignored with a warning."""
     by_stem, ignored = {}, []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
@@ -41,24 +45,40 @@ def _index_files(folder: Path) -> dict[str, Path]:
                         "expected one file per id")
     if ignored:
         logger.warning("ignoring %d file(s) in %s that are not images: %s", len(ignored), folder, name_some(ignored))
-    return {stem: folder / names[0] for stem, names in by_stem.items()}
+    return {stem: folder / names[0] for stem, names in by_stem.items()}, [folder / name for name in ignored]
 
 
 def _read_labels(path: Path) -> pd.DataFrame:
-    """``labels.csv`` as strings, checked for the required columns and unique ids."""
+    """``labels.csv`` as strings, checked for the required columns and unique ids; a ``group`` column is renamed
+    ``patient``."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise DataError(f"{path} cannot be read as CSV ({error}); expected columns id,label[,patient]") from None
+        raise DataError(f"{path} cannot be read as CSV ({error}); expected columns {_COLUMNS}") from None
     missing = [column for column in ("id", "label") if column not in table.columns]
     if missing:
-        raise DataError(f"{path} lacks the column(s) {', '.join(missing)}; expected columns id,label[,patient], "
+        raise DataError(f"{path} lacks the column(s) {', '.join(missing)}; expected columns {_COLUMNS}, "
                         f"found {', '.join(map(str, table.columns))}")
+    if {"patient", "group"} <= set(table.columns):
+        raise DataError(f"{path} has both a patient and a group column; expected at most one of them")
+    table = table.rename(columns={"group": "patient"})
     duplicated = table["id"][table["id"].duplicated()].unique().tolist()
     if duplicated:
         raise DataError(f"{path} lists {len(duplicated)} id(s) more than once: {name_some(duplicated)}; "
                         "expected one row per image")
     return table
+
+
+def _read_class_list(path: Path) -> list[str] | None:
+    """The class names in ``classes.txt`` (one a line, blank lines ignored), or None if there is no such file."""
+    if not path.exists():
+        return None
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if not names or repeated:
+        raise DataError(f"{path} names {'no class' if not names else 'a class more than once: ' + name_some(repeated)}"
+                        "; expected one class name a line, each once")
+    return names
 
 
 def _check_layout(data_dir: Path) -> None:
@@ -69,70 +89,115 @@ def _check_layout(data_dir: Path) -> None:
         raise DataError(f"{data_dir} lacks {', '.join(missing)}; expected {LAYOUT}")
 
 
+class _BadPair(Exception):
+    """An image and mask that cannot be used: ``file`` has ``problem``; ``expected`` says what was wanted."""
+
+    def __init__(self, file: Path, problem: str, expected: str):
+        super().__init__(file, problem, expected)
+        self.file, self.problem, self.expected = file, problem, expected
+
+
 def _decode(image_path: Path, mask_path: Path, image_size: int):
-    """``(image, mask, None)`` prepared at ``image_size``, or ``(file, problem, expected)`` if the pair is bad."""
+    """``(image, mask, facts)``: the pair prepared at ``image_size`` and ``{"size", "lesion_fraction", "channels"}``
+    of it; ``_BadPair`` if it cannot be used."""
     image = read_image(image_path)
     if image is None:
-        return image_path, "cannot be read as an image", _IMAGE_FILE
+        raise _BadPair(image_path, "cannot be read as an image", _IMAGE_FILE)
     if has_unsupported_layout(image):
-        return image_path, "have an unsupported number of channels", "a grayscale, RGB or RGBA image"
+        raise _BadPair(image_path, "have an unsupported number of channels", "a grayscale, RGB or RGBA image")
     mask = read_image(mask_path)
     if mask is None:
-        return mask_path, "cannot be read as an image", _IMAGE_FILE + " (a lesion mask)"
+        raise _BadPair(mask_path, "cannot be read as an image", _IMAGE_FILE + " (a lesion mask)")
     if mask.shape[:2] != image.shape[:2]:
-        return (mask_path, "are masks of another size than their image",
-                "a mask of its image's height and width")
-    return (*prepare_pair(image, mask, image_size), None)
+        raise _BadPair(mask_path, "are masks of another size than their image",
+                       "a mask of its image's height and width")
+    prepared_image, prepared_mask = prepare_pair(image, mask, image_size)
+    facts = {"size": image.shape[:2], "lesion_fraction": lesion_fraction(mask), "channels": prepared_image.shape[2]}
+    return prepared_image, prepared_mask, facts
 
 
-def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False) -> ExampleStore:
-    """Reads and decodes a folder dataset (see the module docstring) at ``image_size``.
+def _decode_again(image_path: Path, mask_path: Path, image_size: int):
+    """The prepared ``(image, mask)`` of a pair found good while reading; ``DataError`` if it has gone bad since."""
+    try:
+        image, mask, _ = _decode(image_path, mask_path, image_size)
+    except _BadPair as bad:
+        raise DataError(f"{bad.file} {bad.problem} since the dataset was read; expected {bad.expected}") from None
+    return image, mask
 
-    Bad files (unreadable images, missing masks or labels, masks of the wrong size) raise one ``DataError`` naming
-    them, or are left out and listed in ``skipped`` when ``skip_bad_files``.
-    """
-    data_dir = Path(data_dir).expanduser()
-    _check_layout(data_dir)
-    images, masks = _index_files(data_dir / "images"), _index_files(data_dir / "masks")
+
+def _list_rows(data_dir: Path, problems: Problems):
+    """``(usable rows, classes.txt names or None, whether rows have patients, ignored files with reasons)``: the rows
+    of ``labels.csv`` matched with the files; problems of rows and files go to ``problems``."""
+    (images, other_images), (masks, other_masks) = _index_files(data_dir / "images"), _index_files(data_dir / "masks")
     table = _read_labels(data_dir / "labels.csv")
-    problems = Problems(str(data_dir), skip=skip_bad_files)
+    class_list = _read_class_list(data_dir / "classes.txt")
     listed = set(table["id"])
+    ignored = [(path.relative_to(data_dir), _NOT_AN_IMAGE) for path in other_images + other_masks]
+    ignored += [(path.relative_to(data_dir), "are masks without an image") for stem, path in masks.items()
+                if stem not in images]
     for stem, path in images.items():
         if stem not in listed:
             problems.add(path.relative_to(data_dir), "have no row in labels.csv",
                          "a labels.csv row for every image")
     usable = []
     for row in table.itertuples(index=False):
+        label = row.label.strip()
         if row.id not in images:
             problems.add(f"labels.csv:{row.id}", "name no image in images/", "an image file for every labels.csv row")
         elif row.id not in masks:
             problems.add(images[row.id].relative_to(data_dir), "have no mask in masks/",
                          "masks/<id>.<ext> for every image")
-        elif not row.label.strip():
+        elif not label:
             problems.add(f"labels.csv:{row.id}", "have an empty label", "a class name in every row")
+        elif class_list is not None and label not in class_list:
+            problems.add(f"labels.csv:{row.id}", "have a label that is not in classes.txt",
+                         f"one of {', '.join(class_list)}")
         else:
-            usable.append(row)
+            patient = (getattr(row, "patient", "") or "").strip()
+            usable.append({"id": row.id, "label": label, "group": patient or row.id,
+                           "files": (images[row.id], masks[row.id])})
+    return usable, class_list, "patient" in table.columns, ignored
+
+
+def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
+                memory_limit: int | None = None) -> ExampleStore:
+    """Reads and decodes a folder dataset (see the module docstring) at ``image_size``.
+
+    Every image is decoded here, so bad files (unreadable images, missing masks or labels, masks of the wrong size,
+    labels not in ``classes.txt``) raise one ``DataError`` naming them, or are left out and listed in ``skipped``
+    when ``skip_bad_files``. Files that are not images, and masks without an image, are listed in ``skipped`` too.
+    The decoded examples are kept in memory if they take at most ``memory_limit`` bytes (None: the default of
+    ``mtunet.data.store.default_memory_limit``), else streamed.
+    """
+    data_dir = Path(data_dir).expanduser()
+    _check_layout(data_dir)
+    problems = Problems(str(data_dir), skip=skip_bad_files)
+    usable, class_list, grouped, ignored = _list_rows(data_dir, problems)
+    in_memory = fits_in_memory(len(usable), image_size, check_memory_limit(memory_limit))
+
+    def decode(row):
+        try:
+            image, mask, facts = _decode(*row["files"], image_size)
+        except _BadPair as bad:
+            return bad
+        return {**row, **facts, "image": image if in_memory else None, "mask": mask if in_memory else None}
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        decoded = list(pool.map(lambda row: _decode(images[row.id], masks[row.id], image_size), usable))
-    kept = []
-    for row, (first, second, expected) in zip(usable, decoded):
-        if expected is None:
-            kept.append((row, first, second))
-        else:
-            problems.add(first.relative_to(data_dir), second, expected)
-    skipped = problems.resolve()
+        decoded = list(pool.map(decode, usable))
+    rows = [row for row in decoded if isinstance(row, dict)]
+    for bad in decoded:
+        if isinstance(bad, _BadPair):
+            problems.add(bad.file.relative_to(data_dir), bad.problem, bad.expected)
+    skipped = problems.resolve() + [(str(file), reason) for file, reason in ignored]
 
-    class_names = sorted({row.label.strip() for row, _, _ in kept})
-    grouped = "patient" in table.columns
-    rows = [
-        {
-            "id": row.id,
-            "label": class_names.index(row.label.strip()),
-            "group": (row.patient.strip() or row.id) if grouped else row.id,
-            "image": image,
-            "mask": mask,
-        }
-        for row, image, mask in kept
-    ]
-    return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=str(data_dir))
+    class_names = class_list or sorted({row["label"] for row in rows})
+    for row in rows:
+        row["label"] = class_names.index(row["label"])
+    files = [row["files"] for row in rows]
+    streamer = None
+    if not in_memory:
+        from mtunet.data.stream import file_streamer
+
+        streamer = file_streamer(lambda position: _decode_again(*files[position], image_size), image_size)
+    return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=str(data_dir),
+                       image_size=image_size, streamer=streamer)

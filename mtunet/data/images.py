@@ -98,6 +98,11 @@ def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int) -> tuple[
     return image, mask
 
 
-def stack_images(images: list[np.ndarray], channels: int) -> np.ndarray:
-    """Stacks ``(S, S, 1 or 3)`` images into ``(N, S, S, channels)``, repeating grayscale ones to 3 channels."""
-    return np.stack([np.repeat(image, channels // image.shape[2], axis=2) for image in images])
+def lesion_fraction(mask: np.ndarray) -> float:
+    """Share of the pixels of ``mask`` (as stored, any depth) that are lesion (see ``binarise_mask``)."""
+    return float(binarise_mask(mask).mean())
+
+
+def expand_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """``(S, S, 1 or 3)`` ``image`` with ``channels`` channels: a grayscale image repeated to 3 if ``channels`` is 3."""
+    return np.repeat(image, channels // image.shape[2], axis=2)

@@ -1,39 +1,78 @@
 """``inspect_dataset``: what ``mtunet data inspect`` reports about a dataset, as plain values."""
 
 import numpy as np
+import pandas as pd
 
 from mtunet.data.dataset import load_dataset
 from mtunet.data.splits import SPLIT_NAMES
 
+# How many of the most common stored image sizes the report lists.
+SIZES_SHOWN = 5
 
-def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int = 0,
-                    skip_bad_files: bool = False) -> dict:
-    """Loads a dataset as ``load_dataset`` would and describes it.
 
-    Returns:
-        A JSON-serialisable dict: ``info`` (``DatasetInfo.to_dict()``), ``grouping`` of the splits (``"patient"``
-        or ``"example"``), ``pixel_mean`` and ``pixel_std`` (per channel, 0-255, train split, as served) and
-        ``lesions``: per class, the number of ``examples``, of ``empty_masks`` and the ``mean_lesion_fraction`` of
-        the image area, over all splits.
-    """
-    dataset = load_dataset(name, data_dir=data_dir, image_size=image_size, seed=seed, skip_bad_files=skip_bad_files)
-    train_images = dataset.arrays("train")[0]
-    pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64)
-    masks = np.concatenate([dataset.arrays(split)[1] for split in SPLIT_NAMES])
-    labels = np.concatenate([dataset.labels(split) for split in SPLIT_NAMES])
-    lesion_fraction = masks.reshape(len(masks), -1).mean(axis=1)
-    lesions = {}
-    for index, class_name in enumerate(dataset.info.class_names):
-        fractions = lesion_fraction[labels == index]
-        lesions[class_name] = {
+def _image_sizes(table: pd.DataFrame) -> dict:
+    """Stored image sizes: how many distinct, the range of heights and widths, the most common with counts."""
+    counts = table.groupby(["height", "width"]).size().sort_values(ascending=False, kind="stable")
+    return {
+        "distinct": int(len(counts)),
+        "height": [int(table["height"].min()), int(table["height"].max())],
+        "width": [int(table["width"].min()), int(table["width"].max())],
+        "most_common": [[int(height), int(width), int(count)]
+                        for (height, width), count in counts.head(SIZES_SHOWN).items()],
+    }
+
+
+def _mask_coverage(table: pd.DataFrame, class_names) -> dict:
+    """Per class and overall: examples, empty masks, and the mean, smallest and largest lesion share of the image."""
+    coverage = {}
+    for name, rows in [*((name, table[table["label"] == name]) for name in class_names), ("all", table)]:
+        fractions = rows["lesion_fraction"].to_numpy()
+        coverage[name] = {
             "examples": int(fractions.size),
             "empty_masks": int(np.sum(fractions == 0)),
             "mean_lesion_fraction": float(fractions.mean()) if fractions.size else 0.0,
+            "min_lesion_fraction": float(fractions.min()) if fractions.size else 0.0,
+            "max_lesion_fraction": float(fractions.max()) if fractions.size else 0.0,
         }
+    return coverage
+
+
+def _pixel_statistics(dataset) -> tuple[list, list]:
+    """Per-channel mean and standard deviation (0-255) of the train split as served, one batch at a time."""
+    total = squares = count = 0
+    for images, _ in dataset.pipeline("train", batch_size=64, training=False):
+        pixels = images.numpy().reshape(-1, images.shape[-1]).astype(np.float64)
+        total, squares, count = total + pixels.sum(axis=0), squares + (pixels ** 2).sum(axis=0), count + len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+    return mean.round(2).tolist(), std.round(2).tolist()
+
+
+def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int = 0,
+                    skip_bad_files: bool = False, memory_limit: int | None = None) -> dict:
+    """Loads a dataset as ``load_dataset`` would (bad files raise ``DataError`` unless ``skip_bad_files``) and
+    describes it.
+
+    Returns:
+        A JSON-serialisable dict: ``info`` (``DatasetInfo.to_dict()``, whose ``skipped`` lists the files left out
+        and why), ``grouping`` of the splits (``"patient"`` or ``"example"``), ``groups`` (patients per split and
+        ``"total"``), ``image_sizes`` as stored (``distinct``, ``height`` and ``width`` ``[min, max]``,
+        ``most_common`` ``[height, width, count]``), ``mask_coverage`` (per class and ``"all"``: ``examples``,
+        ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored masks) and ``pixel_mean``
+        and ``pixel_std`` (per channel, 0-255, train split, as served).
+    """
+    dataset = load_dataset(name, data_dir=data_dir, image_size=image_size, seed=seed, skip_bad_files=skip_bad_files,
+                           memory_limit=memory_limit)
+    tables = {split: dataset.table(split) for split in SPLIT_NAMES}
+    table = pd.concat(tables.values(), ignore_index=True)
+    pixel_mean, pixel_std = _pixel_statistics(dataset)
     return {
         "info": dataset.info.to_dict(),
         "grouping": dataset.splits.grouping,
-        "pixel_mean": pixels.mean(axis=0).round(2).tolist(),
-        "pixel_std": pixels.std(axis=0).round(2).tolist(),
-        "lesions": lesions,
+        "groups": {**{split: int(rows["group"].nunique()) for split, rows in tables.items()},
+                   "total": int(table["group"].nunique())},
+        "image_sizes": _image_sizes(table),
+        "mask_coverage": _mask_coverage(table, dataset.info.class_names),
+        "pixel_mean": pixel_mean,
+        "pixel_std": pixel_std,
     }

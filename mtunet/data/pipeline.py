@@ -1,24 +1,23 @@
-"""``tf.data`` pipelines serving in-memory examples as ``(image, {"label": one-hot, "mask": mask})`` batches."""
+"""``tf.data`` pipelines serving examples as ``(image, {"label": one-hot, "mask": mask})`` batches."""
 
-import numpy as np
 import tensorflow as tf
 
 from mtunet.data.augment import Augmenter
 
 
-def build_pipeline(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, *, num_classes: int, batch_size: int,
+def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classes: int, batch_size: int,
                    training: bool, augment: bool = True, seed: int = 0,
                    drop_remainder: bool = False) -> tf.data.Dataset:
     """A finite dataset of batches ``(images, {"label": ..., "mask": ...})``.
 
     Args:
-        images: ``(N, H, W, C)`` ``uint8``.
-        masks: ``(N, H, W, 1)`` ``uint8`` of 0/1.
-        labels: ``(N,)`` int class indices.
+        examples: ``(image, mask, label)``: ``uint8`` ``(H, W, C)``, ``uint8`` ``(H, W, 1)`` of 0/1, int32 class
+            index; already decoded (in memory or from a cache file).
+        shuffle_buffer: examples held for shuffling when ``training``: all of them shuffles completely.
         num_classes: length of the one-hot labels.
         batch_size: examples per batch.
         training: shuffle (reshuffled every epoch, from ``seed``) and, if ``augment``, augment; False keeps the
-            order of the arrays and never augments.
+            order of ``examples`` and never augments.
         augment: random flip, rotation and shear (see ``mtunet.data.augment``) when ``training``.
         seed: seed of the shuffling and augmentation.
         drop_remainder: drop a last batch smaller than ``batch_size``.
@@ -27,10 +26,9 @@ def build_pipeline(images: np.ndarray, masks: np.ndarray, labels: np.ndarray, *,
         Batches of images float32 ``(B, H, W, C)`` raw 0-255, labels float32 ``(B, num_classes)`` one-hot, masks
         float32 ``(B, H, W, 1)`` of 0/1; not repeated.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, masks, labels.astype(np.int32)))
     if training:
-        dataset = dataset.shuffle(max(len(labels), 1), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        examples = examples.shuffle(max(shuffle_buffer, 1), seed=seed, reshuffle_each_iteration=True)
+    dataset = examples.batch(batch_size, drop_remainder=drop_remainder)
 
     def to_float(images, masks, labels):
         return tf.cast(images, tf.float32), tf.cast(masks, tf.float32), labels

@@ -10,17 +10,17 @@ from mtunet.data.store import ExampleStore
 from mtunet.errors import ConfigError
 
 
-def _read_synthetic(data_dir, *, image_size, skip_bad_files) -> ExampleStore:
+def _read_synthetic(data_dir, **options) -> ExampleStore:
     from mtunet.data.synthetic_tfds import MtunetSynthetic
     from mtunet.data.tfds_source import read_tfds
 
-    return read_tfds(MtunetSynthetic, data_dir, image_size=image_size, skip_bad_files=skip_bad_files)
+    return read_tfds(MtunetSynthetic, data_dir, **options)
 
 
-def _read_folder(data_dir, *, image_size, skip_bad_files) -> ExampleStore:
+def _read_folder(data_dir, **options) -> ExampleStore:
     from mtunet.data.folder import read_folder
 
-    return read_folder(data_dir, image_size=image_size, skip_bad_files=skip_bad_files)
+    return read_folder(data_dir, **options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,8 @@ class DatasetSpec:
     Attributes:
         name: registry name, e.g. ``"folder"``.
         description: one line for listings and errors.
-        read: ``read(data_dir, *, image_size, skip_bad_files) -> ExampleStore``.
+        read: ``read(data_dir, *, image_size, skip_bad_files, memory_limit) -> ExampleStore``: decodes every
+            example, kept in memory if they take at most ``memory_limit`` bytes, else streamed.
         needs_data_dir: whether ``data_dir`` must be given (else it is optional: for TFDS builders it is the TFDS
             data directory, None meaning TFDS's default).
     """
@@ -44,8 +45,8 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("synthetic", "generated ultrasound-like images, 3 classes, no files needed (TFDS builder "
-                    "mtunet_synthetic)", _read_synthetic, needs_data_dir=False),
+        DatasetSpec("synthetic", "generated breast-ultrasound-like lesions, 3 classes, no files needed (TFDS "
+                    "builder mtunet_synthetic)", _read_synthetic, needs_data_dir=False),
         DatasetSpec("folder", "your images: data_dir with images/, masks/ and labels.csv (id,label[,patient])",
                     _read_folder, needs_data_dir=True),
     ]

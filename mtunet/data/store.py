@@ -1,11 +1,46 @@
-"""``ExampleStore``: a whole dataset decoded to fixed-size arrays in memory, the common output of every source."""
+"""``ExampleStore``: every usable example of a dataset, the common output of every source.
+
+A source decodes every example once while reading (so that bad files are found before training). If the decoded
+examples fit in the memory limit, it keeps them as arrays; otherwise it keeps only their facts and a ``stream``
+function that decodes them again with ``tf.data`` when a pipeline asks for them.
+"""
 
 import dataclasses
+import os
+from collections.abc import Callable
 
 import numpy as np
 
-from mtunet.data.images import stack_images
-from mtunet.errors import DataError
+from mtunet.data.images import expand_channels
+from mtunet.errors import ConfigError, DataError
+
+# Share of the machine's physical memory that decoded examples may take by default.
+DEFAULT_MEMORY_SHARE = 0.25
+
+
+def default_memory_limit() -> int:
+    """Bytes of decoded examples kept in memory by default: a quarter of the machine's physical memory."""
+    return int(DEFAULT_MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory_limit(memory_limit) -> int:
+    """``memory_limit`` as bytes (None: ``default_memory_limit()``); ``ConfigError`` unless it is a number >= 0."""
+    if memory_limit is None:
+        return default_memory_limit()
+    if isinstance(memory_limit, bool) or not isinstance(memory_limit, (int, np.integer)) or memory_limit < 0:
+        raise ConfigError(f"memory_limit must be a number of bytes >= 0 or None; received {memory_limit!r}")
+    return int(memory_limit)
+
+
+def example_bytes(image_size: int, channels: int) -> int:
+    """Bytes of one decoded example: a ``uint8`` image of ``channels`` channels and its 1-channel mask."""
+    return image_size * image_size * (channels + 1)
+
+
+def fits_in_memory(count: int, image_size: int, memory_limit: int, channels: int = 3) -> bool:
+    """Whether ``count`` decoded examples take at most ``memory_limit`` bytes (counting ``channels`` channels: 3 when
+    a source cannot know yet whether its images are colour)."""
+    return count * example_bytes(image_size, channels) <= memory_limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,9 +53,15 @@ class ExampleStore:
         groups: ``(N,)`` patient of each example; examples of one group never end up in different splits.
         grouped: whether ``groups`` are real patient ids (False: each example is its own group).
         class_names: the class of each index.
-        images: ``(N, S, S, C)`` ``uint8``, C 1 or 3.
-        masks: ``(N, S, S, 1)`` ``uint8`` of 0/1.
-        skipped: ``[(file, reason), ...]`` left out because they were bad.
+        skipped: ``[(file, reason), ...]``: every file left out, and why.
+        image_size: side ``S`` of the square served images.
+        channels: channels ``C`` of the served images, 1 or 3 (3 if any image is colour).
+        original_sizes: ``(N, 2)`` height and width of each image as stored.
+        lesion_fractions: ``(N,)`` share of lesion pixels in each mask as stored.
+        images: ``(N, S, S, C)`` ``uint8``, or None when the examples are streamed.
+        masks: ``(N, S, S, 1)`` ``uint8`` of 0/1, or None when the examples are streamed.
+        stream: when streamed, ``stream(positions)``: a ``tf.data.Dataset`` of ``(image, mask)`` as above for the
+            examples at ``positions`` (ascending), in that order; else None.
     """
 
     ids: np.ndarray
@@ -28,42 +69,57 @@ class ExampleStore:
     groups: np.ndarray
     grouped: bool
     class_names: list[str]
-    images: np.ndarray
-    masks: np.ndarray
     skipped: list[tuple[str, str]]
+    image_size: int
+    channels: int
+    original_sizes: np.ndarray
+    lesion_fractions: np.ndarray
+    images: np.ndarray | None
+    masks: np.ndarray | None
+    stream: Callable | None
 
     @property
-    def channels(self) -> int:
-        return self.images.shape[-1]
+    def in_memory(self) -> bool:
+        return self.images is not None
 
     @property
     def num_groups(self) -> int:
         return len(set(self.groups.tolist()))
 
 
-def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skipped, source: str) -> ExampleStore:
-    """An ``ExampleStore`` from prepared examples, in the order given.
+def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skipped, source: str, image_size: int,
+                streamer: Callable | None = None) -> ExampleStore:
+    """An ``ExampleStore`` from examples a source has decoded, in the order given.
 
     Args:
-        rows: one dict per example with ``id``, ``label`` (int), ``group``, ``image`` ``(S, S, 1 or 3)`` and
-            ``mask`` ``(S, S, 1)``; images are made 3-channel if any one of them is colour.
+        rows: one dict per example with ``id``, ``label`` (int), ``group``, ``channels`` (1 or 3), ``size``
+            (height, width as stored), ``lesion_fraction`` and, unless streaming, ``image`` ``(S, S, channels)`` and
+            ``mask`` ``(S, S, 1)``.
         class_names: names of the label indices; at least 2.
         grouped: whether ``group`` holds real patient ids.
         skipped: ``[(file, reason), ...]`` already left out.
         source: where the examples came from, for error messages.
+        image_size: side of the served images.
+        streamer: None to keep the rows' arrays in memory; else ``streamer(channels)`` gives the store's ``stream``.
     """
     if not rows:
         raise DataError(f"{source} has no usable example ({len(skipped)} skipped)")
     if len(class_names) < 2:
         raise DataError(f"{source} has only the class(es) {class_names}; expected at least 2 classes")
-    channels = max(row["image"].shape[2] for row in rows)
+    channels = max(row["channels"] for row in rows)
+    in_memory = streamer is None
     return ExampleStore(
         ids=np.array([row["id"] for row in rows]),
         labels=np.array([row["label"] for row in rows], dtype=np.int64),
         groups=np.array([row["group"] for row in rows]),
         grouped=grouped,
         class_names=list(class_names),
-        images=stack_images([row["image"] for row in rows], channels),
-        masks=np.stack([row["mask"] for row in rows]),
         skipped=list(skipped),
+        image_size=image_size,
+        channels=channels,
+        original_sizes=np.array([row["size"] for row in rows], dtype=np.int64),
+        lesion_fractions=np.array([row["lesion_fraction"] for row in rows], dtype=np.float64),
+        images=np.stack([expand_channels(row["image"], channels) for row in rows]) if in_memory else None,
+        masks=np.stack([row["mask"] for row in rows]) if in_memory else None,
+        stream=None if in_memory else streamer(channels),
     )

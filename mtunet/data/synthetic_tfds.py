@@ -1,7 +1,7 @@
 """TFDS builder of the synthetic dataset (``tfds.load("mtunet_synthetic")`` once this module is imported).
 
 It generates everything locally, so it works offline. Its features are those every mtunet TFDS builder provides
-(see ``mtunet.data.tfds_source``).
+(see ``mtunet.data.tfds_source``); examples are stored in id order.
 """
 
 import tensorflow_datasets as tfds
@@ -10,10 +10,15 @@ from mtunet.data import synthetic
 
 
 class MtunetSynthetic(tfds.core.GeneratorBasedBuilder):
-    """Synthetic ultrasound-like images: normal / benign / malignant, with lesion masks and patient ids."""
+    """Synthetic breast-ultrasound-like images: cyst / fibroadenoma / carcinoma, with lesion masks and patient ids."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "192 images of 96 patients, 128x128 grayscale, 3 classes."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "192 images of 96 patients, 128x128 grayscale, classes normal / benign / malignant.",
+        "2.0.0": "1400 images of 700 patients, 128x128 grayscale, a lesion in every image, classes cyst / "
+                 "fibroadenoma / carcinoma differing in shape, margin, texture and posterior features; random size "
+                 "(some small), contrast (some faint), position and gain; stored in id order.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = synthetic.NATIVE_SIZE
@@ -27,6 +32,7 @@ class MtunetSynthetic(tfds.core.GeneratorBasedBuilder):
                 "mask": tfds.features.Image(shape=(size, size, 1)),
                 "label": tfds.features.ClassLabel(names=synthetic.CLASS_NAMES),
             }),
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
