@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _PUBLIC_API = {
     "build_model": "mtunet.model",
+    "load_model": "mtunet.model",
     "ENCODERS": "mtunet.encoders",
     "EncoderSpec": "mtunet.encoders",
     "get_encoder": "mtunet.encoders",

@@ -86,9 +86,8 @@ def evaluate_run(run_dir, *, split="test", threshold=0.5, empty="one", output_di
     The split is the one in the run's splits.json, so the test set is exactly the one training never saw.
     Returns the metrics; the output folder defaults to ``RUN_DIR/evaluation/<split>/``.
     """
-    import keras
-
     from mtunet.data import load_dataset
+    from mtunet.model import load_model
     from mtunet.training import BEST_MODEL_FILE, SPLITS_FILE, load_config, write_atomically, write_json
 
     run_dir = pathlib.Path(run_dir)
@@ -100,7 +99,7 @@ def evaluate_run(run_dir, *, split="test", threshold=0.5, empty="one", output_di
                         splits_path=run_dir / SPLITS_FILE)
     if split not in data.splits:
         raise ConfigError(f"unknown split {split!r}; expected one of: {', '.join(data.splits)}")
-    model = keras.saving.load_model(model_path)
+    model = load_model(model_path)
     true_masks, outputs = [], {name: [] for name in model.output_names}
     for images, targets in data.pipeline(split, batch_size=batch_size, training=False):
         true_masks.append(targets["mask"].numpy())

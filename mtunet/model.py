@@ -94,3 +94,11 @@ def build_model(
         decoded = apply_unet_decoder(features, decoder_filters, skip_connections, spec.needs_center_block)
         outputs["mask"] = apply_segmentation_head(decoded)
     return keras.Model(images, outputs, name=f"mtunet_{spec.name}_{task}")
+
+
+def load_model(path) -> keras.Model:
+    """Loads a ``.keras`` model saved by mtunet (``best.keras``), with its custom layers, losses and metrics."""
+    import mtunet.losses  # noqa: F401  (registers the classes a compiled model refers to)
+    import mtunet.metrics  # noqa: F401
+
+    return keras.saving.load_model(path)

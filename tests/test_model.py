@@ -239,3 +239,18 @@ def test_freeze_encoder_leaves_only_decoder_and_heads_trainable():
     model = _build("mobilenetv2", freeze_encoder=True)
     assert model.get_layer("encoder").trainable_weights == []
     assert model.get_layer("label_logits").trainable and model.get_layer("mask_logits").trainable
+
+
+def test_saved_compiled_model_loads_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    from mtunet.training import TrainConfig, compile_model
+
+    model = _build("mobilenetv2")
+    compile_model(model, TrainConfig(), class_weights=[1.0, 2.0, 1.0])
+    model.save(tmp_path / "best.keras")
+    code = (f"import mtunet; m = mtunet.load_model({str(tmp_path / 'best.keras')!r}); "
+            "print(m.output_names, m.loss['label'].class_weights)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "['label', 'mask'] [1.0, 2.0, 1.0]"
