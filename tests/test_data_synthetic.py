@@ -87,7 +87,7 @@ def test_tfds_load_works_offline(tfds_dir, monkeypatch):
     dataset, info = tfds.load("mtunet_synthetic", split="train", data_dir=tfds_dir, with_info=True)
     assert info.splits["train"].num_examples == synthetic.NUM_PATIENTS * synthetic.IMAGES_PER_PATIENT == 1400
     assert info.features["label"].names == list(synthetic.CLASS_NAMES)
-    assert str(info.version) == "2.0.0"
+    assert str(info.version) == "2.1.0"
     example = next(iter(tfds.as_numpy(dataset)))
     assert example["id"] == b"p0000_0"  # stored in id order
     assert example["image"].shape == example["mask"].shape == (128, 128, 1)

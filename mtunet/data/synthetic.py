@@ -7,7 +7,7 @@ ultrasound tells them apart (BI-RADS descriptors), never by a single global cue:
   anechoic), brighter tissue below it (posterior enhancement).
 - ``fibroadenoma``: oval and wider than tall, gently lobulated but sharp margin, homogeneous speckle inside, little
   change below it; rarely a few bright specks (calcifications).
-- ``carcinoma``: irregular, often spiculated, as tall as wide or taller, blurred margin, often a bright halo,
+- ``carcinoma``: irregular and spiculated, as tall as wide or taller, blurred margin with a bright halo,
   heterogeneous inside, in half of them bright specks (microcalcifications), a shadow below it.
 
 Lesion size, position, tilt and contrast are drawn from the same ranges for every class; about one lesion in six is
@@ -34,15 +34,15 @@ FAINT_FRACTION = 0.15  # lesions 12-25% darker than their surroundings (else 35-
 # kept inside; coarse inner heterogeneity; bright wall at the margin; bright halo around it; brightness change below
 # it (+ brighter). Ranges overlap between classes: no single trait gives the class away.
 _CLASSES = {
-    "cyst": dict(aspect=(0.85, 1.5), harmonic=(0.0, 0.05), orders=(2, 3), spikes=(0, 0), spike=(0.0, 0.0),
-                 blur=(0.4, 0.9), speckle=(0.15, 0.6), coarse=(0.0, 0.05), wall=(0.1, 0.4), halo=(0.0, 0.0),
-                 posterior=(0.05, 0.45), calcified=0.0),
-    "fibroadenoma": dict(aspect=(1.15, 2.0), harmonic=(0.03, 0.12), orders=(2, 3, 4), spikes=(0, 0),
+    "cyst": dict(aspect=(0.85, 1.3), harmonic=(0.0, 0.05), orders=(2, 3), spikes=(0, 0), spike=(0.0, 0.0),
+                 blur=(0.4, 0.9), speckle=(0.05, 0.4), coarse=(0.0, 0.05), wall=(0.1, 0.4), halo=(0.0, 0.0),
+                 posterior=(0.25, 0.6), calcified=0.0),
+    "fibroadenoma": dict(aspect=(1.3, 2.2), harmonic=(0.03, 0.12), orders=(2, 3, 4), spikes=(0, 0),
                          spike=(0.0, 0.0), blur=(0.5, 1.1), speckle=(0.5, 1.0), coarse=(0.0, 0.2),
-                         wall=(0.0, 0.15), halo=(0.0, 0.0), posterior=(-0.1, 0.2), calcified=0.1),
-    "carcinoma": dict(aspect=(0.6, 1.3), harmonic=(0.04, 0.12), orders=(3, 4, 5, 6, 7), spikes=(0, 12),
+                         wall=(0.0, 0.15), halo=(0.0, 0.0), posterior=(-0.05, 0.2), calcified=0.1),
+    "carcinoma": dict(aspect=(0.6, 1.1), harmonic=(0.04, 0.12), orders=(3, 4, 5, 6, 7), spikes=(3, 12),
                       spike=(0.1, 0.35), blur=(0.8, 1.8), speckle=(0.7, 1.0), coarse=(0.1, 0.35),
-                      wall=(0.0, 0.0), halo=(0.0, 0.35), posterior=(-0.45, 0.0), calcified=0.5),
+                      wall=(0.0, 0.0), halo=(0.1, 0.4), posterior=(-0.6, -0.2), calcified=0.5),
 }
 _ANGLES = np.linspace(0, 2 * np.pi, 180, endpoint=False)
 

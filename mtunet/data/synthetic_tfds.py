@@ -12,12 +12,15 @@ from mtunet.data import synthetic
 class MtunetSynthetic(tfds.core.GeneratorBasedBuilder):
     """Synthetic breast-ultrasound-like images: cyst / fibroadenoma / carcinoma, with lesion masks and patient ids."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("2.1.0")
     RELEASE_NOTES = {
         "1.0.0": "192 images of 96 patients, 128x128 grayscale, classes normal / benign / malignant.",
         "2.0.0": "1400 images of 700 patients, 128x128 grayscale, a lesion in every image, classes cyst / "
                  "fibroadenoma / carcinoma differing in shape, margin, texture and posterior features; random size "
                  "(some small), contrast (some faint), position and gain; stored in id order.",
+        "2.1.0": "Same size and classes; class traits overlap less at low resolution: aspect ratio ranges, more "
+                 "anechoic cysts with stronger enhancement below, every carcinoma spiculated with a halo and a "
+                 "deeper shadow.",
     }
 
     def _info(self) -> tfds.core.DatasetInfo:
