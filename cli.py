@@ -195,6 +195,9 @@ def _parse_loss_weights(ctx, param, value):
               show_default=True, help="Both heads, or a single-task baseline.")
 @click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation).")
 @click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images.")
+@click.option("--flip", type=click.Choice(["horizontal_and_vertical", "horizontal", "vertical", "none"]),
+              default="horizontal_and_vertical", show_default=True,
+              help="Flips of the augmentation; 'horizontal' for ultrasound, whose skin side is at the top.")
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
               help="Epochs without a better validation loss before early stopping.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, initialisation, augmentation.")

@@ -14,6 +14,7 @@ import tempfile
 import keras
 import numpy as np
 
+from mtunet.data.augment import FLIP_MODES
 from mtunet.distribute import STRATEGIES, is_chief, select_strategy
 from mtunet.errors import ConfigError, MtunetError
 from mtunet.losses import SEGMENTATION_LOSSES, SegmentationLoss, WeightedCategoricalCrossentropy
@@ -59,6 +60,7 @@ class TrainConfig:
     task: str = "multi"
     skip_connections: bool = True
     augment: bool = True
+    flip: str = "horizontal_and_vertical"
     patience: int = 10
     seed: int = 0
     deterministic: bool = False
@@ -76,7 +78,8 @@ class TrainConfig:
             raise ConfigError(f"--loss-weights {seg_weight:g}:{cls_weight:g}: weights must be non-negative and not "
                               "both zero")
         choices = {"task": (self.task, TASKS), "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES),
-                   "class_weights": (self.class_weights, ("balanced", "none")), "strategy": (self.strategy, STRATEGIES)}
+                   "class_weights": (self.class_weights, ("balanced", "none")), "strategy": (self.strategy, STRATEGIES),
+                   "flip": (self.flip, FLIP_MODES)}
         for option, (value, valid) in choices.items():
             if value not in valid:
                 raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
@@ -330,7 +333,8 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
                             freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
     output_names = list(model.output_names)
     train_data = _select_outputs(data.pipeline("train", batch_size=config.batch_size, training=True,
-                                               augment=config.augment, seed=config.seed), output_names)
+                                               augment=config.augment, seed=config.seed, flip=config.flip),
+                                 output_names)
     validation_data = _select_outputs(data.pipeline("validation", batch_size=config.batch_size, training=False),
                                       output_names)
 

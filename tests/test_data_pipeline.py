@@ -83,6 +83,31 @@ def test_augmentation_moves_image_and_mask_together():
     assert disagreement < 0.02  # only interpolation at the bar's edges
 
 
+@pytest.mark.parametrize("flip, flips_vertically, flips_horizontally", [
+    ("horizontal_and_vertical", True, True), ("horizontal", False, True), ("vertical", True, False),
+    ("none", False, False),
+])
+def test_flip_modes(flip, flips_vertically, flips_horizontally):
+    # a bar in the top-left quadrant: 15 degrees of rotation or 10% of shear never move its mass across a midline
+    masks = np.zeros((64, 32, 32, 1), np.uint8)
+    masks[:, 3:9, 3:12] = 1
+    examples = tf.data.Dataset.from_tensor_slices((masks * 255, masks, np.zeros(64, np.int32)))
+    dataset = build_pipeline(examples, shuffle_buffer=64, num_classes=2, batch_size=16, training=True, seed=2,
+                             flip=flip)
+    _, _, augmented = _epoch(dataset)
+    bottom = augmented[:, 16:].sum(axis=(1, 2, 3)) > augmented[:, :16].sum(axis=(1, 2, 3))
+    right = augmented[:, :, 16:].sum(axis=(1, 2, 3)) > augmented[:, :, :16].sum(axis=(1, 2, 3))
+    assert bool(bottom.any()) == flips_vertically
+    assert bool(right.any()) == flips_horizontally
+
+
+def test_unknown_flip_mode():
+    from mtunet.data.augment import Augmenter
+
+    with pytest.raises(ConfigError, match=r"unknown flip 'diagonal'; expected one of: horizontal_and_vertical"):
+        Augmenter(0, "diagonal")
+
+
 def test_pipelines_are_finite_and_can_drop_the_remainder(synthetic_dataset):
     size = synthetic_dataset.info.split_sizes["train"]
     assert len(list(synthetic_dataset.pipeline("train", batch_size=10, training=True))) == math.ceil(size / 10)

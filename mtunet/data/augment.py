@@ -7,14 +7,16 @@ transformation to both (masks with nearest-neighbour interpolation), also inside
 import keras
 import tensorflow as tf
 
-# Horizontal flips only: in ultrasound the transducer (skin) is at the top, so vertical flips make unreal images.
-FLIP_MODE = "horizontal"
+from mtunet.errors import ConfigError
+
+# The paper flips both ways. For ultrasound, where the transducer (skin) is at the top, "horizontal" keeps images real.
+FLIP_MODES = ("horizontal_and_vertical", "horizontal", "vertical", "none")
 ROTATION_DEGREES = 15.0
 SHEAR_FACTOR = 0.1  # shifts pixels up to 10% of the image across
 
 
 class Augmenter:
-    """Random flip, rotation and shear of a batch, reproducible from ``seed``.
+    """Random flip (``flip``: a mode of ``FLIP_MODES``), rotation and shear of a batch, reproducible from ``seed``.
 
     Call it on ``images`` float32 ``(B, H, W, C)`` 0-255 and ``masks`` float32 ``(B, H, W, 1)`` 0/1; it returns
     both transformed alike, images clipped to 0-255 and masks re-binarised. Areas moved in from outside the image
@@ -22,9 +24,11 @@ class Augmenter:
     a pipeline reproducible.
     """
 
-    def __init__(self, seed: int = 0):
-        self.layers = [
-            keras.layers.RandomFlip(FLIP_MODE, seed=seed),
+    def __init__(self, seed: int = 0, flip: str = "horizontal_and_vertical"):
+        if flip not in FLIP_MODES:
+            raise ConfigError(f"unknown flip {flip!r}; expected one of: {', '.join(FLIP_MODES)}")
+        flips = [] if flip == "none" else [keras.layers.RandomFlip(flip, seed=seed)]
+        self.layers = flips + [
             keras.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="constant", seed=seed + 1),
             keras.layers.RandomShear(x_factor=SHEAR_FACTOR, y_factor=SHEAR_FACTOR, fill_mode="constant",
                                      seed=seed + 2),

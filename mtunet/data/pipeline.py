@@ -6,7 +6,7 @@ from mtunet.data.augment import Augmenter
 
 
 def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classes: int, batch_size: int,
-                   training: bool, augment: bool = True, seed: int = 0,
+                   training: bool, augment: bool = True, seed: int = 0, flip: str = "horizontal_and_vertical",
                    drop_remainder: bool = False) -> tf.data.Dataset:
     """A finite dataset of batches ``(images, {"label": ..., "mask": ...})``.
 
@@ -20,6 +20,8 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
             order of ``examples`` and never augments.
         augment: random flip, rotation and shear (see ``mtunet.data.augment``) when ``training``.
         seed: seed of the shuffling and augmentation.
+        flip: flips of the augmentation: ``"horizontal_and_vertical"`` (the paper's), ``"horizontal"`` (ultrasound),
+            ``"vertical"`` or ``"none"``.
         drop_remainder: drop a last batch smaller than ``batch_size``.
 
     Returns:
@@ -35,7 +37,7 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
 
     dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training and augment:
-        augmenter = Augmenter(seed)
+        augmenter = Augmenter(seed, flip)
         # Sequential on purpose: the layers' random state advances once per batch, in batch order.
         dataset = dataset.map(lambda images, masks, labels: (*augmenter(images, masks), labels))
 
