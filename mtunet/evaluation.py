@@ -1,6 +1,5 @@
 """Evaluation of a trained run on a split it never trained on, from saved predictions (numpy and scikit-learn)."""
 
-import json
 import pathlib
 
 import numpy as np

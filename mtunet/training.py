@@ -12,7 +12,7 @@ import pathlib
 import tempfile
 
 import keras
-import numpy as np
+import tensorflow as tf
 
 from mtunet.data.augment import FLIP_MODES
 from mtunet.distribute import STRATEGIES, is_chief, select_strategy
@@ -206,7 +206,12 @@ def _truncate_history(path, epochs):
         return
     with open(path, newline="") as file:
         lines = file.readlines()
-    write_atomically(path, lambda temporary: open(temporary, "w").writelines(lines[: epochs + 1]))
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as file:
+            file.writelines(lines[: epochs + 1])
+
+    write_atomically(path, write)
 
 
 def _backup_epoch(backup_dir) -> int:
@@ -244,8 +249,6 @@ def data_fingerprint(data) -> str:
 
 
 def _versions():
-    import tensorflow as tf
-
     import mtunet
 
     return {"mtunet": mtunet.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
@@ -276,7 +279,7 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
     (best validation loss), backup/ (the state to resume from), curves.png, summary.json (written last: its
     presence means the run finished).
     """
-    from mtunet.data import Splits, load_dataset
+    from mtunet.data import load_dataset
 
     if resume is not None:
         if config is not None or options:
@@ -297,15 +300,13 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        import tensorflow as tf
-
         tf.config.experimental.enable_op_determinism()
     strategy = select_strategy(config.strategy)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas of --strategy {config.strategy}")
     if config.mixed_precision:
-        on_gpu = bool(__import__("tensorflow").config.list_logical_devices("GPU"))
+        on_gpu = bool(tf.config.list_logical_devices("GPU"))
         keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
 
     splits_path = run_dir / SPLITS_FILE

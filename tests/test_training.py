@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -112,7 +111,7 @@ def test_resume_after_the_process_is_killed(dataset_dir, tmp_path):
     child.wait()
     assert not (run_dir / "summary.json").exists()
 
-    run = train(resume=run_dir)
+    train(resume=run_dir)
     epochs = [int(row["epoch"]) for row in _history(run_dir)]
     assert epochs == [0, 1, 2, 3]
     assert (run_dir / "summary.json").is_file()
