@@ -314,8 +314,6 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
                         splits_path=splits_path if splits_path.exists() else None,
                         skip_bad_files=config.skip_bad_files)
     info = data.info
-    if config.task != "segmentation" and info.num_classes < 2:
-        raise ConfigError(f"dataset {config.dataset!r} has {info.num_classes} class; the class head needs at least 2")
     class_weights = data.class_weights() if config.class_weights == "balanced" else None
     if chief:
         if not splits_path.exists():
@@ -385,8 +383,7 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
             model.save_weights(backup_dir / "final.weights.h5")
 
     history = _read_history(history_path)
-    best_index = min(range(len(history)), key=lambda i: history[i]["val_loss"])
-    best = history[best_index]
+    best = min(history, key=lambda row: row["val_loss"])
     run = Run(run_dir, config, history, best["epoch"] + 1,
               {key[4:]: value for key, value in best.items() if key.startswith("val_")})
     if chief:
