@@ -200,6 +200,8 @@ def _parse_loss_weights(ctx, param, value):
               help="Flips of the augmentation; 'horizontal' for ultrasound, whose skin side is at the top.")
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
               help="Epochs without a better validation loss before early stopping.")
+@click.option("--reduce-lr-patience", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Halve the learning rate after N epochs without a better validation loss (0: constant rate).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, initialisation, augmentation.")
 @click.option("--deterministic", is_flag=True, help="Deterministic TensorFlow ops (slower).")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU.")

@@ -39,7 +39,7 @@ def dataset_dir(tmp_path_factory):
 
 
 def test_short_run_lowers_the_loss_and_writes_every_file(dataset_dir, tmp_path):
-    run = train(**_options(dataset_dir, tmp_path / "run", epochs=3, seed=3, deterministic=True))
+    run = train(**_options(dataset_dir, tmp_path / "run", epochs=3, seed=3, deterministic=True, reduce_lr_patience=1))
     for name in RUN_FILES:
         assert (run.directory / name).is_file(), name
     assert (run.directory / "logs").is_dir() and any((run.directory / "logs").rglob("events.out.tfevents*"))
@@ -47,6 +47,14 @@ def test_short_run_lowers_the_loss_and_writes_every_file(dataset_dir, tmp_path):
     assert len(history) == 3
     assert float(history[-1]["mask_loss"]) < float(history[0]["mask_loss"])
     assert min(float(row["loss"]) for row in history[1:]) < float(history[0]["loss"])
+    # the learning rate halves after each epoch that did not lower the best validation loss (patience 1)
+    best_loss, expected_rate = float("inf"), 1e-3
+    for row in history:
+        assert float(row["learning_rate"]) == pytest.approx(expected_rate)
+        if float(row["val_loss"]) < best_loss - 1e-4:
+            best_loss = float(row["val_loss"])
+        else:
+            expected_rate /= 2
     config = json.loads((run.directory / "config.json").read_text())
     assert config["options"]["loss_weights"] == [5.0, 1.0]
     assert config["class_names"] == ["benign", "malignant"]
@@ -60,7 +68,7 @@ def test_short_run_lowers_the_loss_and_writes_every_file(dataset_dir, tmp_path):
     assert load_config(run.directory) == run.config
 
     # the same seed, deterministically, gives the same numbers
-    train(**_options(dataset_dir, tmp_path / "again", epochs=3, seed=3, deterministic=True))
+    train(**_options(dataset_dir, tmp_path / "again", epochs=3, seed=3, deterministic=True, reduce_lr_patience=1))
     assert (tmp_path / "again" / "history.csv").read_text() == (run.directory / "history.csv").read_text()
 
 
@@ -143,6 +151,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_model(dataset_dir
         ({"unfreeze_after": 2, "epochs": 2}, r"--unfreeze-after 2: expected an epoch between 1 and 1"),
         ({"seg_loss": "focal"}, r"--seg-loss 'focal': expected one of: bce, dice, bce_dice"),
         ({"encoder": "resnet"}, r"unknown encoder 'resnet'"),
+        ({"reduce_lr_patience": -1}, r"--reduce-lr-patience -1: expected 0 \(constant learning rate\)"),
     ],
 )
 def test_invalid_options_are_config_errors(dataset_dir, tmp_path, overrides, message):
