@@ -198,8 +198,8 @@ def summarize(results: pd.DataFrame, variants: list[str], *, folds: int, seeds: 
                         "initialisation; --seeds 3 or more averages it out")
     warnings += [f"{row['a']} vs {row['b']}, {row['metric']}: only {row['n']} of {folds} folds have a value for both"
                  for row in comparisons if row["n"] < folds]
-    notes = ["the folds share training data, so per-fold results are not independent and the tests' p-values are "
-             "optimistic (Nadeau & Bengio, 2003)"]
+    notes = [("the folds share training data, so per-fold results are not independent and the tests' p-values are "
+              "optimistic (Nadeau & Bengio, 2003)")]
     if len(comparisons) > 1:
         notes.append(f"p-values are not corrected for the {len(comparisons)} comparisons")
     return {
@@ -222,16 +222,16 @@ def summary_markdown(summary: dict, title: str, setup: str) -> str:
     """summary.md: the variant table (mean ± sd [95% CI]), the paired comparisons, warnings and notes."""
     names = [SUMMARY_METRICS[name] for name in summary["metrics"]]
     lines = [f"# {title}", "", setup, "",
-             f"{summary['folds']} folds x {summary['seeds']} seed(s); mean ± sd [95% CI] across folds "
-             f"({summary['unit']}).", "",
+             (f"{summary['folds']} folds x {summary['seeds']} seed(s); mean ± sd [95% CI] across folds "
+              f"({summary['unit']})."), "",
              "| variant | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for variant, metrics in summary["variants"].items():
         cells = [f"{_format(m['mean'])} ± {_format(m['sd'])} [{_format(m['ci_low'])}, {_format(m['ci_high'])}]"
                  if (m := metrics.get(name)) else "–" for name in summary["metrics"]]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired comparisons", "",
-              f"Difference a − b per fold; paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test "
-              f"(scipy.stats.wilcoxon), two-sided; Cohen's {summary['cohens_d']}.", ""]
+              ("Difference a − b per fold; paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank test "
+               f"(scipy.stats.wilcoxon), two-sided; Cohen's {summary['cohens_d']}."), ""]
     if summary["comparisons"]:
         lines += ["| a | b | metric | n | mean difference [95% CI] | t | p (t-test) | W | p (Wilcoxon) | d_z |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -267,9 +267,10 @@ def plot_summary(results: pd.DataFrame, variants: list[str], path) -> None:
                  for position, variant in enumerate(variants, start=1)]
         shown = [(position, values) for position, values in shown if len(values)]
         axis.boxplot([values for _, values in shown], positions=[position for position, _ in shown], widths=0.5,
-                     showfliers=False)
-        for position, values in shown:
-            axis.scatter(position + offsets[:len(values)], values, s=14, alpha=0.8, zorder=3)
+                     showfliers=False, medianprops={"color": "black"})
+        for position, values in shown:  # one colour per variant in every panel
+            axis.scatter(position + offsets[:len(values)], values, s=14, alpha=0.8, zorder=3,
+                         color=f"C{(position - 1) % 10}")
         axis.set_xticks(range(1, len(variants) + 1), variants, rotation=30, ha="right")
         axis.set(title=SUMMARY_METRICS[name], xlim=(0.4, len(variants) + 0.6))
     figure.tight_layout()
