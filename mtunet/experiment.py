@@ -322,8 +322,9 @@ def run_experiment(config: TrainConfig | None = None, variants=None, *, folds: i
 
     Examples::
 
-        experiment = run_experiment(TrainConfig(dataset="folder", data_dir="busbra", weights=None, image_size=128),
-                                    task_variants(), folds=5, output_dir="experiments/busbra")
+        config = TrainConfig(dataset="folder", data_dir="busbra", weights=None, image_size=128, deterministic=True)
+        experiment = run_experiment(config, task_variants(), folds=5, output_dir="experiments/busbra")
+        experiment.summary["comparisons"]  # paired tests of multi against each baseline
     """
     if resume is not None:
         if config is not None or variants is not None or output_dir is not None:
