@@ -7,6 +7,7 @@ at once. Errors the user can fix (``mtunet.errors.MtunetError``) are printed on 
 import collections
 import functools
 import importlib.metadata
+import itertools
 import os
 
 import click
@@ -171,64 +172,99 @@ def _parse_loss_weights(ctx, param, value):
     return segmentation, classification
 
 
+# The options of a training run, shared by `train` and `experiment`: the same names, types and defaults everywhere.
+TRAIN_OPTIONS = [
+    ENCODER,
+    WEIGHTS,
+    click.option("--freeze-encoder", is_flag=True, help="Train the decoder and heads only."),
+    click.option("--unfreeze-after", type=click.IntRange(min=1), default=None,
+                 help="Train the heads with a frozen encoder for N epochs, then fine-tune everything."),
+    DATASET,
+    DATA_DIR,
+    IMAGE_SIZE,
+    click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+                 help="Global batch size, divided over replicas."),
+    click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True),
+    click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+                 help="Adam learning rate."),
+    click.option("--loss-weights", default="5:1", show_default=True, callback=_parse_loss_weights,
+                 help="SEG:CLS weights of the segmentation and classification losses."),
+    click.option("--seg-loss", type=click.Choice(["bce", "dice", "bce_dice"]), default="bce", show_default=True),
+    click.option("--class-weights", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
+                 help="Weights of the classification loss per class (scikit-learn's 'balanced')."),
+    click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
+    click.option("--task", type=click.Choice(["multi", "segmentation", "classification"]), default="multi",
+                 show_default=True, help="Both heads, or a single-task baseline."),
+    click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation)."),
+    click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images."),
+    click.option("--flip", type=click.Choice(["horizontal_and_vertical", "horizontal", "vertical", "none"]),
+                 default="horizontal_and_vertical", show_default=True,
+                 help="Flips of the augmentation; 'horizontal' for ultrasound, whose skin side is at the top."),
+    click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
+                 help="Epochs without a better validation loss before early stopping."),
+    click.option("--reduce-lr-patience", type=click.IntRange(min=0), default=3, show_default=True,
+                 help="Halve the learning rate after N epochs without a better validation loss (0: constant rate)."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of splits, initialisation, augmentation."),
+    click.option("--deterministic/--no-deterministic", default=False, show_default=True,
+                 help="Deterministic TensorFlow ops (slower): the same seed gives the same numbers."),
+    click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU."),
+    click.option("--jit-compile", is_flag=True, help="Compile the training step with XLA."),
+    click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "tpu", "multi_worker"]),
+                 default="auto", show_default=True),
+    SKIP_BAD_FILES,
+]
+
+
+def train_options(command):
+    """Adds ``TRAIN_OPTIONS`` to ``command``, in the order listed."""
+    for option in reversed(TRAIN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def train_config_options(parameters: dict) -> dict:
+    """``TrainConfig`` keyword arguments from (some of) the parameters of ``TRAIN_OPTIONS``."""
+    options = dict(parameters)
+    if "no_skip_connections" in options:
+        options["skip_connections"] = not options.pop("no_skip_connections")
+    if "no_augment" in options:
+        options["augment"] = not options.pop("no_augment")
+    if options.get("weights") == "none":
+        options["weights"] = None
+    return options
+
+
+def _given_options(ctx, names=None) -> list[str]:
+    """The options among ``names`` (default: all but --resume) that the user gave rather than left at default."""
+    names = [name for name in ctx.params if name != "resume_dir"] if names is None else names
+    defaults = (None, click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+    return [f"--{name.replace('_', '-')}" for name in names if ctx.get_parameter_source(name) not in defaults]
+
+
+def _refuse_options_with_resume(ctx) -> None:
+    given = _given_options(ctx)
+    if given:
+        raise click.UsageError(f"--resume takes no other option (received {given[0]})")
+
+
 @main.command()
-@ENCODER
-@WEIGHTS
-@click.option("--freeze-encoder", is_flag=True, help="Train the decoder and heads only.")
-@click.option("--unfreeze-after", type=click.IntRange(min=1), default=None,
-              help="Train the heads with a frozen encoder for N epochs, then fine-tune everything.")
-@DATASET
-@DATA_DIR
-@IMAGE_SIZE
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Global batch size, divided over replicas.")
-@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Adam learning rate.")
-@click.option("--loss-weights", default="5:1", show_default=True, callback=_parse_loss_weights,
-              help="SEG:CLS weights of the segmentation and classification losses.")
-@click.option("--seg-loss", type=click.Choice(["bce", "dice", "bce_dice"]), default="bce", show_default=True)
-@click.option("--class-weights", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
-              help="Weights of the classification loss per class (scikit-learn's 'balanced').")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
-@click.option("--task", type=click.Choice(["multi", "segmentation", "classification"]), default="multi",
-              show_default=True, help="Both heads, or a single-task baseline.")
-@click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation).")
-@click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images.")
-@click.option("--flip", type=click.Choice(["horizontal_and_vertical", "horizontal", "vertical", "none"]),
-              default="horizontal_and_vertical", show_default=True,
-              help="Flips of the augmentation; 'horizontal' for ultrasound, whose skin side is at the top.")
-@click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Epochs without a better validation loss before early stopping.")
-@click.option("--reduce-lr-patience", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Halve the learning rate after N epochs without a better validation loss (0: constant rate).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of splits, initialisation, augmentation.")
-@click.option("--deterministic", is_flag=True, help="Deterministic TensorFlow ops (slower).")
-@click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU.")
-@click.option("--jit-compile", is_flag=True, help="Compile the training step with XLA.")
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "tpu", "multi_worker"]),
-              default="auto", show_default=True)
+@train_options
 @click.option("--output-dir", type=click.Path(), default=None,
               help="The run directory [default: runs/<date>-<encoder>-<dataset>].")
-@SKIP_BAD_FILES
 @click.option("--resume", "resume_dir", type=click.Path(), default=None,
               help="Continue the run in this directory from its last finished epoch (no other option).")
 @click.pass_context
 @user_errors_as_messages
-def train(ctx, resume_dir, no_skip_connections, no_augment, **options):
+def train(ctx, resume_dir, **options):
     """Train a multi-task U-Net (or a single-task baseline) and write a run directory."""
     from mtunet.training import TrainConfig, train as run_training
 
     if resume_dir is not None:
-        given = [name for name in ctx.params if name != "resume_dir"
-                 and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
-        if given:
-            raise click.UsageError(f"--resume takes no other option (received --{given[0].replace('_', '-')})")
+        _refuse_options_with_resume(ctx)
         run = run_training(resume=resume_dir)
     else:
-        options["weights"] = None if options["weights"] == "none" else options["weights"]
-        config = TrainConfig(skip_connections=not no_skip_connections, augment=not no_augment, **options)
-        run = run_training(config)
+        run = run_training(TrainConfig(**train_config_options(options)))
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in run.best_metrics.items())
     click.echo(f"best epoch {run.best_epoch}: validation {metrics}")
     click.echo(f"run directory: {run.directory}")
@@ -270,3 +306,138 @@ def demo(output_dir, epochs):
                f"{results['balanced_accuracy']:.3f}, Dice {results['dice_mean']:.3f}")
     click.echo(f"run directory: {run.directory} (metrics: {run.directory / 'evaluation' / 'test' / 'metrics.json'}, "
                f"curves: {run.directory / 'curves.png'})")
+
+
+@main.group()
+def experiment():
+    """K-fold experiments: variants trained and evaluated on the same patient-grouped folds, with paired tests."""
+
+
+# --vary names that are not a train option's own name
+VARY_ALIASES = {"skip": "skip-connections"}
+
+
+def _vary_option(command, name):
+    """``(option, inverted)``: the train option ``--NAME`` of ``command``, or the flag ``--no-NAME`` (inverted)."""
+    name = VARY_ALIASES.get(name, name)
+    for option in command.params:
+        if isinstance(option, click.Option) and option.name != "resume_dir":
+            if f"--{name}" in option.opts:
+                return option, False
+            if option.is_flag and f"--no-{name}" in option.opts:
+                return option, True
+    return None, False
+
+
+def _parse_vary(ctx, param, specs):
+    """``[(variant name, {parameter: value})]``: the product of every ``--vary OPTION=VALUE,VALUE,...``, each value
+    read exactly as the train option reads it (``on``/``off`` for flags); no variant without ``--vary``."""
+    if not specs:
+        return []
+    axes = []
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip().removeprefix("--")
+        if not name or not values:
+            raise click.BadParameter(f"{spec!r}: expected OPTION=VALUE,VALUE,..., e.g. skip=on,off")
+        option, inverted = _vary_option(ctx.command, name)
+        if option is None or option.name in ("folds", "seeds", "output_dir", "vary"):
+            raise click.BadParameter(f"{spec!r}: {name!r} is not a training option; expected one of `mtunet train`'s "
+                                     f"options without the dashes, e.g. skip, loss-weights, encoder")
+        axis = []
+        for text in values.split(","):
+            text = text.strip()
+            if not text:
+                raise click.BadParameter(f"{spec!r}: empty value; expected OPTION=VALUE,VALUE,...")
+            try:
+                value = option.type_cast_value(ctx, text)
+                if option.callback is not None:
+                    value = option.callback(ctx, option, value)
+            except click.BadParameter as error:
+                raise click.BadParameter(f"{spec!r}: {error.message}") from None
+            axis.append((f"{name}={text}", {option.name: (not value) if inverted else value}))
+        axes.append(axis)
+    return [(" ".join(label for label, _ in combination),
+             {key: value for _, parameters in combination for key, value in parameters.items()})
+            for combination in itertools.product(*axes)]
+
+
+def experiment_command(command):
+    """The options every experiment command shares, after the train options."""
+    for option in reversed([
+        click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True,
+                     help="Patient-grouped, class-stratified folds; each is held out for test once."),
+        click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Trainings per variant and fold, with seeds SEED, SEED+1, ... (the folds come from SEED)."),
+        click.option("--output-dir", type=click.Path(), default=None,
+                     help="The experiment directory [default: experiments/<date>-<dataset>]."),
+        click.option("--resume", "resume_dir", type=click.Path(), default=None,
+                     help="Finish the experiment in this directory; finished runs are not retrained (no other "
+                          "option)."),
+        click.pass_context,
+        user_errors_as_messages,
+    ]):
+        command = option(command)
+    return train_options(command)
+
+
+def _run_experiment(ctx, variants, parameters):
+    """Runs (or, with --resume, finishes) the experiment and prints its variant table and files."""
+    from mtunet.experiment import SUMMARY_MARKDOWN, Variant, run_experiment
+    from mtunet.training import TrainConfig
+
+    resume_dir = parameters.pop("resume_dir")
+    folds, seeds, output_dir = parameters.pop("folds"), parameters.pop("seeds"), parameters.pop("output_dir")
+    if resume_dir is not None:
+        _refuse_options_with_resume(ctx)
+        result = run_experiment(resume=resume_dir)
+    else:
+        varied = sorted({name for _, options in variants for name in options})
+        given = _given_options(ctx, varied)
+        if given:
+            raise click.UsageError(f"{given[0]} is set by each variant; leave it out")
+        config = TrainConfig(**train_config_options(parameters))
+        result = run_experiment(config, [Variant(name, train_config_options(options)) for name, options in variants],
+                                folds=folds, seeds=seeds, output_dir=output_dir)
+    markdown = (result.directory / SUMMARY_MARKDOWN).read_text()
+    click.echo(markdown.split("\n## ")[0].strip())
+    for warning in result.summary["warnings"]:
+        click.echo(f"warning: {warning}")
+    click.echo(f"experiment directory: {result.directory} (results.csv, summary.md, summary.json, summary.png)")
+
+
+# experiments promise the same numbers for the same seed, so their runs use deterministic ops unless told otherwise
+DETERMINISTIC_BY_DEFAULT = {"default_map": {"deterministic": True}}
+
+
+@experiment.command(context_settings=DETERMINISTIC_BY_DEFAULT)
+@click.option("--variants", default="multi,segmentation,classification", show_default=True,
+              help="Comma-separated tasks to compare: the multi-task model and its single-task baselines.")
+@experiment_command
+def compare(ctx, variants, **parameters):
+    """Compare the multi-task model with its single-task baselines on the same K folds.
+
+    Every variant x fold x seed is an ordinary run directory under EXPERIMENT_DIR/runs/, evaluated on its held-out
+    fold; results.csv, summary.md / summary.json (mean ± sd, 95% CI, paired t-test and Wilcoxon test, Cohen's d)
+    and summary.png are written when all are done.
+    """
+    from mtunet.experiment import task_variants
+
+    tasks = [task.strip() for task in variants.split(",") if task.strip()]
+    _run_experiment(ctx, [(variant.name, variant.options) for variant in task_variants(tasks)], parameters)
+
+
+@experiment.command(context_settings=DETERMINISTIC_BY_DEFAULT)
+@click.option("--vary", multiple=True, callback=_parse_vary, metavar="OPTION=VALUE,VALUE,...",
+              help="A training option and its values, e.g. skip=on,off or loss-weights=1:1,5:1,1:5; repeat to vary "
+                   "several (every combination).")
+@experiment_command
+def ablate(ctx, vary, **parameters):
+    """Train variants of one configuration that differ in the --vary options, on the same K folds.
+
+    Every variant x fold x seed is an ordinary run directory under EXPERIMENT_DIR/runs/, evaluated on its held-out
+    fold; results.csv, summary.md / summary.json and summary.png are written when all are done.
+    """
+    if not vary and parameters["resume_dir"] is None:
+        raise click.UsageError("ablate needs --vary OPTION=VALUE,VALUE,... (e.g. --vary skip=on,off)")
+    _run_experiment(ctx, vary, parameters)

@@ -44,7 +44,9 @@ class TrainConfig:
     """Every option of a training run; the defaults reproduce the paper.
 
     ``loss_weights`` is ``(segmentation, classification)``; ``output_dir`` is the run directory itself (default
-    ``runs/<date>-<encoder>-<dataset>``).
+    ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
+    K-fold split out as the test split; ``split_seed`` seeds the split (None: ``seed``), so that runs trained with
+    different seeds can share their splits.
     """
 
     encoder: str = "mobilenetv2"
@@ -68,6 +70,9 @@ class TrainConfig:
     patience: int = 10
     reduce_lr_patience: int = 3
     seed: int = 0
+    split_seed: int | None = None
+    fold: int | None = None
+    num_folds: int | None = None
     deterministic: bool = False
     mixed_precision: bool = False
     jit_compile: bool = False
@@ -98,6 +103,19 @@ class TrainConfig:
         if self.unfreeze_after is not None and not 0 < self.unfreeze_after < self.epochs:
             raise ConfigError(f"--unfreeze-after {self.unfreeze_after}: expected an epoch between 1 and "
                               f"{self.epochs - 1} (--epochs {self.epochs})")
+
+    @classmethod
+    def from_options(cls, options: dict) -> "TrainConfig":
+        """A config from options as stored in JSON (``loss_weights`` may be a list); ``ConfigError`` names unknown
+        options."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
+        options = dict(options)
+        if "loss_weights" in options:
+            options["loss_weights"] = tuple(options["loss_weights"])
+        return cls(**options)
 
     def default_output_dir(self) -> pathlib.Path:
         return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{self.dataset}"
@@ -271,9 +289,7 @@ def load_config(run_dir) -> TrainConfig:
     path = pathlib.Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} not found")
-    options = json.loads(path.read_text())["options"]
-    options["loss_weights"] = tuple(options["loss_weights"])
-    return TrainConfig(**options)
+    return TrainConfig.from_options(json.loads(path.read_text())["options"])
 
 
 def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
@@ -318,9 +334,10 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
         keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
 
     splits_path = run_dir / SPLITS_FILE
-    data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=config.seed,
-                        splits_path=splits_path if splits_path.exists() else None,
-                        skip_bad_files=config.skip_bad_files)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=split_seed,
+                        splits_path=splits_path if splits_path.exists() else None, fold=config.fold,
+                        num_folds=config.num_folds, skip_bad_files=config.skip_bad_files)
     info = data.info
     class_weights = data.class_weights() if config.class_weights == "balanced" else None
     if chief:
@@ -328,7 +345,7 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
             write_atomically(splits_path, data.splits.save)
         write_json(run_dir / CONFIG_FILE, {
             "options": dataclasses.asdict(config), "versions": _versions(), "dataset": info.to_dict(),
-            "class_names": list(info.class_names), "split_seed": config.seed,
+            "class_names": list(info.class_names), "split_seed": split_seed,
             "data_fingerprint": data_fingerprint(data),
             "class_weights": None if class_weights is None else [float(w) for w in class_weights],
         })
