@@ -202,8 +202,10 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     if own_data and not splits_path.is_file():
         raise ConfigError(f"run {run_dir} has no {SPLITS_FILE}; expected the splits the run was trained on")
     image_size = model.input_shape[1] or options.image_size
+    # all of another dataset needs no hold-out (which a dataset of few patients could not make): all in train
+    whole = {"validation_fraction": 0.0, "test_fraction": 0.0} if split == ALL_SPLITS and not own_data else {}
     data = load_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=options.seed,
-                        splits_path=splits_path if own_data else None)
+                        splits_path=splits_path if own_data else None, **whole)
     source = f"dataset {dataset!r}" + (f" at {data_dir}" if data_dir else "")
     _check_compatible(model, model_path, data, record["class_names"], source)
 
