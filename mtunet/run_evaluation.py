@@ -149,6 +149,20 @@ def _gallery(table: pd.DataFrame, predictions, batches, size: int):
     return {name: [case(index) for index in indices] for name, indices in chosen.items()}
 
 
+def _figures(predictions, metrics, dice, gallery) -> dict:
+    """``{name: PNG bytes}`` of the plots that the predictions allow (see ``mtunet.report.FIGURES``)."""
+    figures = {}
+    if "label_probabilities" in predictions:
+        figures["confusion_matrix"] = plots.confusion_matrix_figure(
+            metrics["confusion_matrix"], metrics["confusion_matrix_normalized"], metrics["class_names"])
+        figures["roc"] = plots.roc_figure(predictions["labels"], predictions["label_probabilities"],
+                                          metrics["class_names"])
+    if dice is not None:
+        figures["dice_histogram"] = plots.dice_histogram_figure(dice, metrics["empty_mask_rule_description"])
+    figures["gallery"] = plots.gallery_figure(gallery)
+    return {name: plots.figure_png(figure) for name, figure in figures.items()}
+
+
 def _training_history(run_dir: pathlib.Path) -> list[dict]:
     from mtunet.training import HISTORY_FILE
 
@@ -194,7 +208,10 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     run_dir = pathlib.Path(run_dir)
     options, record, model, model_path = _load_run(run_dir, model_path)
     dataset, data_dir = dataset or options.dataset, data_dir if data_dir is not None else options.data_dir
-    own_data = dataset == options.dataset and data_dir == options.data_dir
+    same_folder = data_dir == options.data_dir or (
+        None not in (data_dir, options.data_dir) and pathlib.Path(data_dir).resolve() == pathlib.Path(
+            options.data_dir).resolve())
+    own_data = dataset == options.dataset and same_folder
     split = split or ("test" if own_data else ALL_SPLITS)
     if split not in (*SPLIT_NAMES, ALL_SPLITS):
         raise ConfigError(f"unknown split {split!r}; expected one of: {', '.join((*SPLIT_NAMES, ALL_SPLITS))}")
@@ -235,16 +252,7 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     table = _per_image_table(predictions, dice, iou)
     write_atomically(output_dir / PER_IMAGE_FILE, lambda temporary: table.to_csv(temporary, index=False))
 
-    figures = {}
-    if "label_probabilities" in predictions:
-        figures["confusion_matrix"] = plots.confusion_matrix_figure(
-            metrics["confusion_matrix"], metrics["confusion_matrix_normalized"], metrics["class_names"])
-        figures["roc"] = plots.roc_figure(predictions["labels"], predictions["label_probabilities"],
-                                          metrics["class_names"])
-    if dice is not None:
-        figures["dice_histogram"] = plots.dice_histogram_figure(dice, metrics["empty_mask_rule_description"])
-    figures["gallery"] = plots.gallery_figure(_gallery(table, predictions, batches(), gallery_size))
-    pngs = {name: plots.figure_png(figure) for name, figure in figures.items()}
+    pngs = _figures(predictions, metrics, dice, _gallery(table, predictions, batches(), gallery_size))
     for name, png in pngs.items():
         write_atomically(output_dir / f"{name}.png", lambda temporary, png=png: pathlib.Path(temporary).write_bytes(png))
     history = _training_history(run_dir)
