@@ -272,21 +272,36 @@ def train(ctx, resume_dir, **options):
 
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--split", default="test", show_default=True, help="Split of the run's splits.json to evaluate.")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default=None,
+              help="Split to evaluate [default: test of the run's splits.json; all for another --dataset].")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="A .keras model to evaluate instead of RUN_DIR/best.keras.")
+@click.option("--dataset", default=None,
+              help="Evaluate on this dataset instead of the run's (same class names, same order).")
+@DATA_DIR
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask probability above which a pixel is lesion.")
-@click.option("--empty-masks", type=click.Choice(["one", "exclude"]), default="one", show_default=True,
+@click.option("--empty", type=click.Choice(["one", "skip"]), default="one", show_default=True,
               help="Images whose true and predicted masks are both empty: Dice 1, or left out (nnU-Net).")
-@click.option("--output-dir", type=click.Path(), default=None, help="[default: RUN_DIR/evaluation/<split>]")
+@click.option("--bootstrap-resamples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Resamples of the 95% bootstrap confidence intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="[default: RUN_DIR/evaluation/<split>, or RUN_DIR/evaluation/<dataset>[-<data dir>]/<split>]")
 @user_errors_as_messages
-def evaluate(run_dir, split, threshold, empty_masks, output_dir):
-    """Evaluate a run's best model on a split it never trained on: metrics.json and predictions.npz."""
-    from mtunet.evaluation import evaluate_run
+def evaluate(run_dir, **options):
+    """Evaluate a run's model on a split it never trained on: metrics.json, plots and report.html."""
+    from mtunet.run_evaluation import evaluate_run
 
-    results = evaluate_run(run_dir, split=split, threshold=threshold, empty=empty_masks, output_dir=output_dir)
+    results = evaluate_run(run_dir, **options)
+    _echo_evaluation(results)
+
+
+def _echo_evaluation(results: dict) -> None:
     shown = ["accuracy", "balanced_accuracy", "auc", "dice_mean", "iou_mean", "thresholded_jaccard"]
-    click.echo(f"{split}: {results['n_images']} images; "
-               + ", ".join(f"{name} {results[name]:.4f}" for name in shown if name in results))
+    click.echo(f"{results['split']}: {results['n_images']} images; "
+               + ", ".join(f"{name} {results[name]:.4f}" for name in shown if results.get(name) is not None))
+    click.echo(f"report: {results['output_dir']}/report.html (metrics.json, predictions.npz and plots beside it)")
 
 
 @main.command()
@@ -296,16 +311,13 @@ def evaluate(run_dir, split, threshold, empty_masks, output_dir):
 @user_errors_as_messages
 def demo(output_dir, epochs):
     """Train MobileNetV2 from scratch on the built-in synthetic dataset (64 px), then evaluate it on its test split."""
-    from mtunet.evaluation import evaluate_run
+    from mtunet.run_evaluation import evaluate_run
     from mtunet.training import TrainConfig, train as run_training
 
     run = run_training(TrainConfig(encoder="mobilenetv2", weights=None, dataset="synthetic", image_size=64,
                                    epochs=epochs, output_dir=output_dir))
-    results = evaluate_run(run.directory)
-    click.echo(f"test split: {results['n_images']} images, accuracy {results['accuracy']:.3f}, balanced accuracy "
-               f"{results['balanced_accuracy']:.3f}, Dice {results['dice_mean']:.3f}")
-    click.echo(f"run directory: {run.directory} (metrics: {run.directory / 'evaluation' / 'test' / 'metrics.json'}, "
-               f"curves: {run.directory / 'curves.png'})")
+    click.echo(f"run directory: {run.directory}")
+    _echo_evaluation(evaluate_run(run.directory))
 
 
 @main.group()

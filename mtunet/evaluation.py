@@ -1,24 +1,42 @@
-"""Evaluation of a trained run on a split it never trained on, from saved predictions (numpy and scikit-learn)."""
+"""Evaluation metrics computed in numpy and scikit-learn from saved predictions, so they need no model.
 
+``compute_metrics`` turns the arrays of a ``predictions.npz`` (see ``save_predictions``) into everything
+``metrics.json`` holds; ``metrics_from_predictions`` does the same from the file alone.
+"""
+
+import math
 import pathlib
+import warnings
 
 import numpy as np
+from scipy import stats
 from sklearn import metrics as sk_metrics
 
-from mtunet.errors import ConfigError
+from mtunet.errors import ConfigError, DataError
 
-EMPTY_MASK_RULES = ("one", "exclude")
+EMPTY_MASK_RULES = {
+    "one": "images whose true and predicted masks are both empty count as Dice = IoU = 1 (ISIC's rule)",
+    "skip": "images whose true and predicted masks are both empty are left out of the per-image Dice and IoU "
+            "(nnU-Net's rule)",
+}
 ISIC_JACCARD_THRESHOLD = 0.65
+PREDICTIONS_FILE = "predictions.npz"
+# the headline numbers of metrics.json that get 95% bootstrap intervals
+BOOTSTRAPPED = ("accuracy", "balanced_accuracy", "auc", "dice_mean")
+
+
+def check_empty_rule(empty: str) -> None:
+    if empty not in EMPTY_MASK_RULES:
+        raise ConfigError(f"unknown empty-mask rule {empty!r}; expected one of: {', '.join(EMPTY_MASK_RULES)}")
 
 
 def overlap_per_image(true_masks, predicted_masks, empty="one"):
     """Dice and IoU of each image's binary masks, ``(n, H, W[, 1])`` each.
 
     ``empty`` decides images whose true and predicted masks are both empty: ``"one"`` counts them as perfect (1),
-    ``"exclude"`` returns NaN for them (nnU-Net's rule), to be left out of means.
+    ``"skip"`` returns NaN for them (nnU-Net's rule), to be left out of means.
     """
-    if empty not in EMPTY_MASK_RULES:
-        raise ConfigError(f"unknown empty-mask rule {empty!r}; expected one of: {', '.join(EMPTY_MASK_RULES)}")
+    check_empty_rule(empty)
     true_masks = np.asarray(true_masks, bool).reshape(len(true_masks), -1)
     predicted_masks = np.asarray(predicted_masks, bool).reshape(len(predicted_masks), -1)
     intersection = (true_masks & predicted_masks).sum(axis=1)
@@ -34,88 +52,308 @@ def overlap_per_image(true_masks, predicted_masks, empty="one"):
 
 
 def thresholded_jaccard(iou):
-    """The ISIC 2018 challenge score: per-image Jaccard, counted as 0 below 0.65, averaged."""
+    """The ISIC 2018 challenge score: per-image Jaccard, counted as 0 below 0.65, averaged (NaNs left out)."""
     iou = np.asarray(iou, float)
     iou = iou[~np.isnan(iou)]
-    return float(np.mean(np.where(iou < ISIC_JACCARD_THRESHOLD, 0.0, iou)))
+    return float(np.mean(np.where(iou < ISIC_JACCARD_THRESHOLD, 0.0, iou))) if iou.size else math.nan
 
 
-def classification_metrics(labels, probabilities, class_names):
-    """Accuracy, balanced accuracy, ROC AUC (binary, or macro one-vs-rest) and per-class tables."""
-    labels = np.asarray(labels)
+def _divide(numerator, denominator) -> float:
+    return float(numerator / denominator) if denominator else math.nan
+
+
+def _roc_auc(labels, probabilities, num_classes):
+    """``(macro AUC, per-class one-vs-rest AUC)``: binary AUC of the positive class for 2 classes.
+
+    A class with no example (or every example) in ``labels`` has no AUC (NaN) and is left out of the macro mean,
+    where scikit-learn's multi-class ``roc_auc_score`` would raise; with every class present, the macro mean is
+    scikit-learn's ``roc_auc_score(multi_class="ovr", average="macro")``.
+    """
+    per_class = []
+    for index in range(num_classes):
+        positives = labels == index
+        per_class.append(float(sk_metrics.roc_auc_score(positives, probabilities[:, index]))
+                         if 0 < positives.sum() < len(labels) else math.nan)
+    if num_classes == 2:
+        return per_class[1], per_class
+    defined = [value for value in per_class if not math.isnan(value)]
+    return (float(np.mean(defined)) if defined else math.nan), per_class
+
+
+def classification_metrics(labels, probabilities, class_names) -> dict:
+    """Accuracy, balanced accuracy, ROC AUC, F1, kappa, micro averages, per-class tables, confusion matrix.
+
+    Args:
+        labels: ``(n,)`` true class indices.
+        probabilities: ``(n, num_classes)`` predicted class probabilities; the predicted class is the argmax.
+        class_names: name of each class index.
+
+    Returns keys ``accuracy``, ``balanced_accuracy``, ``auc`` (binary: of class 1; else macro one-vs-rest over the
+    classes present), ``macro_f1``, ``weighted_f1``, ``quadratic_weighted_kappa``, ``micro_average`` (accuracy,
+    sensitivity and specificity over all one-vs-rest decisions), ``per_class`` (``{name: {precision, recall,
+    specificity, f1, support, auc}}``; recall is sensitivity), ``confusion_matrix`` (counts, rows true, columns
+    predicted) and ``confusion_matrix_normalized`` (each row divided by its total; 0 for a class with no example).
+    """
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, float)
     predicted = probabilities.argmax(axis=1)
-    present = np.unique(labels)
-    if len(present) < 2:
-        auc = float("nan")
-    elif probabilities.shape[1] == 2:
-        auc = sk_metrics.roc_auc_score(labels, probabilities[:, 1])
-    else:
-        auc = sk_metrics.roc_auc_score(labels, probabilities, multi_class="ovr", average="macro",
-                                       labels=list(range(probabilities.shape[1])))
     indices = list(range(len(class_names)))
-    report = sk_metrics.classification_report(labels, predicted, labels=indices, target_names=list(class_names),
-                                              output_dict=True, zero_division=0)
+    auc, per_class_auc = _roc_auc(labels, probabilities, len(class_names))
+    precision, recall, f1, support = sk_metrics.precision_recall_fscore_support(
+        labels, predicted, labels=indices, zero_division=0)
+    # one 2x2 matrix [[tn, fp], [fn, tp]] per class, one class against the rest
+    per_class_matrices = sk_metrics.multilabel_confusion_matrix(labels, predicted, labels=indices)
+    tn, fp, fn, tp = per_class_matrices.reshape(-1, 4).T
+    micro_tn, micro_fp, micro_fn, micro_tp = per_class_matrices.reshape(-1, 4).sum(axis=0)
+    counts = sk_metrics.confusion_matrix(labels, predicted, labels=indices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # balanced accuracy and kappa warn when a class is absent or never predicted
+        balanced_accuracy = sk_metrics.balanced_accuracy_score(labels, predicted)
+        kappa = sk_metrics.cohen_kappa_score(labels, predicted, labels=indices, weights="quadratic")
     return {
         "accuracy": float(sk_metrics.accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(sk_metrics.balanced_accuracy_score(labels, predicted)),
-        "auc": float(auc),
-        "per_class": {name: report[name] for name in class_names},
-        "macro_f1": report["macro avg"]["f1-score"],
-        "weighted_f1": report["weighted avg"]["f1-score"],
-        "confusion_matrix": sk_metrics.confusion_matrix(labels, predicted, labels=indices).tolist(),
+        "balanced_accuracy": float(balanced_accuracy),
+        "auc": auc,
+        "macro_f1": float(sk_metrics.f1_score(labels, predicted, labels=indices, average="macro", zero_division=0)),
+        "weighted_f1": float(sk_metrics.f1_score(labels, predicted, labels=indices, average="weighted",
+                                                 zero_division=0)),
+        "quadratic_weighted_kappa": float(kappa),
+        "micro_average": {
+            "accuracy": _divide(micro_tp + micro_tn, micro_tp + micro_tn + micro_fp + micro_fn),
+            "sensitivity": _divide(micro_tp, micro_tp + micro_fn),
+            "specificity": _divide(micro_tn, micro_tn + micro_fp),
+        },
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                   "specificity": _divide(tn[i], tn[i] + fp[i]), "f1": float(f1[i]), "support": int(support[i]),
+                   "auc": per_class_auc[i]}
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": counts.tolist(),
+        "confusion_matrix_normalized": (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).tolist(),
     }
 
 
-def segmentation_metrics(true_masks, mask_probabilities, threshold=0.5, empty="one"):
-    """Per-image Dice and IoU (mean, std, median) and the ISIC thresholded Jaccard of the thresholded masks."""
-    dice, iou = overlap_per_image(np.asarray(true_masks) > 0.5, np.asarray(mask_probabilities) > threshold, empty)
-    return {
-        "dice_mean": float(np.nanmean(dice)), "dice_std": float(np.nanstd(dice)),
-        "dice_median": float(np.nanmedian(dice)),
-        "iou_mean": float(np.nanmean(iou)), "iou_std": float(np.nanstd(iou)), "iou_median": float(np.nanmedian(iou)),
-        "thresholded_jaccard": thresholded_jaccard(iou),
-        "empty_mask_rule": empty, "threshold": threshold,
-        "dice_per_image": dice.tolist(),
-    }
+def _summary(values) -> dict:
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return {"mean": math.nan, "std": math.nan, "median": math.nan, "n": 0}
+    return {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values)),
+            "n": int(values.size)}
 
 
-def evaluate_run(run_dir, *, split="test", threshold=0.5, empty="one", output_dir=None, batch_size=32) -> dict:
-    """Predicts ``split`` of the run's dataset with its best model and writes predictions.npz and metrics.json.
+def segmentation_metrics(true_masks, mask_probabilities, *, threshold=0.5, empty="one", labels=None,
+                         class_names=None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Dice and IoU per image and pooled, the ISIC thresholded Jaccard, pixel sensitivity and specificity.
 
-    The split is the one in the run's splits.json, so the test set is exactly the one training never saw.
-    Returns the metrics; the output folder defaults to ``RUN_DIR/evaluation/<split>/``.
+    Args:
+        true_masks: ``(n, H, W[, 1])`` true masks (non-zero is lesion).
+        mask_probabilities: ``(n, H, W[, 1])`` predicted lesion probabilities; above ``threshold`` is lesion.
+        threshold: probability above which a pixel is lesion.
+        empty: ``"one"`` or ``"skip"``, the rule for images whose true and predicted masks are both empty
+            (``EMPTY_MASK_RULES``); it decides the per-image means, medians and the thresholded Jaccard.
+        labels, class_names: the true class of each image and the class names, for ``dice_per_class``.
+
+    Returns ``(metrics, Dice per image, IoU per image)`` (NaN for the images ``empty="skip"`` leaves out); the
+    metrics have the keys ``dice_mean``, ``dice_std``, ``dice_median``, the same for ``iou``, ``dice_pooled`` and
+    ``iou_pooled`` (over all pixels of all images), ``thresholded_jaccard``, ``pixel_sensitivity``,
+    ``pixel_specificity`` (pooled), ``images_both_empty``, ``images_scored``, ``empty_mask_rule`` and its
+    description, ``threshold``, and ``dice_per_class`` (``{name: {mean, std, median, n}}`` by true class).
     """
-    from mtunet.data import load_dataset
-    from mtunet.model import load_model
-    from mtunet.training import BEST_MODEL_FILE, SPLITS_FILE, load_config, write_atomically, write_json
+    true_masks = np.asarray(true_masks) > 0
+    predicted = np.asarray(mask_probabilities) > threshold
+    dice, iou = overlap_per_image(true_masks, predicted, empty)
+    true_flat, predicted_flat = true_masks.reshape(-1), predicted.reshape(-1)
+    tp = int(np.count_nonzero(true_flat & predicted_flat))
+    fp = int(np.count_nonzero(~true_flat & predicted_flat))
+    fn = int(np.count_nonzero(true_flat & ~predicted_flat))
+    tn = true_flat.size - tp - fp - fn
+    both_empty = ~true_masks.reshape(len(true_masks), -1).any(1) & ~predicted.reshape(len(predicted), -1).any(1)
+    dice_summary, iou_summary = _summary(dice), _summary(iou)
+    results = {
+        "dice_mean": dice_summary["mean"], "dice_std": dice_summary["std"], "dice_median": dice_summary["median"],
+        "iou_mean": iou_summary["mean"], "iou_std": iou_summary["std"], "iou_median": iou_summary["median"],
+        "dice_pooled": _divide(2 * tp, 2 * tp + fp + fn), "iou_pooled": _divide(tp, tp + fp + fn),
+        "thresholded_jaccard": thresholded_jaccard(iou),
+        "pixel_sensitivity": _divide(tp, tp + fn), "pixel_specificity": _divide(tn, tn + fp),
+        "images_both_empty": int(both_empty.sum()), "images_scored": dice_summary["n"],
+        "empty_mask_rule": empty, "empty_mask_rule_description": EMPTY_MASK_RULES[empty],
+        "threshold": float(threshold),
+    }
+    if labels is not None and class_names is not None:
+        labels = np.asarray(labels)
+        results["dice_per_class"] = {name: _summary(dice[labels == index]) for index, name in enumerate(class_names)}
+    return results, dice, iou
 
-    run_dir = pathlib.Path(run_dir)
-    config = load_config(run_dir)
-    model_path = run_dir / BEST_MODEL_FILE
-    if not model_path.is_file():
-        raise ConfigError(f"run {run_dir} has no {BEST_MODEL_FILE}: it never finished an epoch")
-    data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=config.seed,
-                        splits_path=run_dir / SPLITS_FILE)
-    if split not in data.splits:
-        raise ConfigError(f"unknown split {split!r}; expected one of: {', '.join(data.splits)}")
-    model = load_model(model_path)
-    true_masks, outputs = [], {name: [] for name in model.output_names}
-    for images, targets in data.pipeline(split, batch_size=batch_size, training=False):
-        true_masks.append(targets["mask"].numpy())
-        for name, values in model.predict_on_batch(images).items():
-            outputs[name].append(np.asarray(values))
-    outputs = {name: np.concatenate(values) for name, values in outputs.items()}
-    labels = data.labels(split)
-    results = {"split": split, "n_images": int(len(labels)), "run": str(run_dir)}
-    if "label" in outputs:
-        results.update(classification_metrics(labels, outputs["label"], data.info.class_names))
-    if "mask" in outputs:
-        results.update(segmentation_metrics(np.concatenate(true_masks), outputs["mask"], threshold, empty))
 
-    output_dir = pathlib.Path(output_dir) if output_dir else run_dir / "evaluation" / split
-    output_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {"ids": np.asarray(data.ids(split), str), "labels": labels,
-              **{f"{name}_probabilities": values for name, values in outputs.items()}}
-    write_atomically(output_dir / "predictions.npz", lambda temporary: np.savez_compressed(temporary, **arrays))
-    write_json(output_dir / "metrics.json", results)
-    return results
+def bootstrap_intervals(statistics: dict, n: int, *, resamples: int = 1000, confidence: float = 0.95,
+                        seed: int = 0, chunk: int = 100) -> dict:
+    """Percentile bootstrap confidence intervals over ``n`` paired samples (images).
+
+    Hand-written rather than ``scipy.stats.bootstrap`` because a resample may leave a statistic undefined (AUC of a
+    resample with one class): such resamples are left out of that statistic's interval, and counted.
+
+    Args:
+        statistics: ``{name: function(indices) -> values}``: ``indices`` is ``(r, n)``, one resample of image
+            indices a row, and the function returns the statistic of each row, ``(r,)`` (NaN where undefined);
+            every statistic sees the same resamples.
+        n: number of images.
+        resamples: bootstrap resamples.
+        confidence: the interval's coverage, e.g. 0.95.
+        seed: seed of the resampling; the same seed gives the same intervals.
+        chunk: resamples drawn and evaluated at once (bounds the memory: ``chunk * n`` indices).
+
+    Returns ``{name: {"low", "high", "resamples"}}`` (``resamples``: how many gave a defined value).
+    """
+    if resamples < 1:
+        raise ConfigError(f"bootstrap resamples must be at least 1; received {resamples}")
+    rng = np.random.default_rng(seed)
+    values = {name: [] for name in statistics}
+    for start in range(0, resamples, chunk):
+        indices = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        for name, function in statistics.items():
+            values[name].append(np.asarray(function(indices), float))
+    tail = 100 * (1 - confidence) / 2
+    intervals = {}
+    for name, samples in values.items():
+        samples = np.concatenate(samples)
+        defined = samples[~np.isnan(samples)]
+        low, high = np.percentile(defined, [tail, 100 - tail]) if defined.size else (math.nan, math.nan)
+        intervals[name] = {"low": float(low), "high": float(high), "resamples": int(defined.size)}
+    return intervals
+
+
+def _rank_auc(positives, scores):
+    """ROC AUC of each row of ``scores`` (r, n) for the booleans ``positives`` (r, n); NaN for a row without
+    positives or negatives.
+
+    The Mann-Whitney rank formula (ties count one half, as in scikit-learn's ``roc_auc_score``), vectorised over
+    rows because ``roc_auc_score``'s per-call input checks cost milliseconds, too slow for thousands of resamples.
+    """
+    ranks = stats.rankdata(scores, axis=1)
+    count = positives.sum(axis=1)
+    pairs = count * (positives.shape[1] - count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * positives).sum(axis=1) - count * (count + 1) / 2) / pairs
+    return np.where(pairs > 0, auc, np.nan)
+
+
+def _nanmean_rows(values):
+    """Mean of each row without its NaNs; NaN for a row of NaNs only."""
+    defined = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined, values, 0).sum(axis=1) / defined.sum(axis=1)
+
+
+def bootstrap_statistics(predictions: dict, dice=None) -> dict:
+    """``{name: function(indices (r, n)) -> (r,)}`` giving accuracy, balanced accuracy, AUC (as
+    ``classification_metrics`` defines them) and mean Dice (of ``dice``, NaNs left out) of each resample."""
+    statistics = {}
+    if "label_probabilities" in predictions:
+        labels, probabilities = np.asarray(predictions["labels"]), np.asarray(predictions["label_probabilities"])
+        correct = probabilities.argmax(axis=1) == labels
+        num_classes = probabilities.shape[1]
+
+        def balanced_accuracy(indices):
+            resampled_labels, resampled_correct = labels[indices], correct[indices]
+            recalls = []
+            for index in range(num_classes):
+                members = resampled_labels == index
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    recalls.append((members & resampled_correct).sum(axis=1) / members.sum(axis=1))
+            return _nanmean_rows(np.stack(recalls, axis=1))
+
+        def auc(indices):
+            resampled_labels = labels[indices]
+            per_class = np.stack([_rank_auc(resampled_labels == index, probabilities[indices, index])
+                                  for index in range(num_classes)], axis=1)
+            return per_class[:, 1] if num_classes == 2 else _nanmean_rows(per_class)
+
+        statistics["accuracy"] = lambda indices: correct[indices].mean(axis=1)
+        statistics["balanced_accuracy"] = balanced_accuracy
+        statistics["auc"] = auc
+    if dice is not None:
+        dice = np.asarray(dice, float)
+        statistics["dice_mean"] = lambda indices: _nanmean_rows(dice[indices])
+    return statistics
+
+
+def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_resamples=1000, confidence=0.95,
+                    seed=0) -> tuple[dict, "np.ndarray | None", "np.ndarray | None"]:
+    """Every metric of ``metrics.json`` from the arrays of ``predictions.npz``.
+
+    Args:
+        predictions: ``ids`` (n,), ``labels`` (n,) true class indices, ``class_names``, and, for the heads the
+            model has, ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
+            (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with.
+        threshold, empty: see ``segmentation_metrics``.
+        bootstrap_resamples, confidence, seed: of the bootstrap intervals of ``BOOTSTRAPPED``.
+
+    Returns ``(metrics, dice per image, IoU per image)``; the per-image arrays are None without a mask head.
+    """
+    check_empty_rule(empty)
+    class_names = [str(name) for name in predictions["class_names"]]
+    labels = np.asarray(predictions["labels"])
+    results = {"n_images": int(len(labels)), "class_names": class_names}
+    if "label_probabilities" in predictions:
+        results.update(classification_metrics(labels, predictions["label_probabilities"], class_names))
+    dice = iou = None
+    if "mask_probabilities" in predictions:
+        segmentation, dice, iou = segmentation_metrics(predictions["true_masks"], predictions["mask_probabilities"],
+                                                       threshold=threshold, empty=empty, labels=labels,
+                                                       class_names=class_names)
+        results.update(segmentation)
+    intervals = bootstrap_intervals(bootstrap_statistics(predictions, dice), len(labels),
+                                    resamples=bootstrap_resamples, confidence=confidence, seed=seed)
+    results["confidence_intervals"] = {
+        "confidence": confidence, "method": "percentile bootstrap over images", "resamples": bootstrap_resamples,
+        "seed": seed, **intervals}
+    return results, dice, iou
+
+
+def save_predictions(path, predictions: dict, write=None) -> None:
+    """Writes the arrays of ``predictions`` (see ``compute_metrics``) compressed to ``path``.
+
+    ``write(path, function)`` writes through a temporary file (``mtunet.training.write_atomically``); default: in
+    place.
+    """
+    def save(target):
+        np.savez_compressed(target, **{name: np.asarray(values) for name, values in predictions.items()})
+
+    (write or (lambda target, function: function(target)))(path, save)
+
+
+def load_predictions(path) -> dict:
+    """The arrays of a ``predictions.npz`` written by ``save_predictions``; ``DataError`` if it is not one."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / PREDICTIONS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            predictions = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} cannot be read as predictions ({error}); expected the {PREDICTIONS_FILE} that "
+                        "`mtunet evaluate` writes") from None
+    missing = [name for name in ("ids", "labels", "class_names") if name not in predictions]
+    if missing or ("mask_probabilities" in predictions) != ("true_masks" in predictions):
+        raise DataError(f"{path} lacks the array(s) {', '.join(missing) or 'true_masks/mask_probabilities'}; "
+                        f"expected the {PREDICTIONS_FILE} that `mtunet evaluate` writes")
+    return predictions
+
+
+def metrics_from_predictions(path, *, threshold=None, empty="one", bootstrap_resamples=1000, confidence=0.95,
+                             seed=0) -> dict:
+    """The metrics of ``metrics.json`` recomputed from a ``predictions.npz`` (or its folder) alone, without the model.
+
+    ``threshold`` defaults to the one the file was written with (0.5 if it has none); see ``compute_metrics``.
+
+    Examples::
+
+        metrics = mtunet.metrics_from_predictions("runs/demo/evaluation/test", empty="skip")
+    """
+    predictions = load_predictions(path)
+    if threshold is None:
+        threshold = float(predictions.get("threshold", 0.5))
+    return compute_metrics(predictions, threshold=threshold, empty=empty,
+                           bootstrap_resamples=bootstrap_resamples, confidence=confidence, seed=seed)[0]

@@ -1,12 +1,35 @@
-"""Evaluation metrics against scikit-learn and hand-made masks."""
+"""Evaluation metrics against scikit-learn, the ISIC challenge's scoring package and hand-made cases."""
+
+import types
 
 import numpy as np
 import pytest
+from isic_challenge_scoring.segmentation import SegmentationScore
 from sklearn import metrics as sk_metrics
 
-from mtunet.errors import ConfigError
-from mtunet.evaluation import (classification_metrics, overlap_per_image, segmentation_metrics,
-                               thresholded_jaccard)
+from mtunet.errors import ConfigError, DataError
+from mtunet.evaluation import (bootstrap_intervals, bootstrap_statistics, classification_metrics, compute_metrics,
+                               load_predictions, metrics_from_predictions, overlap_per_image, save_predictions,
+                               segmentation_metrics, thresholded_jaccard)
+
+# 6 images, 3 classes; class 2 is never predicted
+LABELS = np.array([0, 0, 1, 1, 2, 2])
+PROBABILITIES = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1],
+                          [0.6, 0.3, 0.1], [0.3, 0.6, 0.1], [0.1, 0.5, 0.4]])
+
+
+def _masks_with_overlaps(seed=0, count=12, size=24):
+    """True and predicted square lesions shifted by 0-5 px (IoU from about 0.3 to 1), plus empty-mask cases."""
+    rng = np.random.default_rng(seed)
+    true, predicted = np.zeros((count, size, size), bool), np.zeros((count, size, size), bool)
+    for index in range(count - 3):
+        y, x = rng.integers(2, 8, size=2)
+        shift = rng.integers(0, 6)
+        true[index, y:y + 10, x:x + 10] = True
+        predicted[index, y + shift:y + shift + 10, x:x + 10] = True
+    true[count - 2, 3:9, 3:9] = True        # lesion missed entirely
+    predicted[count - 1, 0:2, 0:2] = True   # false positive on an empty image; image count - 3 is empty in both
+    return true, predicted
 
 
 def test_overlap_matches_sklearn_f1_and_jaccard_per_image():
@@ -20,7 +43,7 @@ def test_overlap_matches_sklearn_f1_and_jaccard_per_image():
         assert iou[index] == pytest.approx(sk_metrics.jaccard_score(y_true, y_pred))
 
 
-def test_both_empty_masks_count_as_one_or_are_excluded():
+def test_both_empty_masks_count_as_one_or_are_skipped():
     true_masks = np.zeros((3, 4, 4), bool)
     predicted = np.zeros((3, 4, 4), bool)
     true_masks[1, :2] = True                     # image 1: lesion missed entirely -> 0
@@ -28,10 +51,14 @@ def test_both_empty_masks_count_as_one_or_are_excluded():
     dice, iou = overlap_per_image(true_masks, predicted, empty="one")
     np.testing.assert_array_equal(dice, [1.0, 0.0, 0.0])
     np.testing.assert_array_equal(iou, [1.0, 0.0, 0.0])
-    dice, _ = overlap_per_image(true_masks, predicted, empty="exclude")
+    dice, _ = overlap_per_image(true_masks, predicted, empty="skip")
     assert np.isnan(dice[0]) and list(dice[1:]) == [0.0, 0.0]
-    assert segmentation_metrics(true_masks, predicted.astype(float), empty="exclude")["dice_mean"] == 0.0
-    with pytest.raises(ConfigError, match=r"unknown empty-mask rule 'zero'"):
+    skipped, _, _ = segmentation_metrics(true_masks, predicted.astype(float), empty="skip")
+    assert skipped["dice_mean"] == 0.0 and skipped["images_scored"] == 2 and skipped["images_both_empty"] == 1
+    assert "left out" in skipped["empty_mask_rule_description"]
+    counted, _, _ = segmentation_metrics(true_masks, predicted.astype(float), empty="one")
+    assert counted["dice_mean"] == pytest.approx(1 / 3) and counted["images_scored"] == 3
+    with pytest.raises(ConfigError, match=r"unknown empty-mask rule 'zero'; expected one of: one, skip"):
         overlap_per_image(true_masks, predicted, empty="zero")
 
 
@@ -39,17 +66,63 @@ def test_thresholded_jaccard_zeroes_scores_below_065():
     assert thresholded_jaccard([0.9, 0.64, 0.65, 0.1]) == pytest.approx((0.9 + 0.65) / 4)
 
 
+def test_thresholded_jaccard_dice_and_iou_match_the_isic_challenge_scoring_package():
+    true, predicted = _masks_with_overlaps()
+    pairs = [types.SimpleNamespace(truth_image=true[index].astype(np.uint8) * 255,
+                                   prediction_image=predicted[index].astype(np.uint8) * 255, image_id=f"ISIC_{index:07d}")
+             for index in range(len(true))]
+    isic = SegmentationScore(pairs).macro_average
+    ours, dice, iou = segmentation_metrics(true, predicted.astype(np.float32), empty="one")
+    assert 0 < isic["threshold_jaccard"] < isic["jaccard"] < 1  # some images above 0.65, some below
+    assert ours["thresholded_jaccard"] == pytest.approx(isic["threshold_jaccard"])
+    assert ours["iou_mean"] == pytest.approx(isic["jaccard"])
+    assert ours["dice_mean"] == pytest.approx(isic["dice"])
+
+
+def test_segmentation_pooled_and_pixel_metrics_match_sklearn_on_all_pixels():
+    true, predicted = _masks_with_overlaps(seed=1)
+    probabilities = np.where(predicted, 0.8, 0.2)
+    labels = np.array([0, 1] * 6)
+    ours, dice, _ = segmentation_metrics(true[..., None], probabilities[..., None], threshold=0.5, labels=labels,
+                                         class_names=["a", "b"])
+    y_true, y_pred = true.ravel(), predicted.ravel()
+    assert ours["dice_pooled"] == pytest.approx(sk_metrics.f1_score(y_true, y_pred))
+    assert ours["iou_pooled"] == pytest.approx(sk_metrics.jaccard_score(y_true, y_pred))
+    assert ours["pixel_sensitivity"] == pytest.approx(sk_metrics.recall_score(y_true, y_pred))
+    assert ours["pixel_specificity"] == pytest.approx(sk_metrics.recall_score(~y_true, ~y_pred))
+    assert ours["dice_std"] == pytest.approx(np.std(dice)) and ours["dice_median"] == pytest.approx(np.median(dice))
+    assert ours["dice_per_class"]["b"]["mean"] == pytest.approx(dice[1::2].mean())
+    assert ours["dice_per_class"]["a"]["n"] == 6
+    # a threshold above every probability predicts nothing: Dice 0, except the 2 images without a lesion (1)
+    nothing, _, _ = segmentation_metrics(true, probabilities, threshold=0.9)
+    assert nothing["dice_mean"] == pytest.approx(2 / 12) and nothing["pixel_sensitivity"] == 0.0
+
+
 def test_classification_metrics_match_sklearn_including_a_class_never_predicted():
-    labels = np.array([0, 0, 1, 1, 2, 2])
-    probabilities = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1],
-                              [0.6, 0.3, 0.1], [0.3, 0.6, 0.1], [0.1, 0.5, 0.4]])  # class 2 never predicted
-    result = classification_metrics(labels, probabilities, ["a", "b", "c"])
-    predicted = probabilities.argmax(1)
+    result = classification_metrics(LABELS, PROBABILITIES, ["a", "b", "c"])
+    predicted = PROBABILITIES.argmax(1)
     assert result["accuracy"] == pytest.approx(3 / 6)
-    assert result["balanced_accuracy"] == pytest.approx(sk_metrics.balanced_accuracy_score(labels, predicted))
-    assert result["auc"] == pytest.approx(sk_metrics.roc_auc_score(labels, probabilities, multi_class="ovr"))
+    assert result["balanced_accuracy"] == pytest.approx(sk_metrics.balanced_accuracy_score(LABELS, predicted))
+    assert result["auc"] == pytest.approx(sk_metrics.roc_auc_score(LABELS, PROBABILITIES, multi_class="ovr"))
+    precision, recall, f1, support = sk_metrics.precision_recall_fscore_support(LABELS, predicted, zero_division=0)
+    for index, name in enumerate("abc"):
+        row = result["per_class"][name]
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
+            (precision[index], recall[index], f1[index], support[index]))
+        assert row["auc"] == pytest.approx(sk_metrics.roc_auc_score(LABELS == index, PROBABILITIES[:, index]))
     assert result["per_class"]["c"]["recall"] == 0.0 and result["per_class"]["c"]["precision"] == 0.0
+    # specificity = true negatives / negatives: a is predicted for 1 of the 4 images of b and c
+    assert [result["per_class"][name]["specificity"] for name in "abc"] == pytest.approx([3 / 4, 2 / 4, 4 / 4])
+    assert result["macro_f1"] == pytest.approx(sk_metrics.f1_score(LABELS, predicted, average="macro"))
+    assert result["weighted_f1"] == pytest.approx(sk_metrics.f1_score(LABELS, predicted, average="weighted"))
+    assert result["quadratic_weighted_kappa"] == pytest.approx(
+        sk_metrics.cohen_kappa_score(LABELS, predicted, weights="quadratic"))
+    # micro average over 6 x 3 one-vs-rest decisions: 3 hits, 3 misses (each one false positive + one false negative)
+    assert result["micro_average"] == pytest.approx({"accuracy": 12 / 18, "sensitivity": 3 / 6,
+                                                     "specificity": 9 / 12})
     assert result["confusion_matrix"] == [[2, 0, 0], [1, 1, 0], [0, 2, 0]]
+    np.testing.assert_allclose(result["confusion_matrix_normalized"],
+                               sk_metrics.confusion_matrix(LABELS, predicted, normalize="true"))
 
 
 def test_binary_auc_uses_the_positive_class_probability():
@@ -57,3 +130,78 @@ def test_binary_auc_uses_the_positive_class_probability():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     result = classification_metrics(labels, probabilities, ["benign", "malignant"])
     assert result["auc"] == pytest.approx(sk_metrics.roc_auc_score(labels, probabilities[:, 1]))
+
+
+def test_class_absent_from_the_labels_has_no_auc_and_is_left_out_of_the_macro_auc():
+    labels = np.array([0, 0, 1, 1])   # class 2 has no example
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.3, 0.5, 0.2], [0.2, 0.6, 0.2], [0.6, 0.2, 0.2]])
+    result = classification_metrics(labels, probabilities, ["a", "b", "c"])
+    present = [sk_metrics.roc_auc_score(labels == index, probabilities[:, index]) for index in (0, 1)]
+    assert result["auc"] == pytest.approx(np.mean(present))
+    assert np.isnan(result["per_class"]["c"]["auc"]) and result["per_class"]["c"]["support"] == 0
+    assert result["confusion_matrix_normalized"][2] == [0.0, 0.0, 0.0]
+
+
+def _predictions(size, seed=0):
+    """Seeded predictions of ``size`` images: 3 classes, informative probabilities (with ties), Dice in (0, 1)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size)
+    logits = rng.normal(size=(size, 3)).round(1) + 1.5 * np.eye(3)[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return {"labels": labels, "label_probabilities": probabilities}, rng.beta(5, 2, size)
+
+
+def test_vectorised_bootstrap_statistics_equal_the_metrics_on_the_original_sample():
+    predictions, dice = _predictions(60)
+    dice[[3, 7]] = np.nan  # images the "skip" rule leaves out
+    statistics = bootstrap_statistics(predictions, dice)
+    identity = np.arange(60)[None]
+    expected = classification_metrics(predictions["labels"], predictions["label_probabilities"], ["a", "b", "c"])
+    for name in ("accuracy", "balanced_accuracy", "auc"):
+        assert statistics[name](identity)[0] == pytest.approx(expected[name]), name
+    assert statistics["dice_mean"](identity)[0] == pytest.approx(np.nanmean(dice))
+    # a resample with only class 0 has no AUC
+    assert np.isnan(statistics["auc"](np.flatnonzero(predictions["labels"] == 0)[None])[0])
+
+
+def test_bootstrap_intervals_contain_the_estimate_narrow_with_more_images_and_follow_the_seed():
+    widths = {}
+    for size in (40, 640):
+        predictions, dice = _predictions(size, seed=size)
+        statistics = bootstrap_statistics(predictions, dice)
+        intervals = bootstrap_intervals(statistics, size, resamples=400, seed=1)
+        identity = np.arange(size)[None]
+        for name, interval in intervals.items():
+            estimate = statistics[name](identity)[0]
+            assert interval["low"] <= estimate <= interval["high"], (name, size, interval, estimate)
+            assert interval["resamples"] == 400
+        widths[size] = {name: interval["high"] - interval["low"] for name, interval in intervals.items()}
+        assert bootstrap_intervals(statistics, size, resamples=400, seed=1) == intervals
+        assert bootstrap_intervals(statistics, size, resamples=400, seed=2) != intervals
+    for name in widths[40]:
+        # the width shrinks like 1 / sqrt(n): 4 times narrower for 16 times the images, give or take
+        assert widths[640][name] < widths[40][name] / 2, (name, widths)
+
+
+def test_metrics_are_recomputed_from_the_predictions_file_alone(tmp_path):
+    true, predicted = _masks_with_overlaps()
+    predictions = {"ids": np.array([f"case{i}" for i in range(12)]), "labels": np.array([0, 1, 2] * 4),
+                   "class_names": np.array(["a", "b", "c"]), "threshold": np.float64(0.3),
+                   "label_probabilities": np.tile(PROBABILITIES[:3], (4, 1)),
+                   "mask_probabilities": np.where(predicted, 0.4, 0.1).astype(np.float32), "true_masks": true}
+    save_predictions(tmp_path / "predictions.npz", predictions)
+    expected, _, _ = compute_metrics(predictions, threshold=0.3, bootstrap_resamples=50)
+    recomputed = metrics_from_predictions(tmp_path, bootstrap_resamples=50)  # the folder, and the saved threshold
+    assert recomputed == expected and recomputed["threshold"] == 0.3
+    assert recomputed["dice_mean"] > 0.5 and recomputed["confidence_intervals"]["dice_mean"]["resamples"] == 50
+    at_half = metrics_from_predictions(tmp_path / "predictions.npz", threshold=0.5, empty="skip",
+                                       bootstrap_resamples=50)
+    # nothing is predicted above 0.5, and the 2 images without a lesion are left out
+    assert at_half["pixel_sensitivity"] == 0.0 and at_half["images_scored"] == 10 and at_half["dice_mean"] == 0.0
+
+    (tmp_path / "broken.npz").write_text("not an archive")
+    with pytest.raises(DataError, match=r"broken.npz cannot be read as predictions"):
+        load_predictions(tmp_path / "broken.npz")
+    np.savez(tmp_path / "partial.npz", ids=predictions["ids"])
+    with pytest.raises(DataError, match=r"partial.npz lacks the array\(s\) labels, class_names"):
+        load_predictions(tmp_path / "partial.npz")

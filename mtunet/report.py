@@ -1,0 +1,167 @@
+"""``report.html``: one self-contained page (images embedded as base64 PNG) with an evaluation's run configuration,
+metric tables, plots and gallery, readable without a server."""
+
+import base64
+import dataclasses
+import html
+import math
+
+import pandas as pd
+
+# figure name -> (heading of the report section it belongs to, caption)
+FIGURES = {
+    "confusion_matrix": ("Classification", "Confusion matrix"),
+    "roc": ("Classification", "ROC curves"),
+    "dice_histogram": ("Segmentation", "Dice per image"),
+    "training_curves": ("Training", "Training curves of the run"),
+    "gallery": ("Best and worst cases", "Best and worst cases by Dice (or by the true class's probability)"),
+}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; }
+th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .9em; color: #555; } .note { color: #444; font-size: .95em; }
+"""
+
+
+@dataclasses.dataclass
+class ReportSection:
+    """An extra section of ``metrics.json`` and ``report.html``, such as Grad-CAM's localisation scores.
+
+    Attributes:
+        key: its key in ``metrics.json`` (e.g. ``"gradcam"``); must not be one of the evaluation's own keys.
+        title: its heading in the report.
+        metrics: JSON-serialisable values, shown as a table (nested dicts are flattened to ``a / b`` rows).
+        text: a paragraph of plain text above the table.
+        figures: ``{caption: PNG bytes}``, embedded below the table.
+    """
+
+    key: str
+    title: str
+    metrics: dict
+    text: str = ""
+    figures: dict = dataclasses.field(default_factory=dict)
+
+
+def _number(value, missing="n/a") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame, index=True) -> str:
+    return frame.to_html(index=index, na_rep="n/a", float_format=lambda value: f"{value:.4f}", border=0)
+
+
+def _flatten(values: dict, prefix="") -> dict:
+    rows = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            rows.update(_flatten(value, f"{prefix}{key} / "))
+        else:
+            rows[f"{prefix}{key}"] = value
+    return rows
+
+
+def _key_value_table(values: dict, missing="n/a") -> str:
+    """A name/value table; ``missing`` shows None and NaN (an undefined metric; an unset option)."""
+    rows = "".join(f"<tr><td>{html.escape(str(key))}</td><td>{html.escape(_number(value, missing))}</td></tr>"
+                   for key, value in _flatten(values).items())
+    return f"<table><tr><th>name</th><th>value</th></tr>{rows}</table>"
+
+
+def _image(png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _summary_table(metrics: dict) -> str:
+    """Headline metrics with their 95% bootstrap intervals."""
+    intervals = metrics.get("confidence_intervals", {})
+    names = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", "ROC AUC"),
+             ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"),
+             ("quadratic_weighted_kappa", "quadratic-weighted kappa"), ("dice_mean", "Dice, mean per image"),
+             ("dice_std", "Dice, standard deviation"), ("dice_median", "Dice, median"),
+             ("dice_pooled", "Dice, pooled over all pixels"), ("iou_mean", "IoU, mean per image"),
+             ("iou_median", "IoU, median"), ("iou_pooled", "IoU, pooled over all pixels"),
+             ("thresholded_jaccard", "thresholded Jaccard (ISIC, 0 below 0.65)"),
+             ("pixel_sensitivity", "pixel sensitivity"), ("pixel_specificity", "pixel specificity")]
+    level = f"{intervals.get('confidence', 0.95):.0%} CI"
+    rows = []
+    for key, label in names:
+        if key not in metrics:
+            continue
+        interval = intervals.get(key)
+        shown = f"{_number(interval['low'])} - {_number(interval['high'])}" if interval else ""
+        rows.append({"metric": label, "value": metrics[key], level: shown})
+    return _table(pd.DataFrame(rows), index=False)
+
+
+def _classification(metrics: dict) -> str:
+    names = metrics["class_names"]
+    # undefined metrics are None in metrics.json: as floats they are NaN, shown as n/a
+    per_class = pd.DataFrame(metrics["per_class"]).T.astype(float)[["precision", "recall", "specificity", "f1", "support", "auc"]]
+    per_class = per_class.rename(columns={"recall": "recall (sensitivity)", "auc": "AUC (one vs rest)"})
+    per_class["support"] = per_class["support"].astype(int)
+    micro = pd.DataFrame([metrics["micro_average"]], index=["micro average"]).astype(float)
+    counts = pd.DataFrame(metrics["confusion_matrix"], index=[f"true {name}" for name in names],
+                          columns=[f"predicted {name}" for name in names])
+    normalized = pd.DataFrame(metrics["confusion_matrix_normalized"], index=counts.index, columns=counts.columns)
+    return ("<h3>Per class</h3>" + _table(per_class)
+            + "<h3>Micro average over the one-vs-rest decisions</h3>" + _table(micro)
+            + "<h3>Confusion matrix (counts)</h3>" + _table(counts)
+            + "<h3>Confusion matrix (each row divided by its total)</h3>" + _table(normalized))
+
+
+def _segmentation(metrics: dict) -> str:
+    rule = (f"<p class='note'>Mask threshold {metrics['threshold']:g}. Empty-mask rule "
+            f"<b>{html.escape(metrics['empty_mask_rule'])}</b>: {html.escape(metrics['empty_mask_rule_description'])}"
+            f". {metrics['images_both_empty']} image(s) had both masks empty; {metrics['images_scored']} of "
+            f"{metrics['n_images']} images are in the per-image Dice and IoU.</p>")
+    per_class = pd.DataFrame(metrics.get("dice_per_class", {})).T.astype(float)
+    if len(per_class):
+        per_class["n"] = per_class["n"].astype(int)
+    return rule + ("<h3>Dice per class of the label</h3>" + _table(per_class) if len(per_class) else "")
+
+
+def render_report(*, metrics: dict, run: dict, config: dict, figures: dict, sections=()) -> str:
+    """The HTML of ``report.html``.
+
+    Args:
+        metrics: the content of ``metrics.json`` (``mtunet.evaluation.compute_metrics`` plus run facts).
+        run: facts shown at the top, ``{label: value}`` (run directory, model, dataset, split, ...).
+        config: the run's ``config.json`` (its ``options`` and ``versions`` are tabulated).
+        figures: ``{name: PNG bytes}`` with names from ``FIGURES``.
+        sections: ``ReportSection``s appended after the gallery (e.g. Grad-CAM).
+    """
+    parts = [f"<h1>Evaluation of {html.escape(str(run.get('run', '')))}</h1>", _key_value_table(run),
+             "<h2>Summary</h2>", _summary_table(metrics)]
+    headings = {
+        "Classification": _classification(metrics) if "per_class" in metrics else None,
+        "Segmentation": _segmentation(metrics) if "dice_mean" in metrics else None,
+        "Training": "",
+        "Best and worst cases": "",
+    }
+    for heading, body in headings.items():
+        images = [_image(figures[name], caption) for name, (section, caption) in FIGURES.items()
+                  if section == heading and name in figures]
+        if body is None or (not body and not images):
+            continue
+        parts += [f"<h2>{heading}</h2>", body, *images]
+    for section in sections:
+        parts += [f"<h2>{html.escape(section.title)}</h2>",
+                  f"<p class='note'>{html.escape(section.text)}</p>" if section.text else "",
+                  _key_value_table(section.metrics),
+                  *(_image(png, caption) for caption, png in section.figures.items())]
+    parts += ["<h2>Run configuration</h2>", _key_value_table(config.get("options", {}), missing="none"),
+              "<h3>Versions</h3>", _key_value_table(config.get("versions", {}))]
+    body = "\n".join(part for part in parts if part)
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>mtunet evaluation</title>"
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")

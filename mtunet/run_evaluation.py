@@ -1,0 +1,276 @@
+"""``evaluate_run``: predict a split with a run's model, then write predictions, metrics, plots and report.html."""
+
+import dataclasses
+import datetime
+import json
+import math
+import pathlib
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from mtunet import plots
+from mtunet.data.splits import SPLIT_NAMES
+from mtunet.errors import ConfigError
+from mtunet.evaluation import PREDICTIONS_FILE, check_empty_rule, compute_metrics, save_predictions
+from mtunet.report import ReportSection, render_report
+
+ALL_SPLITS = "all"
+METRICS_FILE, PER_IMAGE_FILE, REPORT_FILE = "metrics.json", "per_image.csv", "report.html"
+
+
+@dataclasses.dataclass
+class EvaluationContext:
+    """What a report-section builder (``evaluate_run(sections=...)``, e.g. Grad-CAM's) is given.
+
+    Attributes:
+        model: the evaluated Keras model.
+        predictions: the arrays of ``predictions.npz`` (see ``mtunet.evaluation.compute_metrics``).
+        metrics: the metrics computed so far.
+        batches: ``batches()`` iterates ``(images, {"label", "mask"})`` batches of the evaluated examples, in the
+            order of ``predictions["ids"]``.
+        output_dir: the evaluation folder, for files the section writes.
+    """
+
+    model: object
+    predictions: dict
+    metrics: dict
+    batches: Callable[[], Iterable]
+    output_dir: pathlib.Path
+
+
+def _json_safe(value):
+    """NaN (an undefined metric) as JSON null; numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _load_run(run_dir: pathlib.Path, model_path):
+    from mtunet.model import load_model
+    from mtunet.training import BEST_MODEL_FILE, CONFIG_FILE, load_config
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist; expected the folder `mtunet train` wrote")
+    options = load_config(run_dir)
+    record = json.loads((run_dir / CONFIG_FILE).read_text())
+    model_path = pathlib.Path(model_path) if model_path else run_dir / BEST_MODEL_FILE
+    if not model_path.is_file():
+        raise ConfigError(f"model {model_path} not found" + (": the run never finished an epoch"
+                                                              if model_path.name == BEST_MODEL_FILE else ""))
+    try:
+        model = load_model(model_path)
+    except (OSError, ValueError, TypeError) as error:
+        raise ConfigError(f"--model {model_path} cannot be loaded as a Keras model ({type(error).__name__}: "
+                          f"{error}); expected a .keras file saved by mtunet") from None
+    return options, record, model, model_path
+
+
+def _check_compatible(model, model_path, data, run_classes, source):
+    """``ConfigError`` unless the model's class head and input channels fit the dataset."""
+    if "label" in model.output_names:
+        predicted_classes = dict(zip(model.output_names, model.outputs))["label"].shape[-1]
+        names = list(data.info.class_names)
+        if names != list(run_classes):
+            raise ConfigError(f"{source} has the classes {names}, but the model was trained on {list(run_classes)};"
+                              f" expected the same class names in the same order")
+        if predicted_classes != len(names):
+            raise ConfigError(f"model {model_path} predicts {predicted_classes} classes, but {source} has "
+                              f"{len(names)} ({names})")
+    channels = model.input_shape[-1]
+    if channels != data.info.channels:
+        raise ConfigError(f"model {model_path} takes {channels}-channel images, but {source} serves "
+                          f"{data.info.channels}-channel images")
+
+
+def _predict(model, batches):
+    """The model's outputs and the true masks, concatenated over ``batches``."""
+    outputs, true_masks = {name: [] for name in model.output_names}, []
+    for images, targets in batches:
+        true_masks.append(targets["mask"].numpy()[..., 0] > 0.5)
+        for name, values in model.predict_on_batch(images).items():
+            outputs[name].append(np.asarray(values, np.float32))
+    predictions = {f"{name}_probabilities": np.concatenate(values) for name, values in outputs.items()}
+    if "mask_probabilities" in predictions:
+        predictions["mask_probabilities"] = predictions["mask_probabilities"][..., 0]
+        predictions["true_masks"] = np.concatenate(true_masks)
+    return predictions
+
+
+def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
+    names = np.asarray(predictions["class_names"], dtype=object)
+    table = pd.DataFrame({"id": predictions["ids"], "true_class": names[predictions["labels"]]})
+    if "label_probabilities" in predictions:
+        probabilities = predictions["label_probabilities"]
+        predicted = probabilities.argmax(axis=1)
+        table["predicted_class"] = names[predicted]
+        table["predicted_probability"] = probabilities.max(axis=1)
+        table["true_class_probability"] = probabilities[np.arange(len(predicted)), predictions["labels"]]
+    if dice is not None:
+        table["dice"], table["iou"] = dice, iou
+        table["true_lesion_pixels"] = predictions["true_masks"].reshape(len(table), -1).sum(axis=1)
+        table["predicted_lesion_pixels"] = (predictions["mask_probabilities"] > predictions["threshold"]).reshape(
+            len(table), -1).sum(axis=1)
+    return table
+
+
+def _gallery(table: pd.DataFrame, predictions, batches, size: int):
+    """``{"best": cases, "worst": cases}`` ranked by Dice, or by the true class's probability without masks."""
+    score = "dice" if "dice" in table else "true_class_probability"
+    ranked = table[score].dropna().sort_values(kind="stable")
+    chosen = {"best": list(ranked.index[::-1][:size]), "worst": list(ranked.index[:size])}
+    wanted = {index for indices in chosen.values() for index in indices}
+    images, offset = {}, 0
+    for batch_images, _ in batches:
+        batch_images = batch_images.numpy()
+        for position in range(len(batch_images)):
+            if offset + position in wanted:
+                images[offset + position] = batch_images[position]
+        offset += len(batch_images)
+    threshold = float(predictions["threshold"])
+
+    def case(index):
+        row = table.loc[index]
+        lines = [str(row["id"]), f"true {row['true_class']}"]
+        if "predicted_class" in row:
+            lines[1] += f" | predicted {row['predicted_class']} ({row['predicted_probability']:.2f})"
+        if "dice" in row:
+            lines.append(f"Dice {row['dice']:.3f}")
+        masks = "true_masks" in predictions
+        return {"image": images[index], "title": "\n".join(lines),
+                "true_mask": predictions["true_masks"][index] if masks else None,
+                "predicted_mask": predictions["mask_probabilities"][index] > threshold if masks else None}
+
+    return {name: [case(index) for index in indices] for name, indices in chosen.items()}
+
+
+def _figures(predictions, metrics, dice, gallery) -> dict:
+    """``{name: PNG bytes}`` of the plots that the predictions allow (see ``mtunet.report.FIGURES``)."""
+    figures = {}
+    if "label_probabilities" in predictions:
+        figures["confusion_matrix"] = plots.confusion_matrix_figure(
+            metrics["confusion_matrix"], metrics["confusion_matrix_normalized"], metrics["class_names"])
+        figures["roc"] = plots.roc_figure(predictions["labels"], predictions["label_probabilities"],
+                                          metrics["class_names"])
+    if dice is not None:
+        figures["dice_histogram"] = plots.dice_histogram_figure(dice, metrics["empty_mask_rule_description"])
+    figures["gallery"] = plots.gallery_figure(gallery)
+    return {name: plots.figure_png(figure) for name, figure in figures.items()}
+
+
+def _training_history(run_dir: pathlib.Path) -> list[dict]:
+    from mtunet.training import HISTORY_FILE
+
+    path = run_dir / HISTORY_FILE
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    return pd.read_csv(path).to_dict("records")
+
+
+def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir=None, threshold=0.5, empty="one",
+                 output_dir=None, batch_size=32, bootstrap_resamples=1000, seed=0, gallery_size=4,
+                 sections=()) -> dict:
+    """Predicts a split with a run's model and writes its evaluation; returns the metrics.
+
+    Args:
+        run_dir: the run directory of ``mtunet train``.
+        split: ``"train"``, ``"validation"``, ``"test"`` or ``"all"``. Default: ``"test"`` of the run's own
+            ``splits.json`` (so exactly the examples training never saw); ``"all"`` for another dataset.
+        model_path: a ``.keras`` model instead of the run's ``best.keras``.
+        dataset, data_dir: evaluate on another dataset (its classes must be the run's, in the same order); split
+            with the run's seed.
+        threshold: mask probability above which a pixel is lesion.
+        empty: ``"one"`` or ``"skip"``: images whose true and predicted masks are both empty count as Dice 1, or
+            are left out (``mtunet.evaluation.EMPTY_MASK_RULES``).
+        output_dir: default ``RUN_DIR/evaluation/<split>``, or ``RUN_DIR/evaluation/<dataset>[-<data dir
+            name>]/<split>`` for another dataset.
+        batch_size: images predicted at once.
+        bootstrap_resamples, seed: of the 95% bootstrap intervals.
+        gallery_size: cases in each of the best and worst rows of the gallery.
+        sections: functions ``(EvaluationContext) -> ReportSection`` adding sections (e.g. Grad-CAM's
+            localisation scores under the key ``"gradcam"``) to metrics.json and report.html.
+
+    Files written to the output folder: ``predictions.npz`` (``mtunet.metrics_from_predictions`` recomputes the
+    metrics from it), ``per_image.csv``, ``confusion_matrix.png``, ``roc.png``, ``dice_histogram.png``,
+    ``training_curves.png``, ``gallery.png``, ``metrics.json`` and, last, ``report.html``.
+    """
+    from mtunet.data import load_dataset
+    from mtunet.training import SPLITS_FILE, plot_curves, write_atomically, write_json
+
+    check_empty_rule(empty)
+    if not 0 <= threshold <= 1:
+        raise ConfigError(f"--threshold {threshold}: expected a probability in [0, 1]")
+    run_dir = pathlib.Path(run_dir)
+    options, record, model, model_path = _load_run(run_dir, model_path)
+    dataset, data_dir = dataset or options.dataset, data_dir if data_dir is not None else options.data_dir
+    same_folder = data_dir == options.data_dir or (
+        None not in (data_dir, options.data_dir) and pathlib.Path(data_dir).resolve() == pathlib.Path(
+            options.data_dir).resolve())
+    own_data = dataset == options.dataset and same_folder
+    split = split or ("test" if own_data else ALL_SPLITS)
+    if split not in (*SPLIT_NAMES, ALL_SPLITS):
+        raise ConfigError(f"unknown split {split!r}; expected one of: {', '.join((*SPLIT_NAMES, ALL_SPLITS))}")
+    splits_path = run_dir / SPLITS_FILE
+    if own_data and not splits_path.is_file():
+        raise ConfigError(f"run {run_dir} has no {SPLITS_FILE}; expected the splits the run was trained on")
+    image_size = model.input_shape[1] or options.image_size
+    # all of another dataset needs no hold-out (which a dataset of few patients could not make): all in train
+    whole = {"validation_fraction": 0.0, "test_fraction": 0.0} if split == ALL_SPLITS and not own_data else {}
+    data = load_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=options.seed,
+                        splits_path=splits_path if own_data else None, **whole)
+    source = f"dataset {dataset!r}" + (f" at {data_dir}" if data_dir else "")
+    _check_compatible(model, model_path, data, record["class_names"], source)
+
+    chosen = SPLIT_NAMES if split == ALL_SPLITS else (split,)
+
+    def batches():
+        for name in chosen:
+            yield from data.pipeline(name, batch_size=batch_size, training=False)
+
+    predictions = {"ids": np.asarray([i for name in chosen for i in data.ids(name)], str),
+                   "labels": np.concatenate([data.labels(name) for name in chosen]).astype(np.int64),
+                   "class_names": np.asarray(data.info.class_names, str),
+                   "threshold": np.float64(threshold), **_predict(model, batches())}
+    metrics, dice, iou = compute_metrics(predictions, threshold=threshold, empty=empty,
+                                         bootstrap_resamples=bootstrap_resamples, seed=seed)
+    if output_dir is None:
+        label = dataset + (f"-{pathlib.Path(data_dir).name}" if data_dir else "")
+        output_dir = run_dir / "evaluation" / split if own_data else run_dir / "evaluation" / label / split
+    output_dir = pathlib.Path(output_dir)
+    run_facts = {"run": str(run_dir), "model": str(model_path), "dataset": dataset, "data_dir": data_dir,
+                 "split": split, "output_dir": str(output_dir), "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}"}
+    metrics = {**run_facts, **metrics}
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / REPORT_FILE).unlink(missing_ok=True)  # its presence means a complete evaluation
+    save_predictions(output_dir / PREDICTIONS_FILE, predictions, write_atomically)
+    table = _per_image_table(predictions, dice, iou)
+    write_atomically(output_dir / PER_IMAGE_FILE, lambda temporary: table.to_csv(temporary, index=False))
+
+    pngs = _figures(predictions, metrics, dice, _gallery(table, predictions, batches(), gallery_size))
+    for name, png in pngs.items():
+        write_atomically(output_dir / f"{name}.png", lambda temporary, png=png: pathlib.Path(temporary).write_bytes(png))
+    history = _training_history(run_dir)
+    if history:
+        plot_curves(history, output_dir / "training_curves.png")
+        pngs["training_curves"] = (output_dir / "training_curves.png").read_bytes()
+
+    built = []
+    for build in sections:
+        section = build(EvaluationContext(model, predictions, metrics, batches, output_dir))
+        if not isinstance(section, ReportSection) or section.key in metrics:
+            raise ValueError(f"a report section builder returned {section!r}; expected a ReportSection whose key is "
+                             f"not already in metrics.json")
+        metrics[section.key] = section.metrics
+        built.append(section)
+    metrics = _json_safe(metrics)
+    write_json(output_dir / METRICS_FILE, metrics)
+    page = render_report(metrics=metrics, run={**run_facts, "images": metrics["n_images"]}, config=record,
+                         figures=pngs, sections=built)
+    write_atomically(output_dir / REPORT_FILE, lambda temporary: pathlib.Path(temporary).write_text(page))
+    return metrics
