@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from mtunet.data.builder_testing import FakeDownload, FakeExample, fake_lesion, fake_tissue
+from mtunet.data.fake_downloads import FakeDownload, FakeExample, fake_lesion, fake_tissue
 
 # The official Task 3 ground-truth columns, in their order.
 DIAGNOSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]

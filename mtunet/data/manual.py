@@ -111,9 +111,11 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """
 
     @abc.abstractmethod
-    def _read_example(self, example_id: str, found) -> dict:
+    def _read_example(self, example_id: str, found) -> dict | None:
         """``{"patient", "image", "mask", "label"}`` of one example as downloaded: image ``(H, W[, C])``, mask
-        ``(H, W)`` with lesion > 0, label a class name. Raises ``Unusable`` for a corrupt or inconsistent one."""
+        ``(H, W)`` with lesion > 0, label a class name; None if the config does not take it (e.g. a slice without
+        tumour when labels are per patient), counted in ``info.metadata["outside_config"]``. Raises ``Unusable`` for
+        a corrupt or inconsistent one."""
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -143,14 +145,19 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {"train": self._generate_examples(found)}
 
     def _generate_examples(self, found):
+        outside = 0
         for example_id, item in found:
             try:
-                example = self._stored_example(self._read_example(example_id, item))
+                example = self._read_example(example_id, item)
+                if example is None:
+                    outside += 1
+                    continue
+                example = self._stored_example(example)
             except Unusable as error:
                 self.leave_out(example_id, str(error))
                 continue
             yield example_id, {"id": example_id, **example}
-        self.info.metadata["left_out"] = self._left_out
+        self.info.metadata.update(left_out=self._left_out, outside_config=outside)
         if self._left_out:
             logger.warning("%s: %d example(s) left out: %s", self.name, len(self._left_out),
                            name_some(example_id for example_id, _ in self._left_out))
