@@ -8,7 +8,6 @@ background, 1 stroma, 2 benign epithelium), Karolinska marks cancerous tissue as
 both become mask 1. Each example is one slide, its own group.
 """
 
-
 import numpy as np
 import tensorflow_datasets as tfds
 import tifffile
