@@ -20,6 +20,7 @@ _PUBLIC_API = {
     "TrainConfig": "mtunet.training",
     "Run": "mtunet.training",
     "load_dataset": "mtunet.data",
+    "prepare_dataset": "mtunet.data",
     "evaluate_run": "mtunet.evaluation",
     "MtunetError": "mtunet.errors",
     "ConfigError": "mtunet.errors",

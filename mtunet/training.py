@@ -92,7 +92,8 @@ class TrainConfig:
                               f"{self.epochs - 1} (--epochs {self.epochs})")
 
     def default_output_dir(self) -> pathlib.Path:
-        return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{self.dataset}"
+        dataset = self.dataset.replace("/", "-")  # a builder config, e.g. isic2018/task1_512
+        return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{dataset}"
 
 
 @dataclasses.dataclass
