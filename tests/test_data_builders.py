@@ -73,3 +73,10 @@ def test_cli_missing_file_is_one_line_without_traceback(tmp_path):
     assert result.stderr == (f"Error: {tmp_path}/download/kaggle_3m/data.csv not found: expected kaggle_3m/data.csv "
                              "from the Kaggle dataset mateuszbuda/lgg-mri-segmentation (archive.zip) "
                              "(https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation)\n")
+
+
+def test_a_run_of_a_builder_config_gets_a_flat_default_directory():
+    from mtunet.training import TrainConfig
+
+    directory = TrainConfig(dataset="isic2018/task1_512").default_output_dir()
+    assert directory.parent.name == "runs" and directory.name.endswith("-mobilenetv2-isic2018-task1_512")
