@@ -27,11 +27,13 @@ NUM_CLASSES = click.option(
 
 DATASET = click.option(
     "--dataset", default="synthetic", show_default=True,
-    help="Dataset from the registry: synthetic (generated, no files) or folder (needs --data-dir).",
+    help="Dataset from the registry: synthetic (generated, no files), folder, or a downloaded one: isic2018, lgg, "
+         "panda, siim_acr (NAME/CONFIG picks a builder config, e.g. isic2018/task1_512).",
 )
 DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
-    help="folder dataset: the folder with images/, masks/ and labels.csv. TFDS datasets: the TFDS data directory.",
+    help="folder: the folder with images/, masks/ and labels.csv. isic2018, lgg, panda, siim_acr: the download "
+         "(prepared into $TFDS_DATA_DIR on first use). synthetic: the TFDS data directory.",
 )
 SKIP_BAD_FILES = click.option(
     "--skip-bad-files", is_flag=True,
@@ -156,6 +158,30 @@ def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
         click.echo(json.dumps(report, indent=1))
     else:
         _echo_inspect_report(report)
+
+
+@data.command()
+@click.argument("name")
+@click.option("--manual-dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="The folder holding the dataset's download, laid out as datasets/NAME/README.md says.")
+@click.option("--config", default=None, help="Builder config, e.g. task1_512 [default: the dataset's default].")
+@user_errors_as_messages
+def prepare(name, manual_dir, config):
+    """Build the TFDS records of a downloaded dataset (isic2018, lgg, panda, siim_acr) once, with a progress bar.
+
+    The records go to the TFDS data directory ($TFDS_DATA_DIR, default ~/tensorflow_datasets); train, evaluate and
+    data inspect with --dataset NAME then read them instead of the download. Examples that cannot be used are left
+    out and listed.
+    """
+    from mtunet.data import left_out, prepare_dataset
+
+    builder = prepare_dataset(name, manual_dir, config=config)
+    click.echo(f"{builder.name}/{builder.builder_config.name} {builder.info.version}: "
+               f"{builder.info.splits['train'].num_examples} examples in {builder.data_dir}")
+    skipped = left_out(builder.info)
+    click.echo(f"left out: {len(skipped)} example(s)" if skipped else "left out: none")
+    for example_id, reason in skipped:
+        click.echo(f"  {example_id}: {reason}")
 
 
 WEIGHTS = click.option(

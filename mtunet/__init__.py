@@ -29,6 +29,7 @@ _PUBLIC_API = {
     "Variant": "mtunet.experiment",
     "task_variants": "mtunet.experiment",
     "paired_comparison": "mtunet.stats",
+    "prepare_dataset": "mtunet.data",
     "MtunetError": "mtunet.errors",
     "ConfigError": "mtunet.errors",
     "DataError": "mtunet.errors",

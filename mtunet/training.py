@@ -118,7 +118,8 @@ class TrainConfig:
         return cls(**options)
 
     def default_output_dir(self) -> pathlib.Path:
-        return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{self.dataset}"
+        dataset = self.dataset.replace("/", "-")  # a builder config, e.g. isic2018/task1_512
+        return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{dataset}"
 
 
 @dataclasses.dataclass

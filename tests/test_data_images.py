@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mtunet.data.images import binarise_mask, letterbox, prepare_pair, read_image, to_rgb_or_gray, to_uint8
+from mtunet.data.images import (binarise_mask, letterbox, prepare_pair, read_image, shrink, to_rgb_or_gray,
+                                to_uint8)
 
 # mask, expected lesion pixels: 0/1, 0/255 and anti-aliased masks give the same lesion; a blank mask gives none.
 MASKS = [
@@ -73,3 +74,17 @@ def test_prepare_pair_keeps_image_and_mask_aligned():
     assert prepared_image.shape == (32, 32, 1) and prepared_mask.shape == (32, 32, 1)
     assert set(np.unique(prepared_mask)) == {0, 1}
     np.testing.assert_array_equal(prepared_image[prepared_mask == 1], 255)
+
+
+def test_shrink_keeps_aspect_ratio_never_enlarges_and_keeps_masks_binary():
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[:, :200] = 200  # left half bright
+    shrunk = shrink(image, 100, nearest=False)
+    assert shrunk.shape == (75, 100, 3)
+    assert shrunk[:, :49].min() == 200 and shrunk[:, 51:].max() == 0
+    mask = np.zeros((300, 400, 1), np.uint8)
+    mask[100:200, 100:300] = 1
+    small = shrink(mask, 40, nearest=True)
+    assert small.shape == (30, 40, 1) and set(np.unique(small)) == {0, 1}
+    assert small.sum() == 10 * 20  # the 100x200 rectangle at a tenth of the size
+    assert shrink(image, 512, nearest=False) is image

@@ -7,6 +7,7 @@ Examples::
     train = ds.pipeline("train", batch_size=8, training=True)
 """
 
+from mtunet.data.builders import left_out, prepare_dataset
 from mtunet.data.dataset import DatasetInfo, LoadedDataset, load_dataset
 from mtunet.data.inspect import inspect_dataset
 from mtunet.data.registry import DATASETS, DatasetSpec, get_dataset
@@ -14,5 +15,5 @@ from mtunet.data.splits import SPLIT_NAMES, Splits
 
 __all__ = [
     "DATASETS", "SPLIT_NAMES", "DatasetInfo", "DatasetSpec", "LoadedDataset", "Splits", "get_dataset",
-    "inspect_dataset", "load_dataset",
+    "inspect_dataset", "left_out", "load_dataset", "prepare_dataset",
 ]

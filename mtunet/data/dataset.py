@@ -193,9 +193,12 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
     images.
 
     Args:
-        name: a name from ``mtunet.data.DATASETS``: ``"synthetic"`` or ``"folder"``.
-        data_dir: the folder of a ``"folder"`` dataset; for TFDS datasets such as ``"synthetic"``, the TFDS data
-            directory (None: TFDS's default).
+        name: a name from ``mtunet.data.DATASETS``: ``"synthetic"``, ``"folder"``, or a downloaded dataset
+            (``"isic2018"``, ``"lgg"``, ``"panda"``, ``"siim_acr"``), optionally with a builder config as
+            ``"name/config"`` (e.g. ``"isic2018/task1_512"``).
+        data_dir: the folder of a ``"folder"`` dataset; for a downloaded dataset, the download, prepared on first
+            use into the TFDS data directory (``$TFDS_DATA_DIR``, default ``~/tensorflow_datasets``); for
+            ``"synthetic"``, the TFDS data directory (None: TFDS's default).
         image_size: side of the square images served (aspect ratio kept by zero padding).
         seed: seed of the split.
         splits_path: a splits JSON file: read if it exists (and checked against the dataset's ids), else the

@@ -81,6 +81,18 @@ def letterbox(image: np.ndarray, image_size: int, *, nearest: bool) -> np.ndarra
     return resized.reshape(image_size, image_size, channels)
 
 
+def shrink(image: np.ndarray, max_side: int, *, nearest: bool) -> np.ndarray:
+    """``image`` ``(H, W[, C])`` resized so that its longer side is at most ``max_side``, aspect ratio kept (never
+    enlarged). ``nearest=True`` for masks; otherwise area averaging."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+    return resized.reshape(size[1], size[0], *image.shape[2:])
+
+
 def binarise_mask(mask: np.ndarray) -> np.ndarray:
     """``(H, W, 1)`` ``uint8`` of 0/1 from a mask of any depth: lesion where the value exceeds half the maximum.
 

@@ -1,9 +1,12 @@
 """Dataset registry: every name ``load_dataset`` accepts, and how its examples are read.
 
-A new dataset is one entry here. Each declares whether it needs ``data_dir``, so no code decides from a name.
+A new dataset is one entry here. Each declares whether it needs ``data_dir`` and whether that is a hand download
+prepared by a TFDS builder in ``datasets/<name>/``, so no code decides from a name. Such datasets take a builder
+config in TFDS's ``name/config`` form, e.g. ``"isic2018/task1_512"``.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 from mtunet.data.store import ExampleStore
@@ -23,6 +26,19 @@ def _read_folder(data_dir, **options) -> ExampleStore:
     return read_folder(data_dir, **options)
 
 
+def _read_download(name: str) -> Callable[..., ExampleStore]:
+    """``read(data_dir, *, config=None, ...)`` of the builder ``datasets/<name>/``: ``data_dir`` is the download."""
+
+    def read(data_dir, *, config: str | None = None, **options) -> ExampleStore:
+        from mtunet.data.builders import builder_class, check_config
+        from mtunet.data.tfds_source import read_tfds
+
+        builder = builder_class(name)
+        return read_tfds(builder, None, config=check_config(builder, name, config), manual_dir=data_dir, **options)
+
+    return read
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """One dataset ``load_dataset`` can read.
@@ -34,12 +50,16 @@ class DatasetSpec:
             example, kept in memory if they take at most ``memory_limit`` bytes, else streamed.
         needs_data_dir: whether ``data_dir`` must be given (else it is optional: for TFDS builders it is the TFDS
             data directory, None meaning TFDS's default).
+        manual_download: whether ``data_dir`` is a hand download that the TFDS builder ``datasets/<name>/`` prepares
+            into the TFDS data directory (``$TFDS_DATA_DIR``, default ``~/tensorflow_datasets``) on first use;
+            ``read`` then takes ``config``.
     """
 
     name: str
     description: str
     read: Callable[..., ExampleStore]
     needs_data_dir: bool
+    manual_download: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -49,12 +69,40 @@ DATASETS: dict[str, DatasetSpec] = {
                     "builder mtunet_synthetic)", _read_synthetic, needs_data_dir=False),
         DatasetSpec("folder", "your images: data_dir with images/, masks/ and labels.csv (id,label[,patient])",
                     _read_folder, needs_data_dir=True),
+        DatasetSpec("isic2018", "ISIC 2018 dermoscopy, 7 diagnoses, lesion masks: data_dir is the ISIC 2018 / "
+                    "HAM10000 download (datasets/isic2018/README.md)", _read_download("isic2018"),
+                    needs_data_dir=True, manual_download=True),
+        DatasetSpec("lgg", "TCGA-LGG brain MRI slices, FLAIR abnormality masks: data_dir is Kaggle's "
+                    "lgg-mri-segmentation download (datasets/lgg/README.md)", _read_download("lgg"),
+                    needs_data_dir=True, manual_download=True),
+        DatasetSpec("panda", "PANDA prostate biopsies, ISUP grade 0-5, cancer masks: data_dir is the Kaggle "
+                    "competition download (datasets/panda/README.md)", _read_download("panda"),
+                    needs_data_dir=True, manual_download=True),
+        DatasetSpec("siim_acr", "SIIM-ACR chest X-rays, pneumothorax yes/no and masks: data_dir is the DICOM or PNG "
+                    "download (datasets/siim_acr/README.md)", _read_download("siim_acr"),
+                    needs_data_dir=True, manual_download=True),
     ]
 }
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """``("isic2018", "task1_512")`` for ``"isic2018/task1_512"``; ``(name, None)`` without a config."""
+    base, _, config = name.partition("/")
+    return base, config or None
+
+
 def get_dataset(name: str) -> DatasetSpec:
-    """The registry entry of ``name``; ``ConfigError`` listing the valid names if there is none."""
-    if name not in DATASETS:
+    """The registry entry of ``name``, or of ``"name/config"`` with ``read`` bound to that config.
+
+    ``ConfigError`` listing the valid names if there is none, or if a config is given to a dataset without configs
+    (an unknown config is reported when the dataset is read).
+    """
+    base, config = split_name(name)
+    if base not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    spec = DATASETS[base]
+    if config is None:
+        return spec
+    if not spec.manual_download:
+        raise ConfigError(f"dataset {base!r} has no configs; received {name!r}")
+    return dataclasses.replace(spec, name=name, read=functools.partial(spec.read, config=config))

@@ -2,7 +2,8 @@
 
 An mtunet TFDS builder puts every example in one ``"train"`` split (mtunet makes its own patient-grouped splits) with
 the features ``id`` (text), ``patient`` (text, may be empty), ``image`` (any size, 1 or 3 channels), ``mask`` (the
-image's size, 1 channel) and ``label`` (``ClassLabel``). The dataset's order is the split's file order.
+image's size, 1 channel) and ``label`` (``ClassLabel``). The dataset's order is the split's file order. Examples a
+builder left out while preparing (``info.metadata["left_out"]``) are listed in the store's ``skipped``.
 """
 
 import functools
@@ -14,13 +15,15 @@ from mtunet.data.problems import Problems
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
 
 
-def read_tfds(builder_class, data_dir=None, *, image_size: int, skip_bad_files: bool = False,
-              memory_limit: int | None = None) -> ExampleStore:
+def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | None = None, manual_dir=None,
+              skip_bad_files: bool = False, memory_limit: int | None = None) -> ExampleStore:
     """Prepares ``builder_class`` in the TFDS ``data_dir`` if needed and decodes every example at ``image_size``.
 
     Args:
         builder_class: a ``tfds.core.DatasetBuilder`` subclass with the features above.
         data_dir: TFDS data directory; None for TFDS's default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+        config: the builder config (None: its default).
+        manual_dir: the hand download a manual-download builder is prepared from.
         image_size: side of the square arrays.
         skip_bad_files: leave out examples whose mask is not the image's size instead of raising ``DataError``.
         memory_limit: bytes the decoded examples may take in memory (None: ``store.default_memory_limit()``); more
@@ -28,8 +31,9 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, skip_bad_files: 
     """
     import tensorflow_datasets as tfds
 
-    builder = builder_class(data_dir=None if data_dir is None else str(data_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    from mtunet.data.builders import left_out, prepare_builder
+
+    builder = prepare_builder(builder_class, data_dir, config=config, manual_dir=manual_dir)
     channels = builder.info.features["image"].shape[-1] or 3
     in_memory = fits_in_memory(builder.info.splits["train"].num_examples, image_size,
                                check_memory_limit(memory_limit), channels)
@@ -49,7 +53,7 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, skip_bad_files: 
                      "lesion_fraction": lesion_fraction(example["mask"]),
                      "image": image if in_memory else None, "mask": mask if in_memory else None})
         read_positions.append(position)
-    skipped = problems.resolve()
+    skipped = left_out(builder.info) + problems.resolve()
     streamer = None
     if not in_memory:
         from mtunet.data.stream import tfds_streamer
