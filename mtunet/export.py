@@ -119,15 +119,21 @@ def _write_saved_model(trained: TrainedModel, directory: pathlib.Path) -> dict:
 
     images = sample_images(trained)
     reference = to_numpy(functions["serving_default"](tf.constant(images)))
-    reloaded = reload_in_fresh_process(directory, images)
+    checks = check_agreement(reference, reload_in_fresh_process(directory, images))
+    return {"images": f"{len(images)} synthetic images of {images.shape[1]}x{images.shape[2]} px",
+            "tolerance": TOLERANCE, "signatures": checks}
+
+
+def check_agreement(reference: dict, reloaded: dict) -> dict:
+    """``{signature: {"max_abs_diff", "same_class"}}`` of the reloaded SavedModel's outputs against the Keras model's
+    ``reference``; raises ``ExportError`` if a signature differs by ``TOLERANCE`` or more or in a class."""
     checks = {signature: _compare(reference, outputs) for signature, outputs in reloaded.items()}
     for signature, check in checks.items():
         if check["max_abs_diff"] >= TOLERANCE or not check["same_class"]:
             raise ExportError(f"self-check failed: signature {signature} of the reloaded SavedModel differs from the "
                               f"Keras model by {check['max_abs_diff']:.3g} (allowed: below {TOLERANCE:g}), same "
                               f"class: {check['same_class']}; nothing was exported")
-    return {"images": f"{len(images)} synthetic images of {images.shape[1]}x{images.shape[2]} px",
-            "tolerance": TOLERANCE, "signatures": checks}
+    return checks
 
 
 def _convert_tflite(saved_model_dir, variant: str) -> bytes:
@@ -221,9 +227,9 @@ def export_model(model_or_run, output_dir, *, version: int = 1, format: str = "s
     if unknown or not tflite_variants:
         raise ConfigError(f"TFLite variants {list(tflite_variants)}: expected some of {', '.join(TFLITE_VARIANTS)}")
     output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     target = _check_version(output_dir, version)
     trained = load_trained_model(model_or_run)
+    output_dir.mkdir(parents=True, exist_ok=True)
     info = {**trained.info, "format": format, "version": int(version), "image_size": trained.image_size,
             "channels": trained.channels, "exported_at": datetime.datetime.now().isoformat(timespec="seconds"),
             "exported_with": versions()}

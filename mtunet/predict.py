@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mtunet.data.folder import IMAGE_SUFFIXES
-from mtunet.data.images import has_unsupported_layout, read_image, to_rgb_or_gray, to_uint8
+from mtunet.data.images import expand_channels, has_unsupported_layout, read_image, to_rgb_or_gray, to_uint8
 from mtunet.errors import ConfigError
 from mtunet.serving import SAVED_MODEL_FILE, build_serving_functions, load_trained_model, read_model_info, to_numpy
 
@@ -123,7 +123,7 @@ def _read(path: pathlib.Path) -> tuple[np.ndarray | None, str | None]:
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``uint8`` RGB ``(H, W, 3)``: ``image`` with the lesion ``mask`` (``(H, W)`` bool) tinted and outlined."""
-    rgb = np.repeat(image, 3 // image.shape[2], axis=2).copy()
+    rgb = expand_channels(image, 3).copy()
     colour = np.array(OVERLAY_COLOUR_RGB, np.float32)
     rgb[mask] = np.round((1 - OVERLAY_OPACITY) * rgb[mask] + OVERLAY_OPACITY * colour).astype(np.uint8)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
