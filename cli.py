@@ -267,9 +267,10 @@ def _echo_export(result) -> None:
     tflite = info["tflite"]
     click.echo(f"TFLite models written to {result.directory}; input {tflite['input']}; compared with the Keras model "
                f"on {tflite['compared_on']}:")
-    for variant, figures in tflite["variants"].items():
-        agreement = ", ".join(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}"
-                              for name, value in figures.items() if name not in ("file", "size_bytes"))
+    shown = {"label_max_abs_diff": "label max |difference| {:.2g}", "same_class": "same class on {} images",
+             "mask_max_abs_diff": "mask max |difference| {:.2g}", "mask_dice_mean": "mask Dice {:.4f}"}
+    for figures in tflite["variants"].values():
+        agreement = ", ".join(text.format(figures[name]) for name, text in shown.items() if name in figures)
         click.echo(f"  {figures['file']}: {figures['size_bytes'] / 2 ** 20:.2f} MiB; {agreement}")
 
 
