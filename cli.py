@@ -412,8 +412,8 @@ def demo(output_dir, epochs):
     it as a SavedModel and predict a few test images with the export."""
     from mtunet.data.splits import Splits
     from mtunet.data.synthetic import NATIVE_SIZE, write_example_images
-    from mtunet.run_evaluation import evaluate_run
     from mtunet.export import export_model
+    from mtunet.run_evaluation import evaluate_run
     from mtunet.training import SPLITS_FILE, TrainConfig, train as run_training
 
     run = run_training(TrainConfig(encoder="mobilenetv2", weights=None, dataset="synthetic", image_size=64,
