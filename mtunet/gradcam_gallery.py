@@ -9,14 +9,13 @@ Examples::
 
 import dataclasses
 import html
-import json
 import pathlib
 import re
 
 import cv2
 import numpy as np
 
-from mtunet.data.images import expand_channels, has_unsupported_layout, letterbox, read_image, to_rgb_or_gray, to_uint8
+from mtunet.data.images import expand_channels, letterbox
 from mtunet.errors import ConfigError, DataError
 from mtunet.gradcam import GradCam, mass_in_lesion, pointing_game
 
@@ -36,33 +35,26 @@ class Example:
 
 
 def prepare_image(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
-    """A decoded image of any size and depth as the ``uint8`` ``(S, S, channels)`` the model takes (letterboxed)."""
-    image = letterbox(to_rgb_or_gray(to_uint8(image)), image_size, nearest=False)
+    """A ``uint8`` ``(H, W, 1 or 3)`` image as the ``(S, S, channels)`` the model takes, letterboxed as for training."""
+    image = letterbox(image, image_size, nearest=False)
     if channels == 1 and image.shape[2] == 3:
         return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
     return expand_channels(image, channels)
 
 
-def read_image_files(paths, image_size: int, channels: int) -> tuple[list[Example], list[tuple[str, str]]]:
-    """``(examples, skipped)``: the readable image files, prepared for the model; ``(file, reason)`` for the rest."""
+def read_image_files(inputs, image_size: int, channels: int) -> tuple[list[Example], list[tuple[str, str]]]:
+    """``(examples, skipped)``: the readable image files of ``inputs`` (files, or folders of images), prepared for the
+    model; ``(file, reason)`` for the rest."""
+    from mtunet.predict import list_images, read_image_file
+
     examples, skipped = [], []
-    for path in map(pathlib.Path, paths):
-        if not path.is_file():
-            skipped.append((str(path), "no such file"))
-            continue
-        image = read_image(path)
-        if image is None or has_unsupported_layout(image) or min(image.shape[:2]) == 0:
-            skipped.append((str(path), "not a readable image (expected PNG, JPEG, BMP or TIFF)"))
-            continue
-        examples.append(Example(path.stem, prepare_image(image, image_size, channels)))
+    for path in list_images(inputs):
+        image, reason = read_image_file(path)
+        if image is None:
+            skipped.append((str(path), reason))
+        else:
+            examples.append(Example(path.stem, prepare_image(image, image_size, channels)))
     return examples, skipped
-
-
-def _run_class_names(run_dir: pathlib.Path) -> list[str] | None:
-    from mtunet.training import CONFIG_FILE
-
-    path = run_dir / CONFIG_FILE
-    return json.loads(path.read_text()).get("class_names") if path.is_file() else None
 
 
 def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[Example]:
@@ -239,8 +231,8 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
 
     Args:
         run_or_model: a run directory (its best.keras and class names) or a ``.keras`` model file.
-        images: image files to explain; None explains the first ``num_images`` of the run's ``split`` (with their
-            true masks and classes).
+        images: image files (or folders of images) to explain; None explains the first ``num_images`` of the run's
+            ``split`` (with their true masks and classes).
         split: split of the run's splits.json, when no ``images`` are given.
         output_dir: default ``RUN_DIR/gradcam`` (or ``gradcam`` beside the model file).
         num_images: at most this many images (default: every file given, or 16 of a split).
@@ -251,30 +243,21 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
         ConfigError: no such run or model, a split without a run, an unknown class, layer or head.
         DataError: none of the image files could be read.
     """
-    from mtunet.model import load_model
-    from mtunet.training import BEST_MODEL_FILE
+    from mtunet.serving import load_trained_model
 
-    path = pathlib.Path(run_or_model)
-    if path.is_dir():
-        run_dir, model_path = path, path / BEST_MODEL_FILE
-        if not model_path.is_file():
-            raise ConfigError(f"{path} has no {BEST_MODEL_FILE}: expected a run directory with a trained model")
-    elif path.is_file() and path.suffix == ".keras":
-        run_dir, model_path = (path.parent if _run_class_names(path.parent) else None), path
-    else:
-        raise ConfigError(f"{run_or_model}: expected a run directory or a .keras model file")
     if num_images is not None and num_images < 1:
         raise ConfigError(f"--num-images {num_images}: expected a positive number")
+    trained = load_trained_model(run_or_model)
+    run_dir = pathlib.Path(trained.info["run"]) if "run" in trained.info else None
     if images is None and run_dir is None:
-        raise ConfigError(f"{model_path} is not in a run directory, so it has no split to explain; give image files")
-    model = load_model(model_path)
-    _, image_size, _, channels = model.input_shape
+        raise ConfigError(f"{run_or_model} is not in a run directory, so it has no split to explain; give image files")
     if images is not None:
-        examples, skipped = read_image_files(list(images)[:num_images], image_size, channels)
+        examples, skipped = read_image_files(images, trained.image_size, trained.channels)
+        examples = examples[:num_images]
         if not examples:
             raise DataError(f"none of the {len(skipped)} image file(s) could be read: "
                             + "; ".join(f"{file}: {reason}" for file, reason in skipped))
-        source = f"{model_path}, {len(examples)} image file(s)"
+        source = f"{trained.info['source']}, {len(examples)} image file(s)"
     else:
         from mtunet.data import SPLIT_NAMES
 
@@ -283,11 +266,8 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
         examples, skipped = _split_examples(run_dir, split, num_images or DEFAULT_SPLIT_IMAGES), []
         if not examples:
             raise DataError(f"the {split} split of run {run_dir} has no images")
-        source = f"{model_path}, {split} split"
-    class_names = []
-    if "label" in model.output_names:
-        num_classes = model.get_layer("label").output.shape[-1]
-        class_names = (_run_class_names(run_dir) if run_dir else None) or [f"class {i}" for i in range(num_classes)]
+        source = f"{trained.info['source']}, {split} split"
+    model_path = pathlib.Path(trained.info["source"])
     output_dir = pathlib.Path(output_dir) if output_dir else (run_dir or model_path.parent) / GALLERY_DIR
-    return Gallery(model, examples, skipped, output_dir, class_names, source, layer=layer, head=head,
-                   target_class=target_class)
+    return Gallery(trained.model, examples, skipped, output_dir, trained.class_names, source, layer=layer,
+                   head=head, target_class=target_class)

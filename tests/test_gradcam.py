@@ -199,7 +199,7 @@ def test_cli_explains_image_files_and_skips_unreadable_ones(run_dir, tmp_path):
     result = CliRunner().invoke(cli.main, ["gradcam", str(run_dir / "best.keras"), *files, "--output-dir",
                                            str(output), "--head", "mask"])
     assert result.exit_code == 0, result.output
-    assert f"skipped {tmp_path / 'corrupt.png'}: not a readable image" in result.output
+    assert f"skipped {tmp_path / 'corrupt.png'}: not a readable PNG, JPEG, BMP or TIFF image" in result.output
     assert sorted(png.name for png in output.glob("*.png")) == ["000_a.png", "001_b.png"]
     assert "Seg-Grad-CAM" in (output / "index.html").read_text()
 
