@@ -29,6 +29,7 @@ def select_strategy(name: str) -> tf.distribute.Strategy:
     """Returns the strategy ``name`` asks for.
 
     ``auto``: a TPU when one is reachable, MirroredStrategy over several visible GPUs, else the default strategy.
+    ``mirrored``: MirroredStrategy over the visible GPUs, or over the logical CPU devices when there is no GPU.
     ``multi_worker``: MultiWorkerMirroredStrategy, configured by the ``TF_CONFIG`` environment variable.
     """
     if name not in STRATEGIES:
@@ -47,7 +48,9 @@ def select_strategy(name: str) -> tf.distribute.Strategy:
         except (ValueError, tf.errors.OpError) as error:
             raise ConfigError(f"--strategy tpu: no TPU could be reached ({error})") from None
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # without a GPU, mirror over the logical CPU devices: one, unless the CPU was split into several
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(None if tf.config.list_logical_devices("GPU") else cpus)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
