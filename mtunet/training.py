@@ -399,6 +399,24 @@ def _working_directory(run_dir, chief) -> pathlib.Path:
     return scratch
 
 
+def _pipelines(data, config, replicas, output_names) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The training and validation pipelines, with the targets of ``output_names``.
+
+    With several replicas, each global batch is split between them, and a replica given no example fails. So the
+    training pipeline drops its last partial batch (a different one every epoch, and static shapes for TPUs), and the
+    validation pipeline drops its last batch only when it is too small to give every replica an example.
+    """
+    remainder = data.info.split_sizes["validation"] % config.batch_size
+    drop_validation = 0 < remainder < replicas
+    if drop_validation:
+        logger.warning("validation leaves out its last %d example(s): fewer than the %d replicas", remainder, replicas)
+    train_data = data.pipeline("train", batch_size=config.batch_size, training=True, augment=config.augment,
+                               seed=config.seed, flip=config.flip, drop_remainder=replicas > 1)
+    validation_data = data.pipeline("validation", batch_size=config.batch_size, training=False,
+                                    drop_remainder=drop_validation)
+    return _select_outputs(train_data, output_names), _select_outputs(validation_data, output_names)
+
+
 def _phases(config) -> list[tuple[bool, int]]:
     """``(encoder frozen?, last epoch)`` of each phase: with ``--unfreeze-after``, the heads first, then everything."""
     if config.unfreeze_after:
@@ -524,13 +542,9 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
                                 num_classes=info.num_classes, weights=config.weights,
                                 skip_connections=config.skip_connections, task=config.task,
                                 freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
-        output_names = list(model.output_names)
-        training = _Training(
-            model, strategy, config, class_weights,
-            _select_outputs(data.pipeline("train", batch_size=config.batch_size, training=True,
-                                          augment=config.augment, seed=config.seed, flip=config.flip), output_names),
-            _select_outputs(data.pipeline("validation", batch_size=config.batch_size, training=False), output_names),
-            work_dir)
+        training = _Training(model, strategy, config, class_weights,
+                             *_pipelines(data, config, strategy.num_replicas_in_sync, list(model.output_names)),
+                             work_dir)
         try:
             stopped_early = training.run_phases()
         except KeyboardInterrupt:
