@@ -89,11 +89,12 @@ class MtunetWorker:
             saved_model = tempfile.mkdtemp(prefix="mtunet-savedmodel-")
             model.export(saved_model, format="tf_saved_model", verbose=False)
         self.saved_model = tf.saved_model.load(saved_model)  # its variables live as long as this reference
-        serve = self.saved_model.serve
-        batch, single = tf.constant(images), tf.constant(images[:1])
+        serve = self.saved_model.signatures["serving_default"]
+        (input_name,) = serve.structured_input_signature[1]
+        batch, single = {input_name: tf.constant(images)}, {input_name: tf.constant(images[:1])}
         # .numpy() waits for the result, as reading smp's output tensor does
-        self.steps = {"batch": lambda: [output.numpy() for output in serve(batch).values()],
-                      "single": lambda: [output.numpy() for output in serve(single).values()]}
+        self.steps = {"batch": lambda: [output.numpy() for output in serve(**batch).values()],
+                      "single": lambda: [output.numpy() for output in serve(**single).values()]}
         _timed(self.steps["batch"], BATCH_WARMUP)
         _timed(self.steps["single"], SINGLE_WARMUP)
 
@@ -244,6 +245,11 @@ def start_pair(args, mode, size, log_dir):
                           "smp": {"python": args.smp_python, "library": "smp", "options": threads, **common}})
 
 
+def print_row(figure, ours, theirs, higher_is_better, load):
+    speedup = ours / theirs if higher_is_better else theirs / ours
+    print(f"{figure:<44}{ours:>10.2f}{theirs:>10.2f}{ours / theirs:>12.2f}{speedup:>9.2f}x  {load}", flush=True)
+
+
 def _load():
     return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -262,7 +268,8 @@ def main():
     parser.add_argument("--singles", type=int, default=15, help="single-image calls per library per round")
     parser.add_argument("--jit-compile", action="store_true", help="mtunet: XLA-compiled training step")
     parser.add_argument("--mixed-precision", action="store_true", help="mtunet: mixed_bfloat16")
-    parser.add_argument("--saved-model", help="mtunet: a SavedModel exported for --inference-size")
+    parser.add_argument("--saved-model", help="mtunet: a SavedModel exported for --inference-size (its "
+                        "serving_default signature is called; default: the random model exported here)")
     parser.add_argument("--inter-op-threads", type=int, help="inter-op threads (default: --threads)")
     parser.add_argument("--worker", nargs=3, metavar=("LIBRARY", "MODE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -277,6 +284,7 @@ def main():
     print(f"{os.cpu_count()} CPU(s), {args.threads} thread(s) each; batch {args.batch_size}; mtunet "
           f"jit_compile={args.jit_compile} mixed_precision={args.mixed_precision}; {args.rounds} alternating rounds",
           flush=True)
+    print(f"\n{'figure':<44}{'mtunet':>10}{'smp':>10}{'mtunet/smp':>12}{'speed-up':>10}  load avg 1/5/15 min")
     rows, memory = [], []
     with tempfile.TemporaryDirectory(prefix="compare-smp-") as log_dir:
         for size in [int(size) for size in args.sizes.split(",")]:
@@ -286,13 +294,14 @@ def main():
             for name, worker in workers.items():
                 memory.append((f"training {size}", name, worker.finish(), worker.parameters))
             load = f"{load_before} -> {_load()}"
-            print(f"training {size}x{size} measured (load {load})", flush=True)
             rows.append((f"training {size}x{size} (images/s)",
                          *(args.batch_size / statistics.median(times[name, "train"]["seconds"])
                            for name in ("mtunet", "smp")), True, load))
             rows.append((f"training {size}x{size} (CPU ms per image)",
                          *(1000 * statistics.median(times[name, "train"]["cpu_seconds"]) / args.batch_size
                            for name in ("mtunet", "smp")), False, load))
+            for row in rows[-2:]:
+                print_row(*row)
         size = args.inference_size
         load_before = _load()
         workers = start_pair(args, "infer", size, log_dir)
@@ -310,11 +319,9 @@ def main():
                      True, load))
         rows.append((f"latency {size}x{size}, 1 image, median (ms)", median["mtunet"], median["smp"], False, load))
         rows.append((f"latency {size}x{size}, 1 image, p95 (ms)", p95["mtunet"], p95["smp"], False, load))
+        for row in rows[-3:]:
+            print_row(*row)
 
-    print(f"\n{'figure':<44}{'mtunet':>10}{'smp':>10}{'mtunet/smp':>12}{'speed-up':>10}  load avg 1/5/15 min")
-    for figure, ours, theirs, higher_is_better, load in rows:
-        speedup = ours / theirs if higher_is_better else theirs / ours
-        print(f"{figure:<44}{ours:>10.2f}{theirs:>10.2f}{ours / theirs:>12.2f}{speedup:>9.2f}x  {load}")
     print(f"\n{'scenario':<16}{'library':<10}{'peak RSS MiB':>14}{'parameters':>14}")
     for scenario, name, peak, parameters in memory:
         print(f"{scenario:<16}{name:<10}{peak:>14.0f}{parameters:>14,}")
