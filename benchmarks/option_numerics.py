@@ -1,6 +1,6 @@
 """How far mtunet's numerics-changing speed options (bfloat16, XLA) move training from float32, on the same data.
 
-    python benchmarks/option_numerics.py [--size 64] [--steps 30] [--batch-size 16]
+    python benchmarks/option_numerics.py [--size 64] [--steps 40] [--batch-size 16] [--options float32,bf16,jit]
 
 Trains the MobileNetV2 multi-task model from the same random initialisation, on the same synthetic images in the
 same order, once per option, each in a fresh process, then predicts 64 held-out synthetic images. Prints each
@@ -28,7 +28,9 @@ def _examples(size, count, first_patient):
     """``count`` synthetic images, masks and class indices from patient ``first_patient`` on."""
     from mtunet.data import synthetic
 
-    examples = list(synthetic.synthetic_examples(num_patients=first_patient + count // 2, size=size))[2 * first_patient:]
+    patients = first_patient + count // synthetic.IMAGES_PER_PATIENT
+    examples = list(synthetic.synthetic_examples(num_patients=patients, size=size))[
+        first_patient * synthetic.IMAGES_PER_PATIENT:]
     images = np.stack([example["image"] for example in examples]).astype("float32")
     masks = (np.stack([example["mask"] for example in examples]) > 0).astype("float32")
     labels = np.array([synthetic.CLASS_NAMES.index(example["label"]) for example in examples])
@@ -74,6 +76,8 @@ def main():
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--options", default=",".join(OPTIONS), help="float32 first, then some of: "
+                        f"{', '.join(list(OPTIONS)[1:])}")
     parser.add_argument("--one", nargs=2, metavar=("OPTION", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -84,10 +88,13 @@ def main():
 
     import tempfile
 
+    options = args.options.split(",")
+    if options[0] != "float32" or any(option not in OPTIONS for option in options):
+        parser.error(f"--options {args.options}: expected float32 first, then some of: {', '.join(OPTIONS)}")
     _, test_masks, test_labels = _examples(args.size, HELD_OUT, first_patient=0)
     results = {}
     with tempfile.TemporaryDirectory() as temporary:
-        for option in OPTIONS:
+        for option in options:
             output = os.path.join(temporary, f"{option}.npz")
             subprocess.run([sys.executable, __file__, "--size", str(args.size), "--steps", str(args.steps),
                             "--batch-size", str(args.batch_size), "--one", option, output], check=True)
