@@ -2,22 +2,21 @@
 
     python benchmarks/compare_smp.py --smp-python /work/benchvenv/bin/python [--threads 2] [--sizes 128,224]
                                      [--inference-size 224] [--rounds 4] [--steps 2] [--jit-compile]
-                                     [--mixed-precision] [--saved-model PATH]
+                                     [--mixed-precision] [--saved-model PATH] [--inter-op-threads N]
 
 mtunet runs under the Python that runs this script (TensorFlow); smp under ``--smp-python``, a separate virtual
 environment made from ``benchmarks/requirements-smp.txt`` (torch is never a dependency of mtunet). Both build the
 same model as far as both allow: MobileNetV2 encoder with random weights, U-Net decoder with channels
 (256, 128, 64, 32, 16) and bilinear upsampling, a 3x3 one-channel mask head, a pooled dropout-dense class head on
 the deepest feature (2 classes), loss 5 x BCE + class-weighted cross-entropy, Adam 1e-3, batch 16. What differs: the
-encoder features each library feeds to the decoder (mtunet: the expanded block inputs of Keras's MobileNetV2, 96 /
-144 / 192 / 576 channels; smp: the block outputs of torchvision's, 16 / 24 / 32 / 96), so mtunet's decoder does more
+encoder features each library feeds to the decoder (mtunet: the expanded activations inside Keras's MobileNetV2
+blocks, 96 / 144 / 192 / 576 channels; smp: the block outputs of torchvision's, 16 / 24 / 32 / 96), so mtunet's decoder does more
 work; the script prints both models' parameter counts. mtunet's training step also updates its metrics (accuracy, AUC,
 Dice, IoU), as in ``mtunet train``.
 
 Each scenario (training at each size, inference) starts one fresh process per library, so its peak resident memory is
 its own; both are limited to ``--threads`` intra-op and inter-op threads (and OMP_NUM_THREADS, with
-OMP_WAIT_POLICY=PASSIVE unless set). After warm-up the
-script alternates the two, ``--rounds`` times, swapping which goes first, so that load from other jobs hits both
+OMP_WAIT_POLICY=PASSIVE unless set). After warm-up the script alternates the two, ``--rounds`` times, swapping which goes first, so that load from other jobs hits both
 alike; figures are medians over every timed step. Inference: mtunet's exported SavedModel (``--saved-model``, else
 the model exported here with ``keras.Model.export``) against smp in eval mode under ``torch.inference_mode``.
 """
