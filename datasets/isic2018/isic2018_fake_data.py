@@ -2,10 +2,10 @@
 
 ``python datasets/isic2018/isic2018_fake_data.py`` rewrites ``dummy_data/``. Task 3: 7 diagnoses x 4 lesions (more
 on request, for training runs; every third lesion photographed twice), 40x30 px JPEGs, one 320x240 px image (shrunk
-by the 256 px configs), one-hot ground truth with values ``1.0`` / ``0.0``, lesion groupings, HAM10000 masks; plus an unreadable JPEG, an image
-without mask and one without a ground-truth row. Task 1: JPEGs with superpixel PNGs beside them (as in the
-official Task 1-2 folder), masks, and an ISIC Archive ``metadata.csv`` naming diagnoses by name, one empty, one
-outside the seven classes; plus an image without mask.
+by the 256 px configs), one-hot ground truth with values ``1.0`` / ``0.0``, lesion groupings, HAM10000 masks; plus
+an unreadable JPEG, an image without mask and one without a ground-truth row. Task 1: JPEGs with superpixel PNGs
+beside them (as in the official Task 1-2 folder), masks, and an ISIC Archive ``metadata.csv`` naming diagnoses by
+name, one empty, one outside the seven classes; plus an image without mask.
 """
 
 import shutil
