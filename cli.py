@@ -41,6 +41,9 @@ SKIP_BAD_FILES = click.option(
 )
 
 
+DEMO_IMAGES = 4  # test images the demo predicts with its exported model
+
+
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -330,20 +333,101 @@ def _echo_evaluation(results: dict) -> None:
     click.echo(f"report: {results['output_dir']}/report.html (metrics.json, predictions.npz and plots beside it)")
 
 
+def _echo_export(result) -> None:
+    """Prints where ``mtunet.export_model`` wrote and how well the export agrees with the Keras model."""
+    info = result.info
+    if result.format == "saved_model":
+        checks = info["self_check"]["signatures"]
+        click.echo(f"SavedModel written to {result.directory} (signatures: {', '.join(checks)}); reloaded in a fresh "
+                   f"process on {info['self_check']['images']}: "
+                   + ", ".join(f"{name} max |difference| {check['max_abs_diff']:.2g}" for name, check in
+                               checks.items()) + f" (allowed below {info['self_check']['tolerance']:g})")
+        return
+    tflite = info["tflite"]
+    click.echo(f"TFLite models written to {result.directory}; input {tflite['input']}; compared with the Keras model "
+               f"on {tflite['compared_on']}:")
+    shown = {"label_max_abs_diff": "label max |difference| {:.2g}", "same_class": "same class on {} images",
+             "mask_max_abs_diff": "mask max |difference| {:.2g}", "mask_dice_mean": "mask Dice {:.4f}"}
+    for figures in tflite["variants"].values():
+        agreement = ", ".join(text.format(figures[name]) for name, text in shown.items() if name in figures)
+        click.echo(f"  {figures['file']}: {figures['size_bytes'] / 2 ** 20:.2f} MiB; {agreement}")
+
+
+@main.command()
+@click.argument("model_or_run", type=click.Path())
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Model base folder: the export goes to OUTPUT_DIR/<version>/.")
+@click.option("--version", "model_version", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Version number; an existing version is never overwritten.")
+@click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
+              show_default=True, help="TF Serving SavedModel, or TFLite float32 / float16 / dynamic-range files.")
+@user_errors_as_messages
+def export(model_or_run, output_dir, model_version, export_format):
+    """Export a .keras model or a run's best model for TF Serving (checked in a fresh process) or TFLite."""
+    from mtunet.export import export_model
+
+    _echo_export(export_model(model_or_run, output_dir, version=model_version, format=export_format))
+
+
+def _predict_with_progress(model_or_export, inputs, output_dir, threshold, batch_size):
+    """Runs ``mtunet.predict_files`` with a progress bar; returns its result."""
+    from mtunet.predict import list_images, load_predictor, predict_files
+
+    files = list_images(inputs)
+    predictor = load_predictor(model_or_export)
+    with click.progressbar(length=len(files), label="predicting", file=click.get_text_stream("stderr")) as bar:
+        return predict_files(predictor, files, output_dir, threshold=threshold, batch_size=batch_size,
+                             progress=bar.update)
+
+
+@main.command()
+@click.argument("model_or_export", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Where predictions.csv, the masks and the overlays go.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Mask probability above which a pixel is lesion.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@user_errors_as_messages
+def predict(model_or_export, inputs, output_dir, threshold, batch_size):
+    """Predict image files or folders with a .keras model, a run directory or an exported SavedModel.
+
+    Writes predictions.csv, and a mask and an overlay PNG per image at its own size. Unreadable files are skipped,
+    named, and make the exit status 1.
+    """
+    result = _predict_with_progress(model_or_export, inputs, output_dir, threshold, batch_size)
+    click.echo(f"{len(result.table)} image(s) predicted: {result.csv_path} (masks and overlays beside it)")
+    if result.failed:
+        raise click.ClickException(f"{len(result.failed)} file(s) could not be read and have no prediction: "
+                                   + "; ".join(f"{file} ({reason})" for file, reason in result.failed))
+
+
 @main.command()
 @click.option("--output-dir", type=click.Path(), default=None,
               help="The run directory [default: runs/<date>-mobilenetv2-synthetic].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @user_errors_as_messages
 def demo(output_dir, epochs):
-    """Train MobileNetV2 from scratch on the built-in synthetic dataset (64 px), then evaluate it on its test split."""
+    """Train MobileNetV2 from scratch on the built-in synthetic dataset (64 px), evaluate it on its test split, export
+    it as a SavedModel and predict a few test images with the export."""
+    from mtunet.data.splits import Splits
+    from mtunet.data.synthetic import NATIVE_SIZE, write_example_images
+    from mtunet.export import export_model
     from mtunet.run_evaluation import evaluate_run
-    from mtunet.training import TrainConfig, train as run_training
+    from mtunet.training import SPLITS_FILE, TrainConfig, train as run_training
 
     run = run_training(TrainConfig(encoder="mobilenetv2", weights=None, dataset="synthetic", image_size=64,
                                    epochs=epochs, output_dir=output_dir))
     click.echo(f"run directory: {run.directory}")
     _echo_evaluation(evaluate_run(run.directory))
+    exported = export_model(run.directory, run.directory / "export")
+    _echo_export(exported)
+    images = write_example_images(Splits.load(run.directory / SPLITS_FILE)["test"][:DEMO_IMAGES],
+                                  run.directory / "demo_images")
+    predictions = _predict_with_progress(exported.directory, images, run.directory / "predictions", 0.5, 16)
+    click.echo(f"exported model: {exported.directory}; {len(predictions.table)} test images at their native "
+               f"{NATIVE_SIZE} px ({images[0].parent}) predicted with it: {predictions.csv_path} (masks and overlays "
+               "beside it)")
 
 
 @main.group()

@@ -30,10 +30,17 @@ _PUBLIC_API = {
     "task_variants": "mtunet.experiment",
     "paired_comparison": "mtunet.stats",
     "prepare_dataset": "mtunet.data",
+    "export_model": "mtunet.export",
+    "ExportResult": "mtunet.export",
+    "load_trained_model": "mtunet.serving",
+    "build_serving_functions": "mtunet.serving",
+    "load_predictor": "mtunet.predict",
+    "predict_files": "mtunet.predict",
     "MtunetError": "mtunet.errors",
     "ConfigError": "mtunet.errors",
     "DataError": "mtunet.errors",
     "WeightsUnavailableError": "mtunet.errors",
+    "ExportError": "mtunet.errors",
 }
 
 __all__ = sorted(_PUBLIC_API) + ["__version__"]

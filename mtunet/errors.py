@@ -15,3 +15,7 @@ class DataError(MtunetError, ValueError):
 
 class WeightsUnavailableError(MtunetError, RuntimeError):
     """Pretrained weights that cannot be had: no network, or no such weights for the encoder."""
+
+
+class ExportError(MtunetError, RuntimeError):
+    """An exported model that does not reproduce the Keras model's outputs, or cannot be reloaded."""

@@ -275,7 +275,8 @@ def data_fingerprint(data) -> str:
     return digest.hexdigest()
 
 
-def _versions():
+def versions() -> dict:
+    """Versions of mtunet, TensorFlow and Keras, as recorded in config.json and model_info.json."""
     import mtunet
 
     return {"mtunet": mtunet.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
@@ -345,7 +346,7 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
         if not splits_path.exists():
             write_atomically(splits_path, data.splits.save)
         write_json(run_dir / CONFIG_FILE, {
-            "options": dataclasses.asdict(config), "versions": _versions(), "dataset": info.to_dict(),
+            "options": dataclasses.asdict(config), "versions": versions(), "dataset": info.to_dict(),
             "class_names": list(info.class_names), "split_seed": split_seed,
             "data_fingerprint": data_fingerprint(data),
             "class_weights": None if class_weights is None else [float(w) for w in class_weights],

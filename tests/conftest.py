@@ -96,3 +96,33 @@ def synthetic_dataset(tfds_dir):
     from mtunet.data import load_dataset
 
     return load_dataset("synthetic", data_dir=tfds_dir, image_size=32)
+
+
+TINY_CLASSES = ("cyst", "fibroadenoma", "carcinoma")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A randomly initialised grayscale MobileNetV2 multi-task model at 32 px with 3 classes and a narrow decoder,
+    saved as ``best.keras`` in a fake run directory whose ``config.json`` names the classes; returns the file."""
+    import json
+
+    import mtunet
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    keras.utils.set_random_seed(0)
+    model = mtunet.build_model("mobilenetv2", input_shape=(32, 32, 1), num_classes=len(TINY_CLASSES), weights=None,
+                               decoder_filters=(16, 8, 8, 8, 8))
+    model.save(run_dir / "best.keras")
+    options = {"encoder": "mobilenetv2", "task": "multi", "dataset": "synthetic", "data_dir": None}
+    (run_dir / "config.json").write_text(json.dumps({"options": options, "class_names": list(TINY_CLASSES)}))
+    return run_dir / "best.keras"
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model_file, tmp_path_factory):
+    """``mtunet.export_model`` of ``tiny_model_file`` as a SavedModel: ``(ExportResult, model base folder)``."""
+    import mtunet
+
+    base = tmp_path_factory.mktemp("exported")
+    return mtunet.export_model(tiny_model_file, base), base

@@ -166,3 +166,18 @@ def synthetic_examples(num_patients: int = NUM_PATIENTS, size: int = NATIVE_SIZE
                 "image": image,
                 "mask": mask,
             }
+
+
+def write_example_images(ids, folder, seed: int = SEED) -> list:
+    """Writes the images (not the masks) of the examples ``ids`` of ``synthetic_examples(seed=seed)`` as
+    ``<folder>/<id>.png`` at their native size and returns the paths, in the order of ``ids``."""
+    from pathlib import Path
+
+    wanted = set(ids)
+    last_patient = max(int(example_id[1:].split("_")[0]) for example_id in wanted)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for example in synthetic_examples(num_patients=last_patient + 1, seed=seed):
+        if example["id"] in wanted:
+            cv2.imwrite(str(folder / f"{example['id']}.png"), example["image"])
+    return [folder / f"{example_id}.png" for example_id in ids]
