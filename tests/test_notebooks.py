@@ -27,7 +27,7 @@ BADGE_URL = "https://colab.research.google.com/github/{org}/mtunet/blob/main/col
 # what each tag needs; cells carrying one are skipped in CI, and each notebook's introduction names its tags
 SKIPPED_TAGS = {"gpu_only": "a GPU", "tpu_only": "a TPU", "drive_only": "Google Drive", "gcs_only": "Google Cloud",
                 "serving_only": "TF Serving"}
-TINY = {"IMAGE_SIZE": 32, "EPOCHS": 1, "BOOTSTRAP_RESAMPLES": 20}
+TINY = {"IMAGE_SIZE": 32, "EPOCHS": 1}
 
 
 def read(path) -> nbformat.NotebookNode:
@@ -68,6 +68,17 @@ def test_badge_parameters_install_and_listed_skips(path):
     assert listed == used, f"{path.name}: its introduction must list the tags of the cells CI skips"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_every_cell_compiles(path):
+    """Also the cells CI skips: IPython's own transformation (cell magics to calls), then Python's compiler."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    transformer = TransformerManager()
+    for index, cell in enumerate(read(path).cells):
+        if cell.cell_type == "code":
+            compile(transformer.transform_cell(cell.source), f"{path.name} cell {index}", "exec")
+
+
 def execute(name, tmp_path, monkeypatch, **parameters) -> nbformat.NotebookNode:
     """Runs ``colab/<name>.ipynb`` with papermill against this checkout, its ``SKIPPED_TAGS`` cells skipped; returns
     the executed notebook (also written to ``tmp_path``). Every cell outside those tags must have run."""
@@ -77,11 +88,14 @@ def execute(name, tmp_path, monkeypatch, **parameters) -> nbformat.NotebookNode:
             cell.metadata.tags.append("skip-execution")  # nbclient's tag for cells it leaves alone
     source = tmp_path / f"{name}.ipynb"
     nbformat.write(notebook, source)
+    parameters = {"MTUNET_SOURCE": str(ROOT), **parameters}
+    unknown = set(parameters) - set(papermill.inspect_notebook(source))
+    assert not unknown, f"{name} has no parameter {unknown}"
     # the kernel and the `mtunet` commands it runs import this checkout, with this interpreter's packages
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("PATH", os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ["PATH"]]))
     executed = papermill.execute_notebook(source, tmp_path / f"{name}.out.ipynb", cwd=tmp_path,
-                                          parameters={"MTUNET_SOURCE": str(ROOT), **parameters},
+                                          parameters=parameters,
                                           kernel_name="python3", progress_bar=False)
     for cell in executed.cells:
         if cell.cell_type == "code":
@@ -111,7 +125,7 @@ def isic_download(tmp_path_factory):
 def test_quickstart(tmp_path, monkeypatch, tfds_dir):
     work = tmp_path / "quickstart"
     notebook = execute("01_quickstart", tmp_path, monkeypatch, WORK_DIR=str(work), TFDS_DATA_DIR=str(tfds_dir),
-                       BATCH_SIZE=64, GRADCAM_IMAGES=2, **TINY)
+                       BATCH_SIZE=64, GRADCAM_IMAGES=2, BOOTSTRAP_RESAMPLES=20, **TINY)
     assert f"from {ROOT / 'mtunet'}" in output_text(notebook, "install")
     assert (work / "run" / "evaluation" / "test" / "report.html").is_file()
     assert len(list((work / "run" / "gradcam").glob("*.png"))) == 2
@@ -121,7 +135,7 @@ def test_quickstart(tmp_path, monkeypatch, tfds_dir):
 def test_isic2018_t4_up_to_the_gpu(tmp_path, monkeypatch, isic_download):
     drive = tmp_path / "drive"
     execute("02_train_isic2018_t4", tmp_path, monkeypatch, DRIVE_DIR=str(drive), ISIC_DIR=str(isic_download),
-            WEIGHTS="none", BATCH_SIZE=16, **TINY)
+            WEIGHTS="none", BATCH_SIZE=16, BOOTSTRAP_RESAMPLES=20, **TINY)
     assert list((drive / "tensorflow_datasets" / "isic2018" / "task3_256").glob("*/isic2018-train.tfrecord*"))
     run_dir = drive / "runs" / "isic2018-task3_256-mobilenetv2-32"
     assert json.loads((run_dir / "config.json").read_text())["options"]["mixed_precision"] is True
