@@ -403,16 +403,59 @@ def predict(model_or_export, inputs, output_dir, threshold, batch_size):
 
 
 @main.command()
+@click.argument("run_or_model", type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--split", default="test", show_default=True,
+              help="Split of the run's splits.json to explain when no IMAGES are given (true masks shown).")
+@click.option("--output-dir", type=click.Path(), default=None,
+              help="[default: RUN_DIR/gradcam, or gradcam/ beside the model file]")
+@click.option("--num-images", type=click.IntRange(min=1), default=None,
+              help="At most N images [default: every IMAGES file, or 16 of the split].")
+@click.option("--target-class", default="predicted", show_default=True,
+              help="Class whose score is explained: 'predicted' (each image's own) or a class name.")
+@click.option("--layer", default="auto", show_default=True,
+              help="Feature map: 'auto' (the encoder's bottleneck) or the name of any layer, also inside the encoder.")
+@click.option("--head", type=click.Choice(["label", "mask"]), default="label", show_default=True,
+              help="label: Grad-CAM of the class score; mask: Seg-Grad-CAM of the summed mask logits.")
+@click.pass_context
+@user_errors_as_messages
+def gradcam(ctx, run_or_model, images, split, output_dir, num_images, target_class, layer, head):
+    """Grad-CAM heatmaps of a run's test split or of IMAGES files: one PNG per image and an index.html gallery.
+
+    RUN_OR_MODEL is a run directory (its best.keras and class names) or a .keras model file. Unreadable IMAGES are
+    reported and skipped.
+    """
+    from mtunet.gradcam_gallery import prepare_gallery
+
+    if images and ctx.get_parameter_source("split") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("give either --split or IMAGES, not both")
+    gallery = prepare_gallery(run_or_model, images=images or None, split=split, output_dir=output_dir,
+                              num_images=num_images, target_class=target_class, layer=layer, head=head)
+    for file, reason in gallery.skipped:
+        click.echo(f"skipped {file}: {reason}", err=True)
+    with click.progressbar(length=len(gallery.examples), label="Grad-CAM") as bar:
+        summary = gallery.write(progress=bar.update)
+    if "pointing_game_hit_rate" in summary:
+        click.echo(f"Grad-CAM mass inside the true lesion {summary['mass_in_lesion']:.3f}, pointing game "
+                   f"hit rate {summary['pointing_game_hit_rate']:.3f}")
+    click.echo(f"{len(summary['images'])} image(s); gallery: {summary['index']}")
+
+
+DEMO_GRADCAM_IMAGES = 8  # test images in the demo's Grad-CAM gallery
+
+
+@main.command()
 @click.option("--output-dir", type=click.Path(), default=None,
               help="The run directory [default: runs/<date>-mobilenetv2-synthetic].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @user_errors_as_messages
 def demo(output_dir, epochs):
     """Train MobileNetV2 from scratch on the built-in synthetic dataset (64 px), evaluate it on its test split, export
-    it as a SavedModel and predict a few test images with the export."""
+    it as a SavedModel, predict a few test images with the export and write a Grad-CAM gallery of test images."""
     from mtunet.data.splits import Splits
     from mtunet.data.synthetic import NATIVE_SIZE, write_example_images
     from mtunet.export import export_model
+    from mtunet.gradcam_gallery import prepare_gallery
     from mtunet.run_evaluation import evaluate_run
     from mtunet.training import SPLITS_FILE, TrainConfig, train as run_training
 
@@ -428,6 +471,8 @@ def demo(output_dir, epochs):
     click.echo(f"exported model: {exported.directory}; {len(predictions.table)} test images at their native "
                f"{NATIVE_SIZE} px ({images[0].parent}) predicted with it: {predictions.csv_path} (masks and overlays "
                "beside it)")
+    gallery = prepare_gallery(run.directory, split="test", num_images=DEMO_GRADCAM_IMAGES).write()
+    click.echo(f"Grad-CAM gallery: {gallery['index']}")
 
 
 @main.group()

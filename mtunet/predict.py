@@ -109,8 +109,8 @@ def list_images(inputs) -> list[pathlib.Path]:
     return files
 
 
-def _read(path: pathlib.Path) -> tuple[np.ndarray | None, str | None]:
-    """``(uint8 (H, W, 1 or 3) image, None)`` or ``(None, reason)``."""
+def read_image_file(path: pathlib.Path) -> tuple[np.ndarray | None, str | None]:
+    """``(uint8 (H, W, 1 or 3) image, None)`` or ``(None, reason)``: how predict and Grad-CAM read image files."""
     if not path.is_file():
         return None, "not found"
     image = read_image(path)
@@ -178,7 +178,7 @@ def predict_files(predictor: Predictor, inputs, output_dir, *, threshold: float 
         progress(len(batch))
 
     for index, path in enumerate(files):
-        image, reason = _read(path)
+        image, reason = read_image_file(path)
         if image is None:
             failed.append((str(path), reason))
             logger.warning("%s: %s", path, reason)
