@@ -134,11 +134,14 @@ def test_quickstart(tmp_path, monkeypatch, tfds_dir):
 
 def test_isic2018_t4_up_to_the_gpu(tmp_path, monkeypatch, isic_download):
     drive = tmp_path / "drive"
+    # mixed precision stays on: bfloat16 on a CPU (float16 on the T4)
     execute("02_train_isic2018_t4", tmp_path, monkeypatch, DRIVE_DIR=str(drive), ISIC_DIR=str(isic_download),
             WEIGHTS="none", BATCH_SIZE=16, BOOTSTRAP_RESAMPLES=20, **TINY)
     assert list((drive / "tensorflow_datasets" / "isic2018" / "task3_256").glob("*/isic2018-train.tfrecord*"))
     run_dir = drive / "runs" / "isic2018-task3_256-mobilenetv2-32"
-    assert json.loads((run_dir / "config.json").read_text())["options"]["mixed_precision"] is True
+    options = json.loads((run_dir / "config.json").read_text())["options"]
+    assert (options["dataset"], options["data_dir"], options["image_size"], options["mixed_precision"]) == (
+        "isic2018/task3_256", str(isic_download), 32, True)
     assert (run_dir / "summary.json").is_file()
     assert (run_dir / "evaluation" / "test" / "report.html").is_file()
     assert (drive / "models" / "isic2018" / "1" / "saved_model.pb").is_file()
