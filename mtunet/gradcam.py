@@ -23,7 +23,9 @@ import tensorflow as tf
 from mtunet.errors import ConfigError
 
 HEADS = {"label": "label_logits", "mask": "mask_logits"}  # --head -> the layer whose output is differentiated
-DEFAULT_LAYER = "bottleneck"
+# --layer auto: the class head's own input, the encoder's bottleneck; for the mask, whose detail arrives through the
+# skip connections rather than the bottleneck (where Seg-Grad-CAM is all zero), the last decoder stage at stride 2
+DEFAULT_LAYERS = {"label": "bottleneck", "mask": "decoder_stage4_conv2_relu"}
 
 
 @dataclasses.dataclass
@@ -102,7 +104,7 @@ class GradCam:
     Args:
         model: a model built by mtunet (or any functional model with a ``label_logits`` and/or ``mask_logits``
             layer), taking raw 0-255 pixels.
-        layer: ``"auto"`` (the encoder's bottleneck, layer ``"bottleneck"``) or the name of any layer with a
+        layer: ``"auto"`` (``"bottleneck"`` for the label, ``"decoder_stage4_conv2_relu"`` for the mask) or the name of any layer with a
             ``(batch, h, w, channels)`` output, also inside the nested ``encoder``.
         head: ``"label"`` (the class score before the softmax) or ``"mask"`` (Seg-Grad-CAM: the mask logits summed
             over every pixel).
@@ -119,12 +121,12 @@ class GradCam:
         if head not in logit_layers:
             raise ConfigError(f"--head {head}: model {model.name!r} has no {head} head (layer {HEADS[head]!r})")
         self.model, self.head = model, head
-        self.layer = DEFAULT_LAYER if layer == "auto" else layer
+        self.layer = DEFAULT_LAYERS[head] if layer == "auto" else layer
         path = _layer_path(model, self.layer)
         if path is None or not _is_feature_map(path[-1]):
             valid = feature_layer_names(model)
             convolutions = [name for name in valid if isinstance(_layer_path(model, name)[-1], keras.layers.Conv2D)]
-            shown = [DEFAULT_LAYER, *convolutions[:: max(1, len(convolutions) // 6)][:6]]
+            shown = [DEFAULT_LAYERS[head], *convolutions[:: max(1, len(convolutions) // 6)][:6]]
             raise ConfigError(
                 f"--layer {layer!r}: {'no such layer' if path is None else 'not a feature map'} in model "
                 f"{model.name!r}; expected 'auto' or a layer with a (batch, height, width, channels) output, e.g. "

@@ -174,7 +174,7 @@ def _training_history(run_dir: pathlib.Path) -> list[dict]:
 
 def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir=None, threshold=0.5, empty="one",
                  output_dir=None, batch_size=32, bootstrap_resamples=1000, seed=0, gallery_size=4,
-                 sections=()) -> dict:
+                 sections=None) -> dict:
     """Predicts a split with a run's model and writes its evaluation; returns the metrics.
 
     Args:
@@ -192,8 +192,9 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
         batch_size: images predicted at once.
         bootstrap_resamples, seed: of the 95% bootstrap intervals.
         gallery_size: cases in each of the best and worst rows of the gallery.
-        sections: functions ``(EvaluationContext) -> ReportSection`` adding sections (e.g. Grad-CAM's
-            localisation scores under the key ``"gradcam"``) to metrics.json and report.html.
+        sections: functions ``(EvaluationContext) -> ReportSection`` adding sections to metrics.json and
+            report.html; default: Grad-CAM's localisation scores (``mtunet.gradcam.gradcam_section``, key
+            ``"gradcam"``); ``()`` for none.
 
     Files written to the output folder: ``predictions.npz`` (``mtunet.metrics_from_predictions`` recomputes the
     metrics from it), ``per_image.csv``, ``confusion_matrix.png``, ``roc.png``, ``dice_histogram.png``,
@@ -261,6 +262,10 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
         pngs["training_curves"] = (output_dir / "training_curves.png").read_bytes()
 
     built = []
+    if sections is None:
+        from mtunet.gradcam import gradcam_section
+
+        sections = (gradcam_section,)
     for build in sections:
         section = build(EvaluationContext(model, predictions, metrics, batches, output_dir))
         if not isinstance(section, ReportSection) or section.key in metrics:

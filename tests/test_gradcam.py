@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import cli
 from mtunet.errors import ConfigError
-from mtunet.gradcam import GradCam, gradcam_section, localisation_scores, mass_in_lesion, pointing_game
+from mtunet.gradcam import GradCam, localisation_scores, mass_in_lesion, pointing_game
 
 SIZE, CHANNELS, FEATURES, CLASSES = 4, 2, 3, 2
 
@@ -155,6 +155,8 @@ def test_nested_encoder_layers_of_an_mtunet_model(run_dir):
     assert bottleneck.shape == (2, 32, 32) and bottleneck.max() > 0
     deeper = GradCam(model, head="mask", layer="block_6_expand_relu")(images)
     assert deeper.heatmaps.shape == (2, 32, 32) and deeper.heatmaps.min() >= 0 and deeper.masks.shape == (2, 32, 32)
+    # Seg-Grad-CAM's own default: the decoder's stride-2 stage, where the skip connections have brought the detail
+    assert GradCam(model, head="mask").layer == "decoder_stage4_conv2_relu"
 
 
 def test_evaluate_reports_the_localisation_scores_of_its_images(run_dir, tmp_path):
@@ -164,7 +166,7 @@ def test_evaluate_reports_the_localisation_scores_of_its_images(run_dir, tmp_pat
     from mtunet.model import load_model
     from mtunet.run_evaluation import evaluate_run
 
-    metrics = evaluate_run(run_dir, output_dir=tmp_path, bootstrap_resamples=10, sections=[gradcam_section])
+    metrics = evaluate_run(run_dir, output_dir=tmp_path, bootstrap_resamples=10)  # Grad-CAM's section by default
     data = load_dataset("folder", data_dir=json.loads((run_dir / "config.json").read_text())["options"]["data_dir"],
                         image_size=32, splits_path=run_dir / "splits.json")
     images, targets = next(iter(data.pipeline("test", batch_size=100, training=False)))
