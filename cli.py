@@ -49,7 +49,8 @@ def _quiet_tensorflow():
 
 
 def user_errors_as_messages(command):
-    """Runs ``command``, turning an ``MtunetError`` into a one-line ``click`` error (exit status 1)."""
+    """Runs ``command``, turning an ``MtunetError`` into a one-line ``click`` error (exit status 1, or the error's
+    ``exit_code``)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -59,7 +60,9 @@ def user_errors_as_messages(command):
         try:
             return command(*args, **kwargs)
         except MtunetError as error:
-            raise click.ClickException(str(error)) from None
+            exception = click.ClickException(str(error))
+            exception.exit_code = getattr(error, "exit_code", exception.exit_code)
+            raise exception from None
 
     return wrapper
 

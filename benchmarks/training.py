@@ -1,11 +1,12 @@
 """Training throughput: images per second of a multi-task U-Net training step, and peak memory, per encoder.
 
-    python benchmarks/training.py [--encoders mobilenetv2,vgg16] [--image-sizes 128,224] [--batch-size 16]
+    python benchmarks/training.py [--encoders all|mobilenetv2,vgg16,...] [--image-sizes 128,224] [--batch-size 16]
                                   [--steps 10] [--jit-compile] [--mixed-precision]
 
-Random images in memory (the input pipeline is measured by benchmarks/pipeline.py), the paper's loss (5 x BCE +
-class-weighted cross-entropy), Adam; timed steps follow 3 warm-up steps that trace and compile. Each configuration
-runs in a fresh process so that peak resident memory is its own.
+By default every encoder of the registry at 128 and 224 px. Random images in memory (the input pipeline is measured
+by benchmarks/pipeline.py), the paper's loss (5 x BCE + class-weighted cross-entropy), Adam; timed steps follow 3
+warm-up steps that trace and compile. Each configuration runs in a fresh process so that peak resident memory is its
+own; one that fails (e.g. out of memory) is reported as such and the sweep goes on. Prints a Markdown table.
 """
 
 import argparse
@@ -50,7 +51,7 @@ def measure(encoder, image_size, batch_size, steps, jit_compile, mixed_precision
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--encoders", default="mobilenetv2")
+    parser.add_argument("--encoders", default="all", help="comma-separated encoder names, or 'all' (the registry)")
     parser.add_argument("--image-sizes", default="128,224")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
@@ -64,18 +65,29 @@ def main():
         print(json.dumps(measure(encoder, int(size), args.batch_size, args.steps, args.jit_compile,
                                  args.mixed_precision)))
         return
+    from mtunet.encoders import ENCODERS, get_encoder
+
+    encoders = list(ENCODERS) if args.encoders == "all" else args.encoders.split(",")
+    for encoder in encoders:
+        get_encoder(encoder)  # an unknown name fails here, listing the valid ones, before any measurement
+    sizes = [int(size) for size in args.image_sizes.split(",")]
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s); batch {args.batch_size}, "
           f"{args.steps} timed steps after {WARMUP_STEPS} warm-up; jit_compile={args.jit_compile}, "
           f"mixed_precision={args.mixed_precision}")
-    print(f"{'encoder':<16}{'size':>6}{'images/s':>12}{'peak RSS MiB':>15}")
-    for encoder in args.encoders.split(","):
-        for size in args.image_sizes.split(","):
+    print("\n| encoder | size | images/s | peak RSS |\n|---|---:|---:|---:|")
+    for encoder in encoders:
+        for size in sizes:
             command = [sys.executable, __file__, "--one", f"{encoder}:{size}", "--batch-size", str(args.batch_size),
                        "--steps", str(args.steps)]
             command += ["--jit-compile"] * args.jit_compile + ["--mixed-precision"] * args.mixed_precision
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            result = json.loads(output.strip().splitlines()[-1])
-            print(f"{encoder:<16}{size:>6}{result['images_per_second']:>12.1f}{result['peak_rss_mib']:>15.0f}")
+            finished = subprocess.run(command, capture_output=True, text=True)
+            if finished.returncode:
+                reason = (finished.stderr.strip().splitlines() or [f"exit status {finished.returncode}"])[-1]
+                print(f"| {encoder} | {size} | failed: {reason[:80]} | |", flush=True)
+                continue
+            result = json.loads(finished.stdout.strip().splitlines()[-1])
+            print(f"| {encoder} | {size} | {result['images_per_second']:.1f} | {result['peak_rss_mib']:.0f} MiB |",
+                  flush=True)
 
 
 if __name__ == "__main__":

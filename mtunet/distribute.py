@@ -13,6 +13,23 @@ STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 logger = logging.getLogger(__name__)
 
 
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose ``reduce`` takes what Keras 3's ``fit`` gives it.
+
+    Keras 3 (keras-team/keras#20585) calls ``reduce`` on a nested batch ``(images, {"label": ..., "mask": ...})``,
+    which MirroredStrategy maps over but MultiWorkerMirroredStrategy does not, and with ``axis=0`` on the scalar
+    loss and metrics of a step, which have no axis 0. This maps ``reduce`` over the structure and reduces scalars
+    across replicas only.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def reduce_one(per_replica):
+            scalar = self.experimental_local_results(per_replica)[0].shape.rank == 0
+            return super(_MultiWorkerMirroredStrategy, self).reduce(reduce_op, per_replica, None if scalar else axis)
+
+        return tf.nest.map_structure(reduce_one, value)
+
+
 def _tpu_strategy():
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
     tf.config.experimental_connect_to_cluster(resolver)
@@ -29,6 +46,7 @@ def select_strategy(name: str) -> tf.distribute.Strategy:
     """Returns the strategy ``name`` asks for.
 
     ``auto``: a TPU when one is reachable, MirroredStrategy over several visible GPUs, else the default strategy.
+    ``mirrored``: MirroredStrategy over the visible GPUs, or over the logical CPU devices when there is no GPU.
     ``multi_worker``: MultiWorkerMirroredStrategy, configured by the ``TF_CONFIG`` environment variable.
     """
     if name not in STRATEGIES:
@@ -47,11 +65,13 @@ def select_strategy(name: str) -> tf.distribute.Strategy:
         except (ValueError, tf.errors.OpError) as error:
             raise ConfigError(f"--strategy tpu: no TPU could be reached ({error})") from None
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # without a GPU, mirror over the logical CPU devices: one, unless the CPU was split into several
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(None if tf.config.list_logical_devices("GPU") else cpus)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 

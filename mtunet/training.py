@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import pathlib
+import shutil
 import tempfile
 
 import keras
@@ -29,6 +30,7 @@ LR_REDUCTION_FACTOR, MIN_LR_FRACTION = 0.5, 0.01
 
 CONFIG_FILE, SPLITS_FILE, HISTORY_FILE, BEST_MODEL_FILE = "config.json", "splits.json", "history.csv", "best.keras"
 SUMMARY_FILE, CURVES_FILE, BACKUP_DIR, LOG_DIR = "summary.json", "curves.png", "backup", "logs"
+BACKUP_METADATA = "training_metadata.json"
 
 
 class TrainingDivergedError(MtunetError):
@@ -37,6 +39,8 @@ class TrainingDivergedError(MtunetError):
 
 class TrainingInterrupted(MtunetError):
     """Training was stopped with Ctrl-C after the last finished epoch was saved."""
+
+    exit_code = 130  # the shell's status of a process ended by SIGINT
 
 
 @dataclasses.dataclass
@@ -198,6 +202,109 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on the validation loss, best weights restored at the end, that a resumed run continues.
+
+    Keras's EarlyStopping starts afresh at every ``fit``: a resumed run would forget how many epochs it has waited,
+    its best validation loss and its best weights. ``restored`` (``state()`` plus ``"best_weights"``, a list of
+    arrays as ``model.get_weights()`` returns) is taken up when training begins.
+    """
+
+    STATE = ("wait", "best", "best_epoch")
+
+    def __init__(self, patience, restored=None):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self.restored = restored
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.restored is not None:
+            self.wait, self.best, self.best_epoch = (self.restored[name] for name in self.STATE)
+            self.best_weights = self.restored["best_weights"]
+
+    def state(self) -> dict:
+        """The counters to restore, as JSON values."""
+        return {"wait": int(self.wait), "best": None if self.best is None else float(self.best),
+                "best_epoch": int(self.best_epoch)}
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """Halves the learning rate after ``patience`` epochs without a better validation loss; a resumed run continues
+    its count (Keras's callback starts afresh at every ``fit``; the rate itself is restored with the optimizer)."""
+
+    STATE = ("wait", "best", "cooldown_counter")
+
+    def __init__(self, patience, learning_rate, restored=None):
+        super().__init__(monitor="val_loss", factor=LR_REDUCTION_FACTOR, patience=patience,
+                         min_lr=learning_rate * MIN_LR_FRACTION)
+        self.restored = restored
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.restored is not None:
+            self.wait, self.best, self.cooldown_counter = (self.restored[name] for name in self.STATE)
+
+    def state(self) -> dict:
+        """The counters to restore, as JSON values."""
+        return {"wait": int(self.wait), "best": None if self.best is None else float(self.best),
+                "cooldown_counter": int(self.cooldown_counter)}
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """After every finished epoch, saves what resuming needs: model and optimizer weights, the number of finished
+    epochs, whether early stopping ended the phase, the early-stopping state and its best weights.
+
+    Written by hand because keras.callbacks.BackupAndRestore overwrites its weights file in place (a kill during the
+    write leaves no usable backup) and keeps no callback state. Here each epoch's weights go to a new file, written
+    atomically; ``training_metadata.json``, replaced atomically after them, is the commit point naming the files it
+    needs, and older files are removed only then. An epoch whose loss is not finite is not saved.
+    """
+
+    def __init__(self, directory, early_stopping: ResumableEarlyStopping,
+                 reduce_lr: ResumableReduceLROnPlateau | None = None):
+        super().__init__()
+        self.directory, self.early_stopping, self.reduce_lr = pathlib.Path(directory), early_stopping, reduce_lr
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        weights = f"epoch{epoch + 1}.weights.h5"
+        write_atomically(self.directory / weights, self.model.save_weights)
+        best_weights = f"epoch{self.early_stopping.best_epoch + 1}.weights.h5"
+        write_json(self.directory / BACKUP_METADATA, {
+            "epoch": epoch + 1, "stopped_early": bool(self.model.stop_training), "weights": weights,
+            "best_weights": best_weights, "early_stopping": self.early_stopping.state(),
+            "reduce_lr": None if self.reduce_lr is None else self.reduce_lr.state()})
+        for path in self.directory.glob("*.weights.h5"):
+            if path.name not in (weights, best_weights):
+                path.unlink()
+
+
+def read_backup(directory) -> dict | None:
+    """The metadata of the last epoch ``EpochBackup`` saved in ``directory``, or None if it saved none."""
+    path = pathlib.Path(directory) / BACKUP_METADATA
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def restore_backup(model, directory) -> dict | None:
+    """Loads the weights (and optimizer state) of the last epoch saved in ``directory`` into the compiled ``model``.
+
+    Returns the early-stopping state to give ``ResumableEarlyStopping`` (with its best weights, and under
+    ``"reduce_lr"`` the state of ``ResumableReduceLROnPlateau``), or None if the directory holds no backup.
+    """
+    backup = read_backup(directory)
+    if backup is None:
+        return None
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(pathlib.Path(directory) / backup["best_weights"])
+    best_weights = model.get_weights()
+    model.load_weights(pathlib.Path(directory) / backup["weights"])
+    return {**backup["early_stopping"], "best_weights": best_weights, "reduce_lr": backup.get("reduce_lr")}
+
+
 def compile_model(model, config, class_weights):
     """Compiles ``model`` with the losses, loss weights, metrics, optimiser and XLA setting of ``config``."""
     seg_weight, cls_weight = config.loss_weights
@@ -227,23 +334,20 @@ def _read_history(path) -> list[dict]:
 
 
 def _truncate_history(path, epochs):
-    """Keeps the first ``epochs`` rows of history.csv: a row written after the last backup is trained again."""
-    rows = _read_history(path)
-    if len(rows) <= epochs:
+    """Keeps the header and the first ``epochs`` rows of history.csv: rows written after the last backup (perhaps
+    half-written by a kill) belong to epochs that are trained again."""
+    if not os.path.exists(path):
         return
     with open(path, newline="") as file:
         lines = file.readlines()
+    if not epochs:
+        os.remove(path)
+    elif len(lines) > epochs + 1:
+        def write(temporary):
+            with open(temporary, "w", newline="") as file:
+                file.writelines(lines[: epochs + 1])
 
-    def write(temporary):
-        with open(temporary, "w", newline="") as file:
-            file.writelines(lines[: epochs + 1])
-
-    write_atomically(path, write)
-
-
-def _backup_epoch(backup_dir) -> int:
-    metadata = pathlib.Path(backup_dir) / "training_metadata.json"
-    return json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
+        write_atomically(path, write)
 
 
 def plot_curves(history: list[dict], path):
@@ -294,19 +398,8 @@ def load_config(run_dir) -> TrainConfig:
     return TrainConfig.from_options(json.loads(path.read_text())["options"])
 
 
-def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
-    """Trains a model and returns the finished run.
-
-    Args:
-        config: the options; or give them as keyword arguments (``train(encoder="vgg16", epochs=5)``).
-        resume: a run directory to continue from its last finished epoch, with the options it was started with.
-
-    Files written to the run directory: config.json, splits.json, history.csv, logs/ (TensorBoard), best.keras
-    (best validation loss), backup/ (the state to resume from), curves.png, summary.json (written last: its
-    presence means the run finished).
-    """
-    from mtunet.data import load_dataset
-
+def _start_or_resume(config, resume, options) -> tuple[TrainConfig, pathlib.Path]:
+    """The options and run directory of a new run, or of the run in ``resume``; checks that the directory fits."""
     if resume is not None:
         if config is not None or options:
             raise ConfigError("--resume takes the options of the run it resumes; give no other training option")
@@ -317,109 +410,213 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
     else:
         config = config or TrainConfig(**options)
         run_dir = pathlib.Path(config.output_dir) if config.output_dir else config.default_output_dir()
-        if run_dir.exists() and any(run_dir.iterdir()):
+        # on a shared file system other workers of a cluster may see the chief's first files already
+        if is_chief() and run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(f"--output-dir {run_dir} already exists and is not empty; choose another directory or "
                               f"continue it with --resume {run_dir}")
     config.validate()
-    chief = is_chief()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return config, run_dir
 
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+
+def _set_up_tensorflow(config) -> tf.distribute.Strategy:
+    """Creates the distribution strategy (first: MultiWorkerMirroredStrategy must precede other TensorFlow work),
+    then seeds, determinism and the mixed-precision policy."""
     strategy = select_strategy(config.strategy)
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas of --strategy {config.strategy}")
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     if config.mixed_precision:
         on_gpu = bool(tf.config.list_logical_devices("GPU"))
         keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+    return strategy
 
+
+def _working_directory(run_dir, chief) -> pathlib.Path:
+    """Where this process writes: the run directory on the chief. Other workers of a cluster run the same saving code
+    (tf.distribute wants every worker to take part in saving) into a scratch directory that the caller removes,
+    seeded with the run's history and backup when they exist (a shared file system), so that they resume alike."""
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="mtunet-worker-"))
+    if (run_dir / HISTORY_FILE).exists():
+        shutil.copy(run_dir / HISTORY_FILE, scratch / HISTORY_FILE)
+    if (run_dir / BACKUP_DIR).exists():
+        shutil.copytree(run_dir / BACKUP_DIR, scratch / BACKUP_DIR)
+    return scratch
+
+
+def _pipelines(data, config, replicas, output_names) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The training and validation pipelines, with the targets of ``output_names``.
+
+    With several replicas, each global batch is split between them, and a replica given no example fails. So the
+    training pipeline drops its last partial batch (a different one every epoch, and static shapes for TPUs), and the
+    validation pipeline drops its last batch only when it is too small to give every replica an example.
+    """
+    remainder = data.info.split_sizes["validation"] % config.batch_size
+    drop_validation = 0 < remainder < replicas
+    if drop_validation:
+        logger.warning("validation leaves out its last %d example(s): fewer than the %d replicas", remainder, replicas)
+    train_data = data.pipeline("train", batch_size=config.batch_size, training=True, augment=config.augment,
+                               seed=config.seed, flip=config.flip, drop_remainder=replicas > 1)
+    validation_data = data.pipeline("validation", batch_size=config.batch_size, training=False,
+                                    drop_remainder=drop_validation)
+    return _select_outputs(train_data, output_names), _select_outputs(validation_data, output_names)
+
+
+def _phases(config) -> list[tuple[bool, int]]:
+    """``(encoder frozen?, last epoch)`` of each phase: with ``--unfreeze-after``, the heads first, then everything."""
+    if config.unfreeze_after:
+        return [(True, config.unfreeze_after), (False, config.epochs)]
+    return [(config.freeze_encoder, config.epochs)]
+
+
+def _callbacks(work_dir, backup_dir, early_stopping, reduce_lr, nan_guard) -> list[keras.callbacks.Callback]:
+    """The callbacks of one phase. Their order matters at the end of an epoch: the learning-rate reduction first (it
+    adds the epoch's rate to the logs, for history.csv), the history row before the backup (a kill between the two
+    repeats the epoch, and the resumed run truncates the history to the backup), and early stopping and the rate
+    reduction before the backup, which saves their state."""
+    previous = _read_history(work_dir / HISTORY_FILE)
+    return [*([reduce_lr] if reduce_lr else []),
+            nan_guard,
+            keras.callbacks.CSVLogger(work_dir / HISTORY_FILE, append=True),
+            early_stopping,
+            EpochBackup(backup_dir, early_stopping, reduce_lr),
+            keras.callbacks.TensorBoard(work_dir / LOG_DIR, profile_batch=0),
+            BestModelCheckpoint(work_dir / BEST_MODEL_FILE,
+                                best=min((row["val_loss"] for row in previous), default=math.inf))]
+
+
+@dataclasses.dataclass
+class _Training:
+    """A model with its data and options, trained phase after phase into ``work_dir``."""
+
+    model: keras.Model
+    strategy: tf.distribute.Strategy
+    config: TrainConfig
+    class_weights: object
+    train_data: tf.data.Dataset
+    validation_data: tf.data.Dataset
+    work_dir: pathlib.Path
+
+    def run_phases(self) -> bool:
+        """Trains every phase not finished yet, each from its backup if it has one; returns whether early stopping
+        ended the run. A phase starts from the weights the previous one ended with (its early-stopping best weights,
+        which EarlyStopping restores at the end of ``fit``; read from its backup after a resume between phases)."""
+        stopped_early, done, handover = False, 0, None
+        for index, (frozen, last_epoch) in enumerate(_phases(self.config), start=1):
+            if stopped_early:
+                break
+            backup_dir = self.work_dir / BACKUP_DIR / f"phase{index}"
+            backup = read_backup(backup_dir)
+            if backup is not None and (backup["epoch"] >= last_epoch or backup["stopped_early"]):
+                stopped_early, done = backup["stopped_early"], backup["epoch"]
+                handover = backup_dir / backup["best_weights"]
+                continue
+            if backup is None and handover is not None:
+                self.model.load_weights(handover)
+            stopped_early = self.fit_phase(backup_dir, frozen, backup["epoch"] if backup else done, last_epoch)
+            done, handover = last_epoch, None
+        return stopped_early
+
+    def fit_phase(self, backup_dir, frozen, initial_epoch, last_epoch) -> bool:
+        """Trains epochs ``initial_epoch + 1`` to ``last_epoch`` (or until early stopping, returning True)."""
+        config = self.config
+        _truncate_history(self.work_dir / HISTORY_FILE, initial_epoch)
+        self.model.get_layer("encoder").trainable = not frozen
+        with self.strategy.scope():
+            compile_model(self.model, config, self.class_weights)
+            restored = restore_backup(self.model, backup_dir)
+        nan_guard = StopOnNonFiniteLoss()
+        reduce_lr = (ResumableReduceLROnPlateau(config.reduce_lr_patience, config.learning_rate,
+                                                restored and restored["reduce_lr"])
+                     if config.reduce_lr_patience else None)
+        callbacks = _callbacks(self.work_dir, backup_dir, ResumableEarlyStopping(config.patience, restored), reduce_lr,
+                               nan_guard)
+        self.model.fit(self.train_data, validation_data=self.validation_data, epochs=last_epoch,
+                       initial_epoch=initial_epoch, callbacks=callbacks)
+        if nan_guard.failed_epoch is not None:
+            raise TrainingDivergedError(
+                f"the loss became NaN or infinite in epoch {nan_guard.failed_epoch}; likely causes: a learning rate "
+                f"too high (try --learning-rate {config.learning_rate / 10:g}), float16 overflow with "
+                f"--mixed-precision, or corrupt input data; the last good model is {self.work_dir / BEST_MODEL_FILE}")
+        return self.model.stop_training
+
+
+def _finished_epochs(work_dir) -> int:
+    backups = [read_backup(path) for path in (work_dir / BACKUP_DIR).glob("phase*")]
+    return max((backup["epoch"] for backup in backups if backup), default=0)
+
+
+def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
+    """Trains a model and returns the finished run.
+
+    Args:
+        config: the options; or give them as keyword arguments (``train(encoder="vgg16", epochs=5)``).
+        resume: a run directory to continue from its last finished epoch, with the options it was started with; the
+            data must be the same (its fingerprint in config.json).
+
+    Files written to the run directory: config.json, splits.json, history.csv, logs/ (TensorBoard), best.keras
+    (best validation loss), backup/ (the state to resume from), curves.png, summary.json (written last: its
+    presence means the run finished). On a cluster (``TF_CONFIG``) only the chief writes them.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C; every finished epoch is saved and ``resume`` continues.
+        TrainingDivergedError: when the loss becomes NaN or infinite.
+    """
+    from mtunet.data import load_dataset
+
+    config, run_dir = _start_or_resume(config, resume, options)
+    strategy = _set_up_tensorflow(config)
     splits_path = run_dir / SPLITS_FILE
     split_seed = config.seed if config.split_seed is None else config.split_seed
     data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=split_seed,
                         splits_path=splits_path if splits_path.exists() else None, fold=config.fold,
                         num_folds=config.num_folds, skip_bad_files=config.skip_bad_files)
+    fingerprint = data_fingerprint(data)
+    if resume is not None and json.loads((run_dir / CONFIG_FILE).read_text())["data_fingerprint"] != fingerprint:
+        raise ConfigError(f"--resume {run_dir}: the data of --dataset {config.dataset} changed since the run started "
+                          f"(its examples or labels differ from the fingerprint in {CONFIG_FILE}); resume with the "
+                          "same data or start a new run")
     info = data.info
     class_weights = data.class_weights() if config.class_weights == "balanced" else None
-    if chief:
-        if not splits_path.exists():
-            write_atomically(splits_path, data.splits.save)
-        write_json(run_dir / CONFIG_FILE, {
-            "options": dataclasses.asdict(config), "versions": versions(), "dataset": info.to_dict(),
-            "class_names": list(info.class_names), "split_seed": split_seed,
-            "data_fingerprint": data_fingerprint(data),
-            "class_weights": None if class_weights is None else [float(w) for w in class_weights],
-        })
-
-    with strategy.scope():
-        model = build_model(config.encoder, input_shape=(config.image_size, config.image_size, info.channels),
-                            num_classes=info.num_classes, weights=config.weights,
-                            skip_connections=config.skip_connections, task=config.task,
-                            freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
-    output_names = list(model.output_names)
-    train_data = _select_outputs(data.pipeline("train", batch_size=config.batch_size, training=True,
-                                               augment=config.augment, seed=config.seed, flip=config.flip),
-                                 output_names)
-    validation_data = _select_outputs(data.pipeline("validation", batch_size=config.batch_size, training=False),
-                                      output_names)
-
-    history_path = run_dir / HISTORY_FILE
-    previous = _read_history(history_path)
-    checkpoint = BestModelCheckpoint(run_dir / BEST_MODEL_FILE,
-                                     best=min((row["val_loss"] for row in previous), default=math.inf))
-    nan_guard = StopOnNonFiniteLoss()
-    # (frozen encoder?, last epoch of the phase): heads first, then fine-tuning, when --unfreeze-after is given
-    phases = ([(True, config.unfreeze_after), (False, config.epochs)] if config.unfreeze_after
-              else [(config.freeze_encoder, config.epochs)])
-    stopped_early = False
-    for index, (frozen, last_epoch) in enumerate(phases, start=1):
-        backup_dir = run_dir / BACKUP_DIR / f"phase{index}"
-        done = max(_backup_epoch(backup_dir), _backup_epoch(run_dir / BACKUP_DIR / f"phase{index - 1}"))
-        if done >= last_epoch or stopped_early:
-            continue
-        if index > 1 and not (backup_dir / "training_metadata.json").exists() and done:
-            # resumed between phases: start fine-tuning from the weights the previous phase ended with
-            model.load_weights(run_dir / BACKUP_DIR / f"phase{index - 1}" / "final.weights.h5")
-        _truncate_history(history_path, done)
-        model.get_layer("encoder").trainable = not frozen
+    chief = is_chief()
+    work_dir = _working_directory(run_dir, chief)
+    try:
+        if chief:
+            if not splits_path.exists():
+                write_atomically(splits_path, data.splits.save)
+            write_json(run_dir / CONFIG_FILE, {
+                "options": dataclasses.asdict(config), "versions": versions(), "dataset": info.to_dict(),
+                "class_names": list(info.class_names), "split_seed": split_seed, "data_fingerprint": fingerprint,
+                "class_weights": None if class_weights is None else [float(w) for w in class_weights],
+            })
         with strategy.scope():
-            compile_model(model, config, class_weights)
-        callbacks = [keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-                     keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                   restore_best_weights=True),
-                     nan_guard]
-        if chief:
-            # the history row before the checkpoint: a kill between the two repeats the epoch, and the resumed run
-            # truncates the history to the backup
-            callbacks[:0] = [keras.callbacks.CSVLogger(history_path, append=True)]
-        if config.reduce_lr_patience:
-            # first, so that the epoch's learning rate, which it adds to the logs, reaches history.csv
-            callbacks[:0] = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=LR_REDUCTION_FACTOR,
-                                                               patience=config.reduce_lr_patience,
-                                                               min_lr=config.learning_rate * MIN_LR_FRACTION)]
-            callbacks += [keras.callbacks.TensorBoard(run_dir / LOG_DIR, profile_batch=0), checkpoint]
+            model = build_model(config.encoder, input_shape=(config.image_size, config.image_size, info.channels),
+                                num_classes=info.num_classes, weights=config.weights,
+                                skip_connections=config.skip_connections, task=config.task,
+                                freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
+        training = _Training(model, strategy, config, class_weights,
+                             *_pipelines(data, config, strategy.num_replicas_in_sync, list(model.output_names)),
+                             work_dir)
         try:
-            model.fit(train_data, validation_data=validation_data, epochs=last_epoch, initial_epoch=done,
-                      callbacks=callbacks)
+            stopped_early = training.run_phases()
         except KeyboardInterrupt:
-            raise TrainingInterrupted(f"training interrupted; the last finished epoch is saved: continue with "
-                                      f"mtunet train --resume {run_dir}") from None
-        if nan_guard.failed_epoch is not None:
-            raise TrainingDivergedError(
-                f"the loss became NaN or infinite in epoch {nan_guard.failed_epoch}; likely causes: a learning rate "
-                f"too high (try --learning-rate {config.learning_rate / 10:g}), float16 overflow with "
-                f"--mixed-precision, or corrupt input data; the last good model is {run_dir / BEST_MODEL_FILE}")
-        stopped_early = model.stop_training
-        if chief:
-            model.save_weights(backup_dir / "final.weights.h5")
+            raise TrainingInterrupted(
+                f"training interrupted; its {_finished_epochs(work_dir)} finished epoch(s) are saved in {run_dir}; "
+                f"continue with: mtunet train --resume {run_dir}") from None
 
-    history = _read_history(history_path)
-    best = min(history, key=lambda row: row["val_loss"])
-    run = Run(run_dir, config, history, best["epoch"] + 1,
-              {key[4:]: value for key, value in best.items() if key.startswith("val_")})
-    if chief:
-        plot_curves(history, run_dir / CURVES_FILE)
-        write_json(run_dir / SUMMARY_FILE, {"best_epoch": run.best_epoch, "best_validation_metrics": run.best_metrics,
-                                             "epochs_trained": len(history), "stopped_early": stopped_early})
+        history = _read_history(work_dir / HISTORY_FILE)
+        best = min(history, key=lambda row: row["val_loss"])
+        run = Run(run_dir, config, history, best["epoch"] + 1,
+                  {key[4:]: value for key, value in best.items() if key.startswith("val_")})
+        plot_curves(history, work_dir / CURVES_FILE)
+        write_json(work_dir / SUMMARY_FILE, {"best_epoch": run.best_epoch, "best_validation_metrics": run.best_metrics,
+                                              "epochs_trained": len(history), "stopped_early": stopped_early})
+    finally:
+        if not chief:
+            shutil.rmtree(work_dir, ignore_errors=True)
     return run

@@ -1,8 +1,11 @@
 """Training runs: files of the run directory, every task, resume after a kill, determinism, usage errors."""
 
 import csv
+import hashlib
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +18,7 @@ from click.testing import CliRunner
 
 import cli
 from mtunet.errors import ConfigError, DataError
-from mtunet.training import TrainConfig, TrainingDivergedError, load_config, train
+from mtunet.training import TrainConfig, TrainingDivergedError, TrainingInterrupted, load_config, train
 
 RUN_FILES = ["config.json", "splits.json", "history.csv", "best.keras", "curves.png", "summary.json"]
 
@@ -29,6 +32,43 @@ def _options(data_dir, output_dir, **overrides):
 def _history(run_dir):
     with open(run_dir / "history.csv", newline="") as file:
         return list(csv.DictReader(file))
+
+
+def _wait_for_backup(child, run_dir, epochs):
+    """Waits until the training ``child`` has saved ``epochs`` finished epochs in ``run_dir``."""
+    metadata = run_dir / "backup" / "phase1" / "training_metadata.json"
+    deadline = time.monotonic() + 600
+    while not (metadata.exists() and json.loads(metadata.read_text())["epoch"] >= epochs):
+        assert child.poll() is None and time.monotonic() < deadline, "training ended before it could be stopped"
+        time.sleep(0.2)
+
+
+def _digest(weights):
+    return hashlib.sha256(b"".join(np.ascontiguousarray(weight).tobytes() for weight in weights)).hexdigest()
+
+
+class ScriptedValidation(keras.callbacks.Callback):
+    """Put first among a phase's callbacks: replaces the validation loss of epoch i by ``losses[i]`` and presses
+    Ctrl-C (raises KeyboardInterrupt) when epoch ``interrupt_at`` (0-based) begins."""
+
+    def __init__(self, losses, interrupt_at=None):
+        super().__init__()
+        self.losses, self.interrupt_at = losses, interrupt_at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.interrupt_at:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.losses[epoch]
+
+
+def _script_validation(monkeypatch, losses, interrupt_at=None):
+    from mtunet import training
+
+    original = training._callbacks
+    monkeypatch.setattr(training, "_callbacks",
+                        lambda *args: [ScriptedValidation(losses, interrupt_at), *original(*args)])
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +150,7 @@ def test_resume_after_the_process_is_killed(dataset_dir, tmp_path):
         train(**{_options(dataset_dir, run_dir, epochs=4)!r})
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metadata = run_dir / "backup" / "phase1" / "training_metadata.json"
-    deadline = time.monotonic() + 300
-    while not (metadata.exists() and json.loads(metadata.read_text())["epoch"] >= 2):
-        assert child.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
-        time.sleep(0.2)
+    _wait_for_backup(child, run_dir, 2)
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert not (run_dir / "summary.json").exists()
@@ -125,6 +161,165 @@ def test_resume_after_the_process_is_killed(dataset_dir, tmp_path):
     assert (run_dir / "summary.json").is_file()
     with pytest.raises(ConfigError, match=r"has already finished"):
         train(resume=run_dir)
+
+
+def test_ctrl_c_stops_after_saving_says_how_to_resume_and_resume_finishes(dataset_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    arguments = ["train", "--dataset", "folder", "--data-dir", str(dataset_dir), "--weights", "none", "--image-size",
+                 "32", "--batch-size", "8", "--epochs", "4", "--output-dir", str(run_dir)]
+    with open(tmp_path / "stderr", "w+") as stderr:
+        child = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", *arguments],
+                                 stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            _wait_for_backup(child, run_dir, 1)
+            child.send_signal(signal.SIGINT)
+            child.wait(timeout=300)
+        finally:
+            child.kill()
+        stderr.seek(0)
+        message = stderr.read()
+    assert child.returncode == 130, message
+    assert f"continue with: mtunet train --resume {run_dir}" in message and "Traceback" not in message
+    assert not (run_dir / "summary.json").exists()
+
+    run = train(resume=run_dir)
+    assert [int(row["epoch"]) for row in _history(run_dir)] == [0, 1, 2, 3] and len(run.history) == 4
+
+
+def test_early_stopping_state_survives_resume(dataset_dir, tmp_path, monkeypatch):
+    # patience 2: the best epoch is the 2nd, so the run stops after the 4th. A resumed run that forgot the early
+    # stopping state would take the 4th epoch's 0.7 as its best, then improve, and train all 6 epochs.
+    losses = [1.0, 0.5, 0.6, 0.7, 0.4, 0.3]
+    run_dir = tmp_path / "run"
+    options = _options(dataset_dir, run_dir, epochs=6, patience=2, reduce_lr_patience=2, augment=False)
+    _script_validation(monkeypatch, losses, interrupt_at=3)
+    with pytest.raises(TrainingInterrupted, match=rf"3 finished epoch\(s\).*mtunet train --resume {run_dir}$"):
+        train(**options)
+    state = json.loads((run_dir / "backup" / "phase1" / "training_metadata.json").read_text())
+    assert state["early_stopping"] == {"wait": 1, "best": 0.5, "best_epoch": 1}
+    assert state["reduce_lr"] == {"wait": 1, "best": 0.5, "cooldown_counter": 0}
+
+    from mtunet import training
+
+    monkeypatch.undo()
+    models, original = [], training.compile_model
+    monkeypatch.setattr(training, "compile_model", lambda model, *args: (models.append(model), original(model, *args)))
+    _script_validation(monkeypatch, losses)
+    run = train(resume=run_dir)
+    assert [float(row["val_loss"]) for row in _history(run_dir)] == losses[:4]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["best_epoch"] == run.best_epoch == 2
+    # the run ends with the weights of its best epoch, the 2nd, saved as best.keras before the interruption
+    assert _digest(models[-1].get_weights()) == _digest(keras.saving.load_model(run.best_model_path).get_weights())
+    # the learning-rate reduction kept its count too: the 4th epoch is its 2nd without improvement, so it halved
+    assert float(models[-1].optimizer.learning_rate) == pytest.approx(5e-4)
+
+
+def test_resume_between_phases_and_refusal_of_changed_data(folder_dataset, tmp_path, monkeypatch):
+    from mtunet import training
+
+    data_dir = folder_dataset(num_patients=12, images_per_patient=2)
+    run_dir = tmp_path / "run"
+    original = training.compile_model
+    calls = []
+
+    def interrupt_before_fine_tuning(model, *args):
+        calls.append(_digest(model.get_weights()))  # the weights each phase starts from
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        original(model, *args)
+
+    monkeypatch.setattr(training, "compile_model", interrupt_before_fine_tuning)
+    with pytest.raises(TrainingInterrupted, match=r"1 finished epoch"):
+        train(**_options(data_dir, run_dir, epochs=2, unfreeze_after=1))
+    assert len(_history(run_dir)) == 1 and not (run_dir / "backup" / "phase2").exists()
+
+    labels = (data_dir / "labels.csv").read_text()
+    (data_dir / "labels.csv").write_text(labels.replace("benign", "malignant", 1))
+    with pytest.raises(ConfigError, match=rf"^--resume {run_dir}: the data of --dataset folder changed since the "
+                                          r"run started .*config.json\); resume with the same data or start a new run$"):
+        train(resume=run_dir)
+    (data_dir / "labels.csv").write_text(labels)
+
+    monkeypatch.setattr(training, "compile_model", lambda model, *args: (calls.append(_digest(model.get_weights())),
+                                                                         original(model, *args)))
+    run = train(resume=run_dir)
+    assert calls[2] == calls[1], "fine-tuning must start from the weights the frozen phase ended with"
+    assert [int(row["epoch"]) for row in run.history] == [0, 1]
+    assert json.loads((run_dir / "backup" / "phase2" / "training_metadata.json").read_text())["epoch"] == 2
+    assert keras.saving.load_model(run.best_model_path).get_layer("encoder").trainable
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+# Trains in a child process and prints a digest of the model's final trainable weights.
+WORKER_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from mtunet import training
+
+models, original = [], training.compile_model
+training.compile_model = lambda model, *args: (models.append(model), original(model, *args))
+training.train(**OPTIONS)
+weights = [variable.numpy() for variable in models[-1].trainable_weights]
+print("DIGEST", hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in weights)).hexdigest())
+"""
+
+
+def test_multi_worker_training_gives_every_worker_the_same_trainable_weights_and_one_run_directory(dataset_dir, tmp_path):
+    run_dir, scratch = tmp_path / "run", tmp_path / "tmp"
+    scratch.mkdir()
+    options = _options(dataset_dir, run_dir, epochs=1, strategy="multi_worker", augment=False)
+    script = WORKER_SCRIPT.replace("OPTIONS", repr(options))
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        environment = {**os.environ, "TMPDIR": str(scratch),
+                       "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen([sys.executable, "-c", script], env=environment, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+        outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    digests = [[line.split()[1] for line in output.splitlines() if line.startswith("DIGEST")][0] for output in outputs]
+    assert digests[0] == digests[1]
+    # the chief (worker 0) wrote one run: one history row, one TensorBoard writer, the weights it ended with
+    assert len(_history(run_dir)) == 1
+    assert len(list((run_dir / "logs" / "train").glob("events.out.tfevents*"))) == 1
+    best = keras.saving.load_model(run_dir / "best.keras")
+    assert _digest([variable.numpy() for variable in best.trainable_weights]) == digests[0]
+    assert list(scratch.iterdir()) == [], "the other worker's scratch directory must be removed"
+
+
+def test_mirrored_strategy_over_two_cpu_devices(dataset_dir, tmp_path):
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from mtunet.errors import ConfigError
+        from mtunet.training import train
+        try:
+            train(**{_options(dataset_dir, tmp_path / "odd", batch_size=7, strategy="mirrored")!r})
+        except ConfigError as error:
+            print("ERROR", error)
+        run = train(**{_options(dataset_dir, tmp_path / "run", epochs=1, strategy="mirrored")!r})
+        print("EPOCHS", len(run.history))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "ERROR --batch-size 7 is not divisible by the 2 replicas of --strategy mirrored" in result.stdout
+    assert "EPOCHS 1" in result.stdout and not (tmp_path / "odd").exists()
 
 
 def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_model(dataset_dir, tmp_path, monkeypatch):
