@@ -1,11 +1,11 @@
 """Seeded fake ISIC 2018 / HAM10000 download in the official layout, for the isic2018 builder's tests.
 
-``python datasets/isic2018/isic2018_fake_data.py`` rewrites ``dummy_data/``. Task 3: 7 diagnoses x 4 lesions (every
-third lesion photographed twice), 40x30 px JPEGs, one 320x240 px image (shrunk by the 256 px configs), one-hot
-ground truth with values ``1.0`` / ``0.0``, lesion groupings, HAM10000 masks; plus an unreadable JPEG, an image
-without mask and one without a ground-truth row. Task 1: JPEGs with superpixel PNGs beside them (as in the
-official Task 1-2 folder), masks, and an ISIC Archive ``metadata.csv`` naming diagnoses by name, one empty, one
-outside the seven classes; plus an image without mask.
+``python datasets/isic2018/isic2018_fake_data.py`` rewrites ``dummy_data/``. Task 3: 7 diagnoses x 4 lesions (more
+on request, for training runs; every third lesion photographed twice), 40x30 px JPEGs, one 320x240 px image (shrunk
+by the 256 px configs), one-hot ground truth with values ``1.0`` / ``0.0``, lesion groupings, HAM10000 masks; plus
+an unreadable JPEG, an image without mask and one without a ground-truth row. Task 1: JPEGs with superpixel PNGs
+beside them (as in the official Task 1-2 folder), masks, and an ISIC Archive ``metadata.csv`` naming diagnoses by
+name, one empty, one outside the seven classes; plus an image without mask.
 """
 
 import shutil
@@ -34,7 +34,7 @@ def _write_pair(rng, image_path: Path, mask_path: Path | None, height: int, widt
     return image, mask
 
 
-def _write_task3(root: Path, rng) -> FakeDownload:
+def _write_task3(root: Path, rng, lesions_per_diagnosis: int) -> FakeDownload:
     images, masks = root / "ISIC2018_Task3_Training_Input", root / "HAM10000_segmentations_lesion_tschandl"
     truth_dir = root / "ISIC2018_Task3_Training_GroundTruth"
     for folder in (images, masks, truth_dir):
@@ -43,7 +43,7 @@ def _write_task3(root: Path, rng) -> FakeDownload:
     (truth_dir / "LICENSE.txt").write_text("CC BY-NC 4.0\n")
     fake, truth_rows, grouping_rows, number = FakeDownload(), [], [], 24306
     lesions = [(diagnosis, f"HAM_{1000 + 10 * index + lesion:07d}") for index, diagnosis in enumerate(DIAGNOSES)
-               for lesion in range(LESIONS_PER_DIAGNOSIS)]
+               for lesion in range(lesions_per_diagnosis)]
     for position, (diagnosis, lesion) in enumerate(lesions):
         for view in range(2 if position % 3 == 0 else 1):
             example_id = f"ISIC_{number:07d}"
@@ -96,13 +96,21 @@ def _write_task1(root: Path, rng) -> FakeDownload:
     return fake
 
 
-def write_fake_download(root, seed: int = 0) -> dict[str, FakeDownload]:
+def write_fake_download(root, seed: int = 0, lesions_per_diagnosis: int = LESIONS_PER_DIAGNOSIS
+                        ) -> dict[str, FakeDownload]:
     """Writes the fake download into ``root`` (created) and returns what it holds per source: ``{"task3": ...,
-    "task1": ...}``."""
+    "task1": ...}``.
+
+    ``lesions_per_diagnosis`` (1 to 10) sets the Task 3 lesions of each diagnosis. Training needs enough for
+    lesion-grouped validation and test splits of 15% to hold every diagnosis: 8 are (the notebooks' tests use them).
+    """
+    if not 1 <= lesions_per_diagnosis <= 10:
+        raise ValueError(f"lesions_per_diagnosis {lesions_per_diagnosis}: expected 1 to 10 (lesion ids are "
+                         "HAM_<1000 + 10 x diagnosis + lesion>)")
     root = Path(root)
     root.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    return {"task3": _write_task3(root, rng), "task1": _write_task1(root, rng)}
+    return {"task3": _write_task3(root, rng, lesions_per_diagnosis), "task1": _write_task1(root, rng)}
 
 
 if __name__ == "__main__":
