@@ -125,7 +125,10 @@ def test_from_scratch_model_agrees_in_inference_and_training_mode(dataset_dir, t
     # a collapsed model predicts an empty (or full) mask in inference mode whatever training mode predicts
     assert np.abs(inference["mask"] - training_mode["mask"]).mean() < 0.1
     assert np.corrcoef(inference["mask"].ravel(), training_mode["mask"].ravel())[0, 1] > 0.9
-    assert np.abs(inference["label"] - training_mode["label"]).mean() < 0.3
+    # at 32 px the bottleneck is 1 x 1, so training-mode BatchNorm normalises the class features across the images of
+    # the batch and the class probabilities legitimately differ between modes; a collapsed class head shows as one
+    # class for every image in inference mode
+    assert len(np.unique(inference["label"].argmax(axis=1))) == 2
 
 
 @pytest.mark.parametrize("task, outputs", [("segmentation", ["mask"]), ("classification", ["label"])])
