@@ -70,7 +70,7 @@ class TrainConfig:
     task: str = "multi"
     skip_connections: bool = True
     augment: bool = True
-    flip: str = "horizontal_and_vertical"
+    flip: str = "horizontal"
     patience: int = 10
     reduce_lr_patience: int = 3
     seed: int = 0

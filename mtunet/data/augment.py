@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from mtunet.errors import ConfigError
 
-# The paper flips both ways. For ultrasound, where the transducer (skin) is at the top, "horizontal" keeps images real.
+# Left-right flips by default: ultrasound (transducer at the top, acoustic shadows below a lesion), chest X-rays and
+# MRI slices have an up and a down that a vertical flip makes unreal. Dermoscopy has none: "horizontal_and_vertical".
 FLIP_MODES = ("horizontal_and_vertical", "horizontal", "vertical", "none")
 ROTATION_DEGREES = 15.0
 SHEAR_FACTOR = 0.1  # shifts pixels up to 10% of the image across
@@ -24,7 +25,7 @@ class Augmenter:
     a pipeline reproducible.
     """
 
-    def __init__(self, seed: int = 0, flip: str = "horizontal_and_vertical"):
+    def __init__(self, seed: int = 0, flip: str = "horizontal"):
         if flip not in FLIP_MODES:
             raise ConfigError(f"unknown flip {flip!r}; expected one of: {', '.join(FLIP_MODES)}")
         flips = [] if flip == "none" else [keras.layers.RandomFlip(flip, seed=seed)]

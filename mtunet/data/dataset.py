@@ -148,7 +148,7 @@ class LoadedDataset:
         return examples, min(len(positions), max(held, MIN_SHUFFLE_BUFFER))
 
     def pipeline(self, split: str, *, batch_size: int, training: bool, augment: bool = True, seed: int = 0,
-                 flip: str = "horizontal_and_vertical", drop_remainder: bool = False):
+                 flip: str = "horizontal", drop_remainder: bool = False):
         """A ``tf.data.Dataset`` of ``(images, {"label": one_hot, "mask": masks})`` batches of ``split``.
 
         Images are float32 ``(B, S, S, C)`` raw 0-255, labels float32 ``(B, num_classes)``, masks float32

@@ -6,7 +6,7 @@ from mtunet.data.augment import Augmenter
 
 
 def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classes: int, batch_size: int,
-                   training: bool, augment: bool = True, seed: int = 0, flip: str = "horizontal_and_vertical",
+                   training: bool, augment: bool = True, seed: int = 0, flip: str = "horizontal",
                    drop_remainder: bool = False) -> tf.data.Dataset:
     """A finite dataset of batches ``(images, {"label": ..., "mask": ...})``.
 
@@ -20,8 +20,8 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
             order of ``examples`` and never augments.
         augment: random flip, rotation and shear (see ``mtunet.data.augment``) when ``training``.
         seed: seed of the shuffling and augmentation.
-        flip: flips of the augmentation: ``"horizontal_and_vertical"`` (the paper's), ``"horizontal"`` (ultrasound),
-            ``"vertical"`` or ``"none"``.
+        flip: flips of the augmentation: ``"horizontal"`` (left-right, the default), ``"horizontal_and_vertical"``
+            (dermoscopy), ``"vertical"`` or ``"none"``.
         drop_remainder: drop a last batch smaller than ``batch_size``.
 
     Returns:
