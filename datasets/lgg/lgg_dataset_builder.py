@@ -17,8 +17,9 @@ CASES = Source("kaggle_3m", "the Kaggle dataset mateuszbuda/lgg-mri-segmentation
 CLINICAL = Source("kaggle_3m/data.csv", "the Kaggle dataset mateuszbuda/lgg-mri-segmentation (archive.zip)", PAGE)
 
 TUMOR_CLASSES = ["no_tumor", "tumor"]
-# data.csv codes histological_type 1-3; the Kaggle page does not name them. The codes follow the order in which
-# Buda et al. 2019 (Comput Biol Med 109:218-225, Table 1) and TCGA list the LGG histological types.
+# data.csv codes histological_type 1-3 and no page of the dataset's authors names them. The mapping was checked
+# against the histology TCGA records for six of its patients (codes 1 and 3; 2 is TCGA's remaining LGG type):
+# see "Histology codes" in datasets/lgg/README.md for the patients and sources.
 HISTOLOGY_CODES = {1: "astrocytoma", 2: "oligoastrocytoma", 3: "oligodendroglioma"}
 
 
