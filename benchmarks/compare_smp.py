@@ -6,13 +6,11 @@
 
 mtunet runs under the Python that runs this script (TensorFlow); smp under ``--smp-python``, a separate virtual
 environment made from ``benchmarks/requirements-smp.txt`` (torch is never a dependency of mtunet). Both build the
-same model as far as both allow: MobileNetV2 encoder with random weights, U-Net decoder with channels
-(256, 128, 64, 32, 16) and bilinear upsampling, a 3x3 one-channel mask head, a pooled dropout-dense class head on
-the deepest feature (2 classes), loss 5 x BCE + class-weighted cross-entropy, Adam 1e-3, batch 16. What differs: the
-encoder features each library feeds to the decoder (mtunet: the expanded activations inside Keras's MobileNetV2
-blocks, 96 / 144 / 192 / 576 channels; smp: the block outputs of torchvision's, 16 / 24 / 32 / 96), so mtunet's decoder does more
-work; the script prints both models' parameter counts. mtunet's training step also updates its metrics (accuracy, AUC,
-Dice, IoU), as in ``mtunet train``.
+same model as far as both allow: MobileNetV2 encoder with random weights taking its skips from the block outputs
+(16 / 24 / 32 / 96 channels), U-Net decoder with channels (256, 128, 64, 32, 16) and nearest-neighbour upsampling
+(smp's default), a 3x3 one-channel mask head, a pooled dropout-dense class head on the deepest feature (2 classes),
+loss 5 x BCE + class-weighted cross-entropy, Adam 1e-3, batch 16; the script prints both models' parameter counts.
+mtunet's training step also updates its metrics (accuracy, AUC, Dice, IoU), as in ``mtunet train``.
 
 Each scenario (training at each size, inference) starts one fresh process per library, so its peak resident memory is
 its own; both are limited to ``--threads`` intra-op and inter-op threads (and OMP_NUM_THREADS, with
@@ -111,7 +109,7 @@ class SmpWorker:
         training = mode == "train"
         # logits while training (BCEWithLogits, cross-entropy), probabilities in inference, as mtunet's outputs
         model = smp.Unet("mobilenet_v2", encoder_weights=None, decoder_channels=DECODER_CHANNELS,
-                         decoder_interpolation="bilinear", classes=1, activation=None if training else "sigmoid",
+                         classes=1, activation=None if training else "sigmoid",
                          aux_params={"classes": NUM_CLASSES, "dropout": 0.3,
                                      "activation": None if training else "softmax"})
         self.parameters = sum(parameter.numel() for parameter in model.parameters())

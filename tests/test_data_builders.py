@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from cli import main
 from mtunet.data import DATASETS, builder_testing, load_dataset, prepare_dataset
 from mtunet.data.builders import DATASETS_DIR
+from mtunet.data.manual import Source, read_table
 from mtunet.errors import ConfigError, DataError
 
 LGG_DOWNLOAD = DATASETS_DIR / "lgg" / "dummy_data"  # the lgg builder's fake download, only read
@@ -80,3 +81,20 @@ def test_a_run_of_a_builder_config_gets_a_flat_default_directory():
 
     directory = TrainConfig(dataset="isic2018/task1_512").default_output_dir()
     assert directory.parent.name == "runs" and directory.name.endswith("-mobilenetv2-isic2018-task1_512")
+
+
+@pytest.mark.parametrize("separator", [",", ";"])
+def test_a_table_is_read_with_commas_or_with_the_semicolons_of_a_resaved_spreadsheet(tmp_path, separator):
+    path = tmp_path / "data.csv"
+    path.write_text(separator.join(["Patient", "histological_type"]) + "\n"
+                    + separator.join(["TCGA_CS_4941", " 1"]) + "\n")
+    table = read_table(path, ["Patient", "histological_type"], Source("data.csv", "lgg.zip", "https://example.org"))
+    assert table.to_dict("records") == [{"Patient": "TCGA_CS_4941", "histological_type": "1"}]
+
+
+def test_a_table_without_the_expected_columns_names_file_columns_and_download(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("Patient,grade\nTCGA_CS_4941,1\n")
+    with pytest.raises(DataError, match=r"data.csv has no column\(s\) histological_type; expected the columns "
+                                        r"Patient, histological_type of lgg.zip \(https://example.org\)"):
+        read_table(path, ["Patient", "histological_type"], Source("data.csv", "lgg.zip", "https://example.org"))

@@ -55,12 +55,15 @@ def require(root, *sources: Source, folder: bool = False):
 
 
 def read_table(path, columns, source: Source):
-    """``path`` read as a CSV with every column stripped of spaces and read as text; ``DataError`` unless it has
-    ``columns``."""
+    """``path`` read as a CSV (comma- or, as spreadsheets re-save them in many locales, semicolon-separated) with every
+    column stripped of spaces and read as text; ``DataError`` unless it has ``columns``."""
     import pandas as pd
 
     try:
-        table = pd.read_csv(str(path), dtype=str, keep_default_na=False, skipinitialspace=True)
+        with open(path, encoding="utf-8") as file:
+            header = file.readline()
+        separator = ";" if header.count(";") > header.count(",") else ","
+        table = pd.read_csv(str(path), sep=separator, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise DataError(f"{path} cannot be read as CSV ({type(error).__name__}); expected {source.path} from "
                         f"{source.download} ({source.page})") from None
