@@ -243,6 +243,8 @@ TRAIN_OPTIONS = [
                  help="Deterministic TensorFlow ops (slower): the same seed gives the same numbers."),
     click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU."),
     click.option("--jit-compile", is_flag=True, help="Compile the training step with XLA."),
+    click.option("--precise-bn/--no-precise-bn", default=True, show_default=True,
+                 help="Re-estimate BatchNorm statistics on the training images before each validation."),
     click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "tpu", "multi_worker"]),
                  default="auto", show_default=True),
     SKIP_BAD_FILES,

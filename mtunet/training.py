@@ -15,6 +15,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from mtunet.batchnorm import PreciseBatchNorm
 from mtunet.data.augment import FLIP_MODES
 from mtunet.distribute import STRATEGIES, is_chief, select_strategy
 from mtunet.errors import ConfigError, MtunetError
@@ -80,6 +81,7 @@ class TrainConfig:
     deterministic: bool = False
     mixed_precision: bool = False
     jit_compile: bool = False
+    precise_bn: bool = True
     strategy: str = "auto"
     output_dir: str | None = None
     skip_bad_files: bool = False
@@ -449,8 +451,9 @@ def _working_directory(run_dir, chief) -> pathlib.Path:
     return scratch
 
 
-def _pipelines(data, config, replicas, output_names) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """The training and validation pipelines, with the targets of ``output_names``.
+def _pipelines(data, config, replicas, output_names) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
+    """The training, validation and BatchNorm-statistics pipelines, with the targets of ``output_names``; the last
+    is the training split in order, not augmented, like the images the model will be used on.
 
     With several replicas, each global batch is split between them, and a replica given no example fails. So the
     training pipeline drops its last partial batch (a different one every epoch, and static shapes for TPUs), and the
@@ -464,7 +467,8 @@ def _pipelines(data, config, replicas, output_names) -> tuple[tf.data.Dataset, t
                                seed=config.seed, flip=config.flip, drop_remainder=replicas > 1)
     validation_data = data.pipeline("validation", batch_size=config.batch_size, training=False,
                                     drop_remainder=drop_validation)
-    return _select_outputs(train_data, output_names), _select_outputs(validation_data, output_names)
+    statistics_data = data.pipeline("train", batch_size=config.batch_size, training=False)
+    return tuple(_select_outputs(pipeline, output_names) for pipeline in (train_data, validation_data, statistics_data))
 
 
 def _phases(config) -> list[tuple[bool, int]]:
@@ -474,13 +478,15 @@ def _phases(config) -> list[tuple[bool, int]]:
     return [(config.freeze_encoder, config.epochs)]
 
 
-def _callbacks(work_dir, backup_dir, early_stopping, reduce_lr, nan_guard) -> list[keras.callbacks.Callback]:
+def _callbacks(work_dir, backup_dir, early_stopping, reduce_lr, nan_guard,
+               precise_bn) -> list[keras.callbacks.Callback]:
     """The callbacks of one phase. Their order matters at the end of an epoch: the learning-rate reduction first (it
     adds the epoch's rate to the logs, for history.csv), the history row before the backup (a kill between the two
     repeats the epoch, and the resumed run truncates the history to the backup), and early stopping and the rate
-    reduction before the backup, which saves their state."""
+    reduction before the backup, which saves their state. ``precise_bn`` (or None) acts before each validation."""
     previous = _read_history(work_dir / HISTORY_FILE)
-    return [*([reduce_lr] if reduce_lr else []),
+    return [*([precise_bn] if precise_bn else []),
+            *([reduce_lr] if reduce_lr else []),
             nan_guard,
             keras.callbacks.CSVLogger(work_dir / HISTORY_FILE, append=True),
             early_stopping,
@@ -500,6 +506,7 @@ class _Training:
     class_weights: object
     train_data: tf.data.Dataset
     validation_data: tf.data.Dataset
+    statistics_data: tf.data.Dataset
     work_dir: pathlib.Path
 
     def run_phases(self) -> bool:
@@ -534,8 +541,11 @@ class _Training:
         reduce_lr = (ResumableReduceLROnPlateau(config.reduce_lr_patience, config.learning_rate,
                                                 restored and restored["reduce_lr"])
                      if config.reduce_lr_patience else None)
+        # TPUs run the model only inside the compiled training and validation steps, not eagerly in a callback.
+        precise_bn = (PreciseBatchNorm(self.statistics_data)
+                      if config.precise_bn and not isinstance(self.strategy, tf.distribute.TPUStrategy) else None)
         callbacks = _callbacks(self.work_dir, backup_dir, ResumableEarlyStopping(config.patience, restored), reduce_lr,
-                               nan_guard)
+                               nan_guard, precise_bn)
         self.model.fit(self.train_data, validation_data=self.validation_data, epochs=last_epoch,
                        initial_epoch=initial_epoch, callbacks=callbacks)
         if nan_guard.failed_epoch is not None:
