@@ -21,11 +21,10 @@ if typing.TYPE_CHECKING:  # TensorFlow is imported when the demo runs, so the CL
 
 DEMO_IMAGE_SIZE = 64
 DEMO_EPOCHS = 10
-# Training options of the demo beyond TrainConfig's (the paper's) defaults. From scratch at 64 px, with the paper's 5:1
-# loss weights, the class head had not learned the synthetic classes after 10 epochs (test balanced accuracy 0.33-0.41
-# for 3 classes), and the kept epoch, the one of the lowest validation loss, was chosen by the mask's loss alone.
-# Equal weights give the encoder as much of the class's gradient as of the mask's and make the validation loss
-# count the class; batches of 16 give twice as many steps in the same time on a CPU.
+# Training options of the demo beyond TrainConfig's (the paper's) defaults. With the paper's 5:1 loss weights the kept
+# epoch (the lowest validation loss) was chosen by the mask's loss alone, and the class head kept was at chance (test
+# balanced accuracy 0.33 after 10 epochs at 64 px). Equal weights make the validation loss count the class and give
+# the encoder as much of the class's gradient as of the mask's; batches of 16 give twice the steps in the same time.
 DEMO_OPTIONS = {"loss_weights": (1.0, 1.0), "batch_size": 16}
 DEMO_IMAGES = 4  # test images the demo predicts with its exported model
 DEMO_GRADCAM_IMAGES = 8  # test images in the demo's Grad-CAM gallery
