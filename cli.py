@@ -12,6 +12,8 @@ import os
 
 import click
 
+from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
+
 # === Shared options: defined once, the same meaning in every command ===
 ENCODER = click.option(
     "--encoder", default="mobilenetv2", show_default=True,
@@ -39,9 +41,6 @@ SKIP_BAD_FILES = click.option(
     "--skip-bad-files", is_flag=True,
     help="Leave unreadable or inconsistent files out (and list them) instead of stopping with an error.",
 )
-
-
-DEMO_IMAGES = 4  # test images the demo predicts with its exported model
 
 
 def _quiet_tensorflow():
@@ -420,7 +419,8 @@ def predict(model_or_export, inputs, output_dir, threshold, batch_size):
 @click.option("--target-class", default="predicted", show_default=True,
               help="Class whose score is explained: 'predicted' (each image's own) or a class name.")
 @click.option("--layer", default="auto", show_default=True,
-              help="Feature map: 'auto' (the encoder's bottleneck) or the name of any layer, also inside the encoder.")
+              help="Feature map: 'auto' (the encoder's bottleneck, or a finer encoder feature when the bottleneck is "
+                   "under 4 x 4) or the name of any layer, also inside the encoder.")
 @click.option("--head", type=click.Choice(["label", "mask"]), default="label", show_default=True,
               help="label: Grad-CAM of the class score; mask: Seg-Grad-CAM of the summed mask logits.")
 @click.pass_context
@@ -447,38 +447,31 @@ def gradcam(ctx, run_or_model, images, split, output_dir, num_images, target_cla
     click.echo(f"{len(summary['images'])} image(s); gallery: {summary['index']}")
 
 
-DEMO_GRADCAM_IMAGES = 8  # test images in the demo's Grad-CAM gallery
-
-
 @main.command()
 @click.option("--output-dir", type=click.Path(), default=None,
               help="The run directory [default: runs/<date>-mobilenetv2-synthetic].")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEMO_EPOCHS, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=32), default=DEMO_IMAGE_SIZE, show_default=True,
+              help="Square training size in pixels; a multiple of 32.")
 @user_errors_as_messages
-def demo(output_dir, epochs):
-    """Train MobileNetV2 from scratch on the built-in synthetic dataset (64 px), evaluate it on its test split, export
-    it as a SavedModel, predict a few test images with the export and write a Grad-CAM gallery of test images."""
-    from mtunet.data.splits import Splits
-    from mtunet.data.synthetic import NATIVE_SIZE, write_example_images
-    from mtunet.export import export_model
-    from mtunet.gradcam_gallery import prepare_gallery
-    from mtunet.run_evaluation import evaluate_run
-    from mtunet.training import SPLITS_FILE, TrainConfig, train as run_training
+def demo(output_dir, epochs, image_size):
+    """Train MobileNetV2 from scratch on the built-in synthetic dataset, evaluate it on its test split, export it as a
+    SavedModel, predict a few test images with the export and write a Grad-CAM gallery of test images."""
+    from mtunet.data.synthetic import NATIVE_SIZE
+    from mtunet.demo import run_demo
 
-    run = run_training(TrainConfig(encoder="mobilenetv2", weights=None, dataset="synthetic", image_size=64,
-                                   epochs=epochs, output_dir=output_dir))
-    click.echo(f"run directory: {run.directory}")
-    _echo_evaluation(evaluate_run(run.directory))
-    exported = export_model(run.directory, run.directory / "export")
-    _echo_export(exported)
-    images = write_example_images(Splits.load(run.directory / SPLITS_FILE)["test"][:DEMO_IMAGES],
-                                  run.directory / "demo_images")
-    predictions = _predict_with_progress(exported.directory, images, run.directory / "predictions", 0.5, 16)
-    click.echo(f"exported model: {exported.directory}; {len(predictions.table)} test images at their native "
-               f"{NATIVE_SIZE} px ({images[0].parent}) predicted with it: {predictions.csv_path} (masks and overlays "
-               "beside it)")
-    gallery = prepare_gallery(run.directory, split="test", num_images=DEMO_GRADCAM_IMAGES).write()
-    click.echo(f"Grad-CAM gallery: {gallery['index']}")
+    result = run_demo(output_dir, epochs=epochs, image_size=image_size)
+    click.echo(f"run directory: {result.run.directory}")
+    _echo_evaluation(result.evaluation)
+    gradcam = result.evaluation.get("gradcam")
+    if gradcam:
+        click.echo(f"Grad-CAM of the class head ({gradcam['layer']}): pointing game hit rate "
+                   f"{gradcam['pointing_game_hit_rate']:.3f} (chance {gradcam['pointing_game_chance']:.3f})")
+    _echo_export(result.export)
+    click.echo(f"exported model: {result.export.directory}; {len(result.predictions.table)} test images at their "
+               f"native {NATIVE_SIZE} px ({result.images[0].parent}) predicted with it: {result.predictions.csv_path} "
+               "(masks and overlays beside it)")
+    click.echo(f"Grad-CAM gallery: {result.gallery['index']}")
 
 
 @main.group()

@@ -40,6 +40,8 @@ _PUBLIC_API = {
     "localisation_scores": "mtunet.gradcam",
     "gradcam_section": "mtunet.gradcam",
     "prepare_gallery": "mtunet.gradcam_gallery",
+    "run_demo": "mtunet.demo",
+    "DemoResult": "mtunet.demo",
     "MtunetError": "mtunet.errors",
     "ConfigError": "mtunet.errors",
     "DataError": "mtunet.errors",

@@ -26,6 +26,10 @@ HEADS = {"label": "label_logits", "mask": "mask_logits"}  # --head -> the layer 
 # --layer auto: the class head's own input, the encoder's bottleneck; for the mask, whose detail arrives through the
 # skip connections rather than the bottleneck (where Seg-Grad-CAM is all zero), the last decoder stage at stride 2
 DEFAULT_LAYERS = {"label": "bottleneck", "mask": "decoder_stage4_conv2_relu"}
+# A bottleneck smaller than this many cells a side (a 32-64 px input at stride 32) cannot point at a lesion: upsampled,
+# a 2 x 2 map peaks on a 16 x 16 corner block. The class head's Grad-CAM then goes down to the deepest encoder feature
+# (pyramid level) that is at least this size, e.g. stride 16 at 64 px; Selvaraju's bottleneck from 128 px up.
+MIN_CAM_SIDE = 4
 
 
 @dataclasses.dataclass
@@ -98,14 +102,34 @@ def _with_feature(model, path):
     return keras.Model(rebuilt.inputs, (rebuilt.output, captured[0]))
 
 
+def _auto_layer(model, head) -> str:
+    """The layer ``--layer auto`` stands for (see ``DEFAULT_LAYERS`` and ``MIN_CAM_SIDE``)."""
+    default = DEFAULT_LAYERS[head]
+    bottleneck, encoder = _layer_path(model, default), _layer_path(model, "encoder")
+    if head != "label" or not bottleneck or not encoder or not isinstance(encoder[-1], keras.Model):
+        return default
+    if min(side or MIN_CAM_SIDE for side in bottleneck[-1].output.shape[1:3]) >= MIN_CAM_SIDE:
+        return default
+    # the encoder's outputs are its pyramid levels, P1 (finest) to P5 (the bottleneck), as mtunet.encoders builds it
+    encoder = encoder[-1]
+    outputs = encoder.output if isinstance(encoder.output, dict) else {}
+    layers = {id(layer.output): layer.name for layer in encoder.layers if _is_feature_map(layer)}
+    for level in sorted(outputs, reverse=True):
+        feature = outputs[level]
+        if id(feature) in layers and min(feature.shape[1:3]) >= MIN_CAM_SIDE:
+            return layers[id(feature)]
+    return default
+
+
 class GradCam:
     """Grad-CAM of one head of a model at one feature layer; the gradient model is built once, on shared weights.
 
     Args:
         model: a model built by mtunet (or any functional model with a ``label_logits`` and/or ``mask_logits``
             layer), taking raw 0-255 pixels.
-        layer: ``"auto"`` (``"bottleneck"`` for the label, ``"decoder_stage4_conv2_relu"`` for the mask) or the name of any layer with a
-            ``(batch, h, w, channels)`` output, also inside the nested ``encoder``.
+        layer: ``"auto"`` (for the label ``"bottleneck"``, or the deepest encoder feature at least ``MIN_CAM_SIDE``
+            cells a side when the bottleneck is smaller; ``"decoder_stage4_conv2_relu"`` for the mask) or the name of
+            any layer with a ``(batch, h, w, channels)`` output, also inside the nested ``encoder``.
         head: ``"label"`` (the class score before the softmax) or ``"mask"`` (Seg-Grad-CAM: the mask logits summed
             over every pixel).
 
@@ -121,7 +145,7 @@ class GradCam:
         if head not in logit_layers:
             raise ConfigError(f"--head {head}: model {model.name!r} has no {head} head (layer {HEADS[head]!r})")
         self.model, self.head = model, head
-        self.layer = DEFAULT_LAYERS[head] if layer == "auto" else layer
+        self.layer = _auto_layer(model, head) if layer == "auto" else layer
         path = _layer_path(model, self.layer)
         if path is None or not _is_feature_map(path[-1]):
             valid = feature_layer_names(model)

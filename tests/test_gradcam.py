@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 import cli
 from mtunet.errors import ConfigError
-from mtunet.gradcam import GradCam, localisation_scores, mass_in_lesion, pointing_game
+from mtunet.encoders import get_encoder
+from mtunet.gradcam import MIN_CAM_SIDE, GradCam, localisation_scores, mass_in_lesion, pointing_game
 
 SIZE, CHANNELS, FEATURES, CLASSES = 4, 2, 3, 2
 
@@ -148,11 +149,16 @@ def test_nested_encoder_layers_of_an_mtunet_model(run_dir):
 
     model = load_model(run_dir / "best.keras")
     images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 1)).astype(np.float32)
-    bottleneck = GradCam(model)(images).heatmaps
+    bottleneck = GradCam(model, layer="bottleneck")(images).heatmaps
     # "bottleneck" is an Identity on the encoder's last layer, out_relu: the same map through the nested model
     np.testing.assert_allclose(GradCam(model, layer="out_relu")(images).heatmaps, bottleneck, rtol=1e-4,
                                atol=1e-4 * bottleneck.max())
     assert bottleneck.shape == (2, 32, 32) and bottleneck.max() > 0
+    # at 32 px the bottleneck is 1 x 1, a map that cannot point anywhere: "auto" takes the deepest encoder feature at
+    # least MIN_CAM_SIDE cells a side, the stride-8 pyramid level P3 (4 x 4)
+    auto = GradCam(model)
+    assert MIN_CAM_SIDE == 4 and auto.layer == get_encoder("mobilenetv2").pyramid_layers[2]
+    assert auto(images).heatmaps.shape == (2, 32, 32)
     deeper = GradCam(model, head="mask", layer="block_6_expand_relu")(images)
     assert deeper.heatmaps.shape == (2, 32, 32) and deeper.heatmaps.min() >= 0 and deeper.masks.shape == (2, 32, 32)
     # Seg-Grad-CAM's own default: the decoder's stride-2 stage, where the skip connections have brought the detail
