@@ -21,11 +21,6 @@ if typing.TYPE_CHECKING:  # TensorFlow is imported when the demo runs, so the CL
 
 DEMO_IMAGE_SIZE = 64
 DEMO_EPOCHS = 10
-# Training options of the demo beyond TrainConfig's (the paper's) defaults. With the paper's 5:1 loss weights the kept
-# epoch (the lowest validation loss) was chosen by the mask's loss alone, and the class head kept was at chance (test
-# balanced accuracy 0.33 after 10 epochs at 64 px). Equal weights make the validation loss count the class and give
-# the encoder as much of the class's gradient as of the mask's; batches of 16 give twice the steps in the same time.
-DEMO_OPTIONS = {"loss_weights": (1.0, 1.0), "batch_size": 16}
 DEMO_IMAGES = 4  # test images the demo predicts with its exported model
 DEMO_GRADCAM_IMAGES = 8  # test images in the demo's Grad-CAM gallery
 
@@ -74,7 +69,7 @@ def run_demo(output_dir=None, *, epochs: int = DEMO_EPOCHS, image_size: int = DE
     from mtunet.training import SPLITS_FILE, TrainConfig, train
 
     run = train(TrainConfig(encoder="mobilenetv2", weights=None, dataset="synthetic", data_dir=data_dir,
-                            image_size=image_size, epochs=epochs, output_dir=output_dir, **DEMO_OPTIONS))
+                            image_size=image_size, epochs=epochs, output_dir=output_dir))
     evaluation = evaluate_run(run.directory)
     exported = export_model(run.directory, run.directory / "export")
     test_ids = Splits.load(run.directory / SPLITS_FILE)["test"]
