@@ -173,8 +173,10 @@ def _write_tflite(trained: TrainedModel, directory: pathlib.Path, variants) -> d
         # keras's own LiteRT export writes a fresh SavedModel for each call; one SavedModel serves all variants
         archive = keras.export.ExportArchive()
         archive.track(trained.model)
+        # one image per call, as on a device: with a batch of unknown size, the decoder's nearest-neighbour upsampling
+        # (ops.repeat) loses the static channel count that TFLite's built-in convolution needs
         archive.add_endpoint("serving_default", functools.partial(trained.model.__call__, training=False),
-                             input_signature=[tf.TensorSpec((None, size, size, channels), tf.float32, name="images")])
+                             input_signature=[tf.TensorSpec((1, size, size, channels), tf.float32, name="images")])
         archive.write_out(saved_model_dir, verbose=False)
         for variant in variants:
             content = _convert_tflite(saved_model_dir, variant)
