@@ -7,7 +7,7 @@ import threading
 
 import keras
 
-# Images over which the statistics are averaged; a few hundred already estimate them well (Wu & Johnson, 2021).
+# Images over which the statistics are averaged: every training image of a small dataset, a sample of a large one.
 PRECISE_BN_IMAGES = 1024
 
 
@@ -27,7 +27,7 @@ def estimate_batchnorm_statistics(model: keras.Model, batches, max_images: int =
 
     Args:
         model: the model to update in place.
-        batches: an iterable of ``(images, targets)`` batches, e.g. the training split without augmentation.
+        batches: an iterator of ``(images, targets)`` batches, e.g. the training split without augmentation.
         max_images: stop after the batch that reaches this many images.
 
     Returns:
@@ -57,8 +57,9 @@ def estimate_batchnorm_statistics(model: keras.Model, batches, max_images: int =
 def _interrupt_after():
     """Holds a Ctrl-C (SIGINT) that arrives inside the block and raises it as ``KeyboardInterrupt`` at its end.
 
-    Inside TensorFlow's eager iteration a KeyboardInterrupt can be lost (the training then goes on as if no Ctrl-C
-    had been pressed); deferring it to the end of the block keeps it. Outside the main thread, where Python cannot
+    A Ctrl-C sent during this pass was once lost (a CI run trained on as if none had been pressed, with the
+    KeyboardInterrupt presumably raised inside TensorFlow's eager iteration); deferring it to the end of the block
+    keeps it. Outside the main thread, where Python cannot
     set signal handlers, the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
