@@ -59,8 +59,7 @@ def _interrupt_after():
 
     A Ctrl-C sent during this pass was once lost (a CI run trained on as if none had been pressed, with the
     KeyboardInterrupt presumably raised inside TensorFlow's eager iteration); deferring it to the end of the block
-    keeps it. Outside the main thread, where Python cannot
-    set signal handlers, the block runs unchanged.
+    keeps it. Outside the main thread, where Python cannot set signal handlers, the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
