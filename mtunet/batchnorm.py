@@ -1,9 +1,6 @@
 """Precise BatchNorm statistics: the moving mean and variance re-estimated under the weights the model has now."""
 
-import contextlib
 import itertools
-import signal
-import threading
 
 import keras
 
@@ -53,27 +50,6 @@ def estimate_batchnorm_statistics(model: keras.Model, batches, max_images: int =
     return seen
 
 
-@contextlib.contextmanager
-def _interrupt_after():
-    """Holds a Ctrl-C (SIGINT) that arrives inside the block and raises it as ``KeyboardInterrupt`` at its end.
-
-    A Ctrl-C sent during this pass was once lost (a CI run trained on as if none had been pressed, with the
-    KeyboardInterrupt presumably raised inside TensorFlow's eager iteration); deferring it to the end of the block
-    keeps it. Outside the main thread, where Python cannot set signal handlers, the block runs unchanged.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
 class PreciseBatchNorm(keras.callbacks.Callback):
     """Before every validation in ``fit``, re-estimates the BatchNorm moving statistics on ``batches``.
 
@@ -95,5 +71,4 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.batches, self.max_images = batches, max_images
 
     def on_test_begin(self, logs=None):
-        with _interrupt_after():
-            estimate_batchnorm_statistics(self.model, iter(self.batches), self.max_images)
+        estimate_batchnorm_statistics(self.model, iter(self.batches), self.max_images)

@@ -56,17 +56,3 @@ def test_after_estimation_inference_matches_training_mode_on_the_same_batch(mome
     after = np.abs(model(images, training=False) - model(images, training=True)).max()
     assert before > 1.0 and after < 1e-2
 
-
-def test_a_ctrl_c_during_the_estimation_is_kept_and_raised_at_its_end():
-    import os
-    import signal
-
-    from mtunet.batchnorm import _interrupt_after
-
-    finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with _interrupt_after():
-            os.kill(os.getpid(), signal.SIGINT)
-            finished.append(True)
-    assert finished == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -184,7 +184,10 @@ def test_ctrl_c_stops_after_saving_says_how_to_resume_and_resume_finishes(datase
     arguments = ["train", "--dataset", "folder", "--data-dir", str(dataset_dir), "--weights", "none", "--image-size",
                  "32", "--batch-size", "8", "--epochs", "4", "--output-dir", str(run_dir)]
     with open(tmp_path / "stderr", "w+") as stderr:
-        child = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", *arguments],
+        # Ctrl-C as in a terminal: a process started in the background by a non-interactive shell (as CI may start
+        # the suite) inherits SIGINT ignored
+        entry = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); import cli; cli.main()"
+        child = subprocess.Popen([sys.executable, "-c", entry, *arguments],
                                  stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             _wait_for_backup(child, run_dir, 1)
