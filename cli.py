@@ -230,8 +230,8 @@ TRAIN_OPTIONS = [
     click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images."),
     click.option("--flip", type=click.Choice(["horizontal_and_vertical", "horizontal", "vertical", "none"]),
                  default="horizontal", show_default=True,
-                 help="Flips of the augmentation; left-right only by default (ultrasound, X-ray and MRI have an up and a down); "
-                      "'horizontal_and_vertical' for dermoscopy."),
+                 help="Flips of the augmentation; left-right only by default (ultrasound, X-ray and MRI have an up "
+                      "and a down); 'horizontal_and_vertical' for dermoscopy."),
     click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
                  help="Epochs without a better validation loss before early stopping."),
     click.option("--reduce-lr-patience", type=click.IntRange(min=0), default=3, show_default=True,

@@ -1,7 +1,5 @@
 """Precise BatchNorm statistics: the moving mean and variance re-estimated under the weights the model has now."""
 
-import itertools
-
 import keras
 
 # Images over which the statistics are averaged: every training image of a small dataset, a sample of a large one.
@@ -24,7 +22,7 @@ def estimate_batchnorm_statistics(model: keras.Model, batches, max_images: int =
 
     Args:
         model: the model to update in place.
-        batches: an iterator of ``(images, targets)`` batches, e.g. the training split without augmentation.
+        batches: an iterable of ``(images, targets)`` batches, e.g. the training split without augmentation.
         max_images: stop after the batch that reaches this many images.
 
     Returns:
@@ -34,16 +32,13 @@ def estimate_batchnorm_statistics(model: keras.Model, batches, max_images: int =
     momenta = [layer.momentum for layer in layers]
     seen = 0
     try:
-        for index in itertools.count():
-            if seen >= max_images or not layers:
-                break
-            batch = next(batches, None)
-            if batch is None:
-                break
+        for index, (images, _) in enumerate(batches if layers else []):
             for layer in layers:
                 layer.momentum = index / (index + 1)
-            model(batch[0], training=True)
-            seen += int(batch[0].shape[0])
+            model(images, training=True)
+            seen += int(images.shape[0])
+            if seen >= max_images:
+                break
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
@@ -71,4 +66,4 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.batches, self.max_images = batches, max_images
 
     def on_test_begin(self, logs=None):
-        estimate_batchnorm_statistics(self.model, iter(self.batches), self.max_images)
+        estimate_batchnorm_statistics(self.model, self.batches, self.max_images)

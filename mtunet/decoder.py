@@ -13,8 +13,8 @@ def apply_conv_block(x, filters, name):
 
 
 def apply_decoder_block(x, skip, filters, name):
-    """Upsamples ``x`` by 2 (nearest neighbour, as U-Net implementations such as smp do; its gradient is far cheaper than
-    bilinear's on CPU), concatenates ``skip`` when given, then two conv blocks.
+    """Upsamples ``x`` by 2 (nearest neighbour, as U-Net implementations such as smp do; its gradient is far cheaper
+    than bilinear's on CPU), concatenates ``skip`` when given, then two conv blocks.
 
     Layers are named ``{name}_upsample``, ``{name}_concat`` (only with a skip), ``{name}_conv1_*``, ``{name}_conv2_*``.
     """
