@@ -420,7 +420,7 @@ def predict(model_or_export, inputs, output_dir, threshold, batch_size):
               help="Class whose score is explained: 'predicted' (each image's own) or a class name.")
 @click.option("--layer", default="auto", show_default=True,
               help="Feature map: 'auto' (the encoder's bottleneck, or a finer encoder feature when the bottleneck is "
-                   "under 4 x 4) or the name of any layer, also inside the encoder.")
+                   "under 7 x 7) or the name of any layer, also inside the encoder.")
 @click.option("--head", type=click.Choice(["label", "mask"]), default="label", show_default=True,
               help="label: Grad-CAM of the class score; mask: Seg-Grad-CAM of the summed mask logits.")
 @click.pass_context

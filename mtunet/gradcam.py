@@ -26,10 +26,12 @@ HEADS = {"label": "label_logits", "mask": "mask_logits"}  # --head -> the layer 
 # --layer auto: the class head's own input, the encoder's bottleneck; for the mask, whose detail arrives through the
 # skip connections rather than the bottleneck (where Seg-Grad-CAM is all zero), the last decoder stage at stride 2
 DEFAULT_LAYERS = {"label": "bottleneck", "mask": "decoder_stage4_conv2_relu"}
-# A bottleneck smaller than this many cells a side (a 32-64 px input at stride 32) cannot point at a lesion: upsampled,
-# a 2 x 2 map peaks on a 16 x 16 corner block. The class head's Grad-CAM then goes down to the deepest encoder feature
-# (pyramid level) that is at least this size, e.g. stride 16 at 64 px; Selvaraju's bottleneck from 128 px up.
-MIN_CAM_SIDE = 4
+# Grad-CAM is commonly taken at the last block of a CNN at 224 px, a 7 x 7 map (ResNet, MobileNetV2); a coarser map
+# cannot point at a lesion (upsampled, a 2 x 2 map peaks on a 16 x 16 corner block at 64 px). When the bottleneck is
+# under this many cells a side, the class head's Grad-CAM goes down to the deepest encoder feature (pyramid level)
+# that is at least this size: stride 16 at 128 px, stride 8 at 64 px, the bottleneck itself from 224 px. Measured on
+# the demo's model (README, Grad-CAM): the 4 x 4 stride-16 map at 64 px peaked in the lesion half as often as stride 8.
+MIN_CAM_SIDE = 7
 
 
 @dataclasses.dataclass

@@ -15,8 +15,8 @@ def test_demo_writes_every_file_it_promises(tfds_dir, tmp_path):
     evaluation = run / "evaluation" / "test"
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert metrics["n_images"] == 210 and metrics["balanced_accuracy"] == result.evaluation["balanced_accuracy"]
-    # at 32 px the bottleneck is 1 x 1, so the class head's Grad-CAM is taken at the encoder's stride-8 block output
-    assert metrics["gradcam"]["layer"] == "block_5_add" and metrics["gradcam"]["images_scored"] == 210
+    # at 32 px the bottleneck is 1 x 1, so the class head's Grad-CAM is taken at the encoder's stride-4 block output
+    assert metrics["gradcam"]["layer"] == "block_2_add" and metrics["gradcam"]["images_scored"] == 210
     assert (evaluation / "report.html").is_file()
 
     assert (run / "export" / "1" / "saved_model.pb").is_file() and result.export.directory == run / "export" / "1"

@@ -155,9 +155,9 @@ def test_nested_encoder_layers_of_an_mtunet_model(run_dir):
                                atol=1e-4 * bottleneck.max())
     assert bottleneck.shape == (2, 32, 32) and bottleneck.max() > 0
     # at 32 px the bottleneck is 1 x 1, a map that cannot point anywhere: "auto" takes the deepest encoder feature at
-    # least MIN_CAM_SIDE cells a side, the stride-8 pyramid level P3 (4 x 4)
+    # least MIN_CAM_SIDE cells a side, the stride-4 pyramid level P2 (8 x 8; P3 is 4 x 4)
     auto = GradCam(model)
-    assert MIN_CAM_SIDE == 4 and auto.layer == get_encoder("mobilenetv2").pyramid_layers[2]
+    assert MIN_CAM_SIDE == 7 and auto.layer == get_encoder("mobilenetv2").pyramid_layers[1]
     assert auto(images).heatmaps.shape == (2, 32, 32)
     deeper = GradCam(model, head="mask", layer="block_6_expand_relu")(images)
     assert deeper.heatmaps.shape == (2, 32, 32) and deeper.heatmaps.min() >= 0 and deeper.masks.shape == (2, 32, 32)
