@@ -30,7 +30,8 @@ DEFAULT_LAYERS = {"label": "bottleneck", "mask": "decoder_stage4_conv2_relu"}
 # cannot point at a lesion (upsampled, a 2 x 2 map peaks on a 16 x 16 corner block at 64 px). When the bottleneck is
 # under this many cells a side, the class head's Grad-CAM goes down to the deepest encoder feature (pyramid level)
 # that is at least this size: stride 16 at 128 px, stride 8 at 64 px, the bottleneck itself from 224 px. Measured on
-# the demo's model (README, Grad-CAM): the 4 x 4 stride-16 map at 64 px peaked in the lesion half as often as stride 8.
+# the first 20-epoch demo model (README, Grad-CAM): the 4 x 4 stride-16 map at 64 px peaked in the lesion half as
+# often as stride 8.
 MIN_CAM_SIDE = 7
 
 
