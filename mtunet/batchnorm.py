@@ -1,6 +1,7 @@
 """Precise BatchNorm statistics: the moving mean and variance re-estimated under the weights the model has now."""
 
 import keras
+import tensorflow as tf
 
 # Images over which the statistics are averaged: every training image of a small dataset, a sample of a large one.
 PRECISE_BN_IMAGES = 1024
@@ -13,36 +14,56 @@ def batchnorm_layers(layer) -> list[keras.layers.BatchNormalization]:
     return [found for sublayer in getattr(layer, "layers", []) for found in batchnorm_layers(sublayer)]
 
 
-def estimate_batchnorm_statistics(model: keras.Model, batches, max_images: int = PRECISE_BN_IMAGES) -> int:
-    """Sets every trainable BatchNormalization layer's moving statistics to their average over ``batches``.
+class BatchNormEstimator:
+    """Sets the moving statistics of a model's trainable BatchNormalization layers to their average over batches.
 
-    Each batch runs forward in training mode (batch statistics, as in training) with the momentum of batch ``k``
-    (0-based) set to ``k / (k + 1)``, which makes the moving values the running mean of the batches' values. Frozen
-    layers, which run in inference mode, keep theirs. Momenta are restored afterwards.
+    Each batch runs forward in training mode (batch statistics, as in training); every moving mean and variance then
+    becomes the running mean of the batches' values. Frozen layers, which run in inference mode, keep theirs. The
+    step is compiled once per estimator (a ``tf.function``; run eagerly it cost as much as the training epoch's
+    validation on BUS-BRA), so build one per model and training phase and call it as often as needed.
 
     Args:
-        model: the model to update in place.
-        batches: an iterable of ``(images, targets)`` batches, e.g. the training split without augmentation.
-        max_images: stop after the batch that reaches this many images.
-
-    Returns:
-        The number of images used.
+        model: the model to update in place; which of its layers are trainable is read now.
     """
-    layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
-    momenta = [layer.momentum for layer in layers]
-    seen = 0
-    try:
-        for index, (images, _) in enumerate(batches if layers else []):
-            for layer in layers:
-                layer.momentum = index / (index + 1)
-            model(images, training=True)
-            seen += int(images.shape[0])
-            if seen >= max_images:
-                break
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    return seen
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
+        self._statistics = [variable for layer in self.layers
+                            for variable in (layer.moving_mean, layer.moving_variance)]
+        self._step = tf.function(self._average_in_batch, reduce_retracing=True)
+
+    def _average_in_batch(self, images, weight):
+        # Traced while every momentum is 0, so the forward pass sets each moving value to the batch's; blending it
+        # with the value before by ``weight`` = 1 / (batches so far) keeps the running mean.
+        before = [tf.identity(variable.value) for variable in self._statistics]
+        self.model(images, training=True)
+        for variable, previous in zip(self._statistics, before):
+            variable.assign(previous + weight * (variable.value - previous))
+
+    def __call__(self, batches, max_images: int = PRECISE_BN_IMAGES) -> int:
+        """Averages over ``batches`` (an iterable of ``(images, targets)``, e.g. the training split without
+        augmentation), stopping after the batch that reaches ``max_images``; returns the number of images used.
+        Momenta are restored afterwards."""
+        momenta = [layer.momentum for layer in self.layers]
+        seen = 0
+        try:
+            for layer in self.layers:
+                layer.momentum = 0.0
+            for index, (images, _) in enumerate(batches if self.layers else []):
+                self._step(images, tf.constant(1.0 / (index + 1)))
+                seen += int(images.shape[0])
+                if seen >= max_images:
+                    break
+        finally:
+            for layer, momentum in zip(self.layers, momenta):
+                layer.momentum = momentum
+        return seen
+
+
+def estimate_batchnorm_statistics(model: keras.Model, batches, max_images: int = PRECISE_BN_IMAGES) -> int:
+    """``BatchNormEstimator(model)(batches, max_images)``: one estimation, compiled for it alone."""
+    return BatchNormEstimator(model)(batches, max_images)
 
 
 class PreciseBatchNorm(keras.callbacks.Callback):
@@ -64,6 +85,9 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     def __init__(self, batches, max_images: int = PRECISE_BN_IMAGES):
         super().__init__()
         self.batches, self.max_images = batches, max_images
+        self._estimator = None
 
     def on_test_begin(self, logs=None):
-        estimate_batchnorm_statistics(self.model, self.batches, self.max_images)
+        if self._estimator is None or self._estimator.model is not self.model:
+            self._estimator = BatchNormEstimator(self.model)
+        self._estimator(self.batches, self.max_images)
