@@ -14,9 +14,10 @@ mtunet's training step also updates its metrics (accuracy, AUC, Dice, IoU), as i
 
 Each scenario (training at each size, inference) starts one fresh process per library, so its peak resident memory is
 its own; both are limited to ``--threads`` intra-op and inter-op threads (and OMP_NUM_THREADS, with
-OMP_WAIT_POLICY=PASSIVE unless set). After warm-up the script alternates the two, ``--rounds`` times, swapping which goes first, so that load from other jobs hits both
-alike; figures are medians over every timed step. Inference: mtunet's exported SavedModel (``--saved-model``, else
-the model exported here with ``keras.Model.export``) against smp in eval mode under ``torch.inference_mode``.
+OMP_WAIT_POLICY=PASSIVE unless set). After warm-up the script alternates the two, ``--rounds`` times, swapping which
+goes first, so that load from other jobs hits both alike; figures are medians over every timed step. Inference:
+mtunet's exported SavedModel (``--saved-model``, else the model exported here with ``keras.Model.export`` after
+``fold_batchnorm``, as ``mtunet export`` does) against smp in eval mode under ``torch.inference_mode``.
 """
 
 import argparse
@@ -61,6 +62,7 @@ class MtunetWorker:
         tf.config.threading.set_inter_op_parallelism_threads(options["inter_op_threads"] or threads)
         import keras
 
+        from mtunet.batchnorm import fold_batchnorm
         from mtunet.model import build_model
         from mtunet.training import TrainConfig, compile_model
 
@@ -84,7 +86,7 @@ class MtunetWorker:
         saved_model = options["saved_model"]
         if saved_model is None:
             saved_model = tempfile.mkdtemp(prefix="mtunet-savedmodel-")
-            model.export(saved_model, format="tf_saved_model", verbose=False)
+            fold_batchnorm(model)[0].export(saved_model, format="tf_saved_model", verbose=False)
         self.saved_model = tf.saved_model.load(saved_model)  # its variables live as long as this reference
         serve = self.saved_model.signatures["serving_default"]
         (input_name,) = serve.structured_input_signature[1]
@@ -256,7 +258,7 @@ def main():
     parser.add_argument("--smp-python", default=os.environ.get("SMP_PYTHON", "python3"),
                         help="Python of the virtual environment with torch and smp (default: $SMP_PYTHON)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--sizes", default="128,224", help="training image sizes")
+    parser.add_argument("--sizes", default="128,224", help="training image sizes (\"\": inference only)")
     parser.add_argument("--inference-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the two libraries")
@@ -284,7 +286,7 @@ def main():
     print(f"\n{'figure':<44}{'mtunet':>10}{'smp':>10}{'mtunet/smp':>12}{'speed-up':>10}  load avg 1/5/15 min")
     rows, memory = [], []
     with tempfile.TemporaryDirectory(prefix="compare-smp-") as log_dir:
-        for size in [int(size) for size in args.sizes.split(",")]:
+        for size in [int(size) for size in args.sizes.split(",") if size]:
             load_before = _load()
             workers = start_pair(args, "train", size, log_dir)
             times = alternate(workers, ["train"], args.rounds, args.steps)

@@ -110,18 +110,22 @@ def _write_saved_model(trained: TrainedModel, directory: pathlib.Path) -> dict:
     import keras
     import tensorflow as tf
 
-    functions = build_serving_functions(trained)
+    from mtunet.batchnorm import fold_batchnorm
+
+    folded_model, folded = fold_batchnorm(trained.model)
+    served = dataclasses.replace(trained, model=folded_model)
     archive = keras.export.ExportArchive()
-    archive.track(trained.model)
-    for name, function in functions.items():
+    archive.track(served.model)
+    for name, function in build_serving_functions(served).items():
         archive.add_endpoint(name, function)
     archive.write_out(str(directory), verbose=False)
 
+    # the reference is the model as trained, so the check covers the folding too
     images = sample_images(trained)
-    reference = to_numpy(functions["serving_default"](tf.constant(images)))
+    reference = to_numpy(build_serving_functions(trained)["serving_default"](tf.constant(images)))
     checks = check_agreement(reference, reload_in_fresh_process(directory, images))
     return {"images": f"{len(images)} synthetic images of {images.shape[1]}x{images.shape[2]} px",
-            "tolerance": TOLERANCE, "signatures": checks}
+            "tolerance": TOLERANCE, "signatures": checks, "batchnorm_folded": folded}
 
 
 def check_agreement(reference: dict, reloaded: dict) -> dict:
@@ -216,10 +220,11 @@ def export_model(model_or_run, output_dir, *, version: int = 1, format: str = "s
         output_dir: the model base folder TF Serving is pointed at; created if missing.
         version: the version folder's number; refused if it exists.
         format: ``"saved_model"``: a SavedModel with the signatures ``serving_default`` and ``predict_encoded``
-            (see ``mtunet.serving``), reloaded in a fresh process and compared with the Keras model, raising
-            ``ExportError`` on a difference of ``TOLERANCE`` or more. ``"tflite"``: one ``.tflite`` file per variant
-            in ``tflite_variants`` (``"float32"``, ``"float16"``, ``"dynamic_range"``), each compared with the Keras
-            model (size, largest difference, same class, mask Dice).
+            (see ``mtunet.serving``), every BatchNormalization that follows a convolution folded into it
+            (``mtunet.batchnorm.fold_batchnorm``); reloaded in a fresh process and compared with the Keras model,
+            raising ``ExportError`` on a difference of ``TOLERANCE`` or more. ``"tflite"``: one ``.tflite`` file per
+            variant in ``tflite_variants`` (``"float32"``, ``"float16"``, ``"dynamic_range"``), each compared with
+            the Keras model (size, largest difference, same class, mask Dice).
     """
     from mtunet.training import versions
 

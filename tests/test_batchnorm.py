@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtunet.batchnorm import batchnorm_layers, estimate_batchnorm_statistics
+from mtunet.batchnorm import batchnorm_layers, estimate_batchnorm_statistics, fold_batchnorm
 
 
 def _batches(arrays):
@@ -56,3 +56,40 @@ def test_after_estimation_inference_matches_training_mode_on_the_same_batch(mome
     after = np.abs(model(images, training=False) - model(images, training=True)).max()
     assert before > 1.0 and after < 1e-2
 
+
+
+def _randomise_statistics(model, rng):
+    for norm in batchnorm_layers(model):
+        channels = norm.moving_mean.shape[0]
+        norm.moving_mean.assign(rng.normal(0, 1, channels))
+        norm.moving_variance.assign(rng.uniform(0.2, 3, channels))
+        norm.gamma.assign(rng.uniform(0.5, 1.5, channels))
+        norm.beta.assign(rng.normal(0, 0.5, channels))
+
+
+def test_folding_merges_each_batchnorm_after_a_convolution_and_keeps_the_outputs():
+    inputs = keras.Input((8, 8, 3))
+    inner_inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inner_inputs)
+    x = keras.layers.BatchNormalization()(x)  # folded: no bias before
+    inner = keras.Model(inner_inputs, x, name="encoder")
+    x = inner(inputs)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)  # folded: depthwise with bias, 8 channels
+    y = keras.layers.Conv2D(8, 1)(x)
+    shared = keras.layers.BatchNormalization()(y)  # not folded: the convolution's output is also read by the add
+    x = keras.layers.Add()([y, shared])
+    float32_output = keras.layers.BatchNormalization()(x)  # not folded: follows an add
+    x = keras.layers.Conv2D(2, 1, dtype="mixed_bfloat16")(float32_output)
+    x = keras.layers.BatchNormalization(dtype="mixed_bfloat16")(x)  # not folded: would round differently
+    model = keras.Model(inputs, [float32_output, x])
+    _randomise_statistics(model, np.random.default_rng(0))
+    images = np.random.default_rng(1).normal(0, 1, (2, 8, 8, 3)).astype("float32")
+
+    folded_model, folded = fold_batchnorm(model)
+
+    assert folded == 2 and len(batchnorm_layers(folded_model)) == 3
+    expected, outputs = model(images, training=False), folded_model(images, training=False)
+    np.testing.assert_allclose(outputs[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(outputs[1], expected[1], atol=2e-2)  # bfloat16 keeps 8 bits of mantissa
+    assert len(batchnorm_layers(model)) == 5  # the original is left as it was

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import cli
 import mtunet
+from mtunet.batchnorm import batchnorm_layers
 from mtunet.data.images import letterbox
 from mtunet.errors import ConfigError, ExportError
 from mtunet.evaluation import overlap_per_image
@@ -106,6 +107,8 @@ def test_model_info_records_classes_size_run_and_check(tiny_export, tiny_model_f
     assert info["version"] == 1 and result.directory.name == "1"
     for check in info["self_check"]["signatures"].values():
         assert check["max_abs_diff"] < 1e-4 and check["same_class"]
+    # every BatchNormalization of MobileNetV2 and of the decoder follows a convolution
+    assert info["self_check"]["batchnorm_folded"] == len(batchnorm_layers(mtunet.load_model(tiny_model_file))) > 50
 
 
 def test_export_refuses_to_overwrite_a_version(tiny_export, tiny_model_file):
