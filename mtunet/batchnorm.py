@@ -104,17 +104,26 @@ class _Passthrough(keras.layers.Layer):
 _FOLDABLE_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
+def _model_outputs(model: keras.Model) -> set[int]:
+    """``id`` of every output tensor of ``model`` and of the models nested in it."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return {id(tensor) for tensor in model.outputs}.union(*(_model_outputs(inner) for inner in nested))
+
+
 def _foldable_pairs(model: keras.Model) -> dict:
-    """``{id(convolution): batchnorm}`` for each BatchNormalization (nested models included) whose one input is a
-    2-D convolution's output that nothing else reads, over the last axis, both computing in float32: the pairs
-    ``fold_batchnorm`` can merge. (Under mixed precision the folded kernel would round differently.)"""
-    pairs = {}
+    """``{id(convolution): batchnorm}`` for each BatchNormalization (nested models included) whose one input is the
+    output of a 2-D convolution called once, read by nothing else and not a model output, over the last axis, both
+    computing in float32: the pairs ``fold_batchnorm`` can merge. (Under mixed precision the folded kernel would
+    round differently.) Keras has no public API for a functional graph's edges, hence its nodes' attributes."""
+    outputs, pairs = _model_outputs(model), {}
     for norm in batchnorm_layers(model):
         if len(norm._inbound_nodes) != 1 or norm.axis not in (-1, 3) or norm.compute_dtype != "float32":
             continue
-        producer = norm._inbound_nodes[0].input_tensors[0]._keras_history.operation
-        if (isinstance(producer, _FOLDABLE_CONVOLUTIONS) and len(producer._outbound_nodes) == 1
-                and producer.compute_dtype == "float32"):
+        tensor = norm._inbound_nodes[0].input_tensors[0]
+        producer = tensor._keras_history.operation
+        if (isinstance(producer, _FOLDABLE_CONVOLUTIONS) and producer.compute_dtype == "float32"
+                and len(producer._inbound_nodes) == 1 and len(producer._outbound_nodes) == 1
+                and id(tensor) not in outputs):
             pairs[id(producer)] = norm
     return pairs
 

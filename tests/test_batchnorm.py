@@ -77,19 +77,22 @@ def test_folding_merges_each_batchnorm_after_a_convolution_and_keeps_the_outputs
     x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
     x = keras.layers.BatchNormalization()(x)  # folded: depthwise with bias, 8 channels
     y = keras.layers.Conv2D(8, 1)(x)
-    shared = keras.layers.BatchNormalization()(y)  # not folded: the convolution's output is also read by the add
+    shared = keras.layers.BatchNormalization()(y)  # not folded: the add reads the convolution's output too
     x = keras.layers.Add()([y, shared])
-    float32_output = keras.layers.BatchNormalization()(x)  # not folded: follows an add
+    raw = keras.layers.Conv2D(8, 1)(x)
+    x = keras.layers.BatchNormalization()(raw)  # not folded: the convolution's output is also a model output
+    float32_output = keras.layers.BatchNormalization()(x)  # not folded: follows a BatchNormalization
     x = keras.layers.Conv2D(2, 1, dtype="mixed_bfloat16")(float32_output)
     x = keras.layers.BatchNormalization(dtype="mixed_bfloat16")(x)  # not folded: would round differently
-    model = keras.Model(inputs, [float32_output, x])
+    model = keras.Model(inputs, [float32_output, x, raw])
     _randomise_statistics(model, np.random.default_rng(0))
     images = np.random.default_rng(1).normal(0, 1, (2, 8, 8, 3)).astype("float32")
 
     folded_model, folded = fold_batchnorm(model)
 
-    assert folded == 2 and len(batchnorm_layers(folded_model)) == 3
+    assert folded == 2 and len(batchnorm_layers(folded_model)) == 4
     expected, outputs = model(images, training=False), folded_model(images, training=False)
     np.testing.assert_allclose(outputs[0], expected[0], atol=1e-5)
     np.testing.assert_allclose(outputs[1], expected[1], atol=2e-2)  # bfloat16 keeps 8 bits of mantissa
-    assert len(batchnorm_layers(model)) == 5  # the original is left as it was
+    np.testing.assert_allclose(outputs[2], expected[2], atol=1e-5)
+    assert len(batchnorm_layers(model)) == 6  # the original is left as it was
