@@ -20,8 +20,8 @@ class BatchNormEstimator:
 
     Each batch runs forward in training mode (batch statistics, as in training); every moving mean and variance then
     becomes the running mean of the batches' values. Frozen layers, which run in inference mode, keep theirs. The
-    step is compiled once per estimator (a ``tf.function``; run eagerly it cost as much as the training epoch's
-    validation on BUS-BRA), so build one per model and training phase and call it as often as needed.
+    step is compiled once per estimator (a ``tf.function`` traced for any batch size; run eagerly it cost as much as
+    the training epoch's validation on BUS-BRA), so build one per model and training phase and call it as needed.
 
     Args:
         model: the model to update in place; which of its layers are trainable is read now.
@@ -32,7 +32,7 @@ class BatchNormEstimator:
         self.layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
         self._statistics = [variable for layer in self.layers
                             for variable in (layer.moving_mean, layer.moving_variance)]
-        self._step = tf.function(self._average_in_batch, reduce_retracing=True)
+        self._step = None
 
     def _average_in_batch(self, images, weight):
         # Traced while every momentum is 0, so the forward pass sets each moving value to the batch's; blending it
@@ -52,6 +52,9 @@ class BatchNormEstimator:
             for layer in self.layers:
                 layer.momentum = 0.0
             for index, (images, _) in enumerate(batches if self.layers else []):
+                if self._step is None:  # one trace for every batch size: tracing costs more than a small estimate
+                    self._step = tf.function(self._average_in_batch, input_signature=[
+                        tf.TensorSpec((None, *images.shape[1:]), images.dtype), tf.TensorSpec((), tf.float32)])
                 self._step(images, tf.constant(1.0 / (index + 1)))
                 seen += int(images.shape[0])
                 if seen >= max_images:
