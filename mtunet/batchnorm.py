@@ -91,9 +91,11 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.batches, self.max_images = batches, max_images
         self._estimator = None
 
+    def set_model(self, model):
+        super().set_model(model)
+        self._estimator = BatchNormEstimator(model)
+
     def on_test_begin(self, logs=None):
-        if self._estimator is None or self._estimator.model is not self.model:
-            self._estimator = BatchNormEstimator(self.model)
         self._estimator(self.batches, self.max_images)
 
 
@@ -139,9 +141,11 @@ def _folded_weights(convolution, norm) -> list[np.ndarray]:
     scale = gamma / np.sqrt(variance + norm.epsilon)
     kernel = convolution.kernel.numpy()
     bias = convolution.bias.numpy() if convolution.use_bias else np.zeros_like(mean)
-    # a depthwise kernel is (height, width, in, multiplier); output channel c * multiplier + m scales by scale[...]
-    kernel = kernel * scale.reshape(kernel.shape[2:]) if isinstance(convolution, keras.layers.DepthwiseConv2D) \
-        else kernel * scale
+    if isinstance(convolution, keras.layers.DepthwiseConv2D):
+        scale_of_kernel = scale.reshape(kernel.shape[2:])  # (in, multiplier): output channel c * multiplier + m
+    else:
+        scale_of_kernel = scale  # the last axis of (height, width, in, out)
+    kernel = kernel * scale_of_kernel
     return [kernel, (bias - mean) * scale + beta]
 
 

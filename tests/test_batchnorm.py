@@ -57,7 +57,6 @@ def test_after_estimation_inference_matches_training_mode_on_the_same_batch(mome
     assert before > 1.0 and after < 1e-2
 
 
-
 def _randomise_statistics(model, rng):
     for norm in batchnorm_layers(model):
         channels = norm.moving_mean.shape[0]
