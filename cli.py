@@ -244,6 +244,9 @@ TRAIN_OPTIONS = [
     click.option("--jit-compile", is_flag=True, help="Compile the training step with XLA."),
     click.option("--precise-bn/--no-precise-bn", default=True, show_default=True,
                  help="Re-estimate BatchNorm statistics on the training images before each validation."),
+    click.option("--ema-momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+                 help="Validate, keep and export an exponential moving average of the weights with this momentum, "
+                      "warmed up over the first steps (0: the weights as trained)."),
     click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "tpu", "multi_worker"]),
                  default="auto", show_default=True),
     SKIP_BAD_FILES,

@@ -15,6 +15,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from mtunet.averaging import AveragingAdam, SwapInAveragedWeights
 from mtunet.batchnorm import PreciseBatchNorm
 from mtunet.data.augment import FLIP_MODES
 from mtunet.distribute import STRATEGIES, is_chief, select_strategy
@@ -82,9 +83,14 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     precise_bn: bool = True
+    ema_momentum: float = 0.0
     strategy: str = "auto"
     output_dir: str | None = None
     skip_bad_files: bool = False
+
+    # Options added after run directories were first written, with the value that reproduces a run whose stored
+    # options lack them, so that resuming an older run or experiment does not change its recipe halfway.
+    ADDED_OPTIONS = {"ema_momentum": 0.0}
 
     def validate(self):
         """Raises ``ConfigError`` naming the first invalid option or combination."""
@@ -104,6 +110,8 @@ class TrainConfig:
                               "or a positive number of epochs")
         if self.batch_size < 1 or self.epochs < 1 or self.learning_rate <= 0:
             raise ConfigError("--batch-size, --epochs and --learning-rate must be positive")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError(f"--ema-momentum {self.ema_momentum}: expected a value in [0, 1) (0: no averaging)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"--label-smoothing {self.label_smoothing}: expected a value in [0, 1)")
         if self.unfreeze_after is not None and not 0 < self.unfreeze_after < self.epochs:
@@ -118,7 +126,7 @@ class TrainConfig:
         unknown = sorted(set(options) - fields)
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
-        options = dict(options)
+        options = {**cls.ADDED_OPTIONS, **options}
         if "loss_weights" in options:
             options["loss_weights"] = tuple(options["loss_weights"])
         return cls(**options)
@@ -323,7 +331,9 @@ def compile_model(model, config, class_weights):
         losses["mask"] = SegmentationLoss(config.seg_loss)
         loss_weights["mask"] = seg_weight
         metrics["mask"] = [MeanDice(name=f"{prefix['mask']}dice"), MeanIoU(name=f"{prefix['mask']}iou")]
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses, loss_weights=loss_weights,
+    optimizer = (AveragingAdam(config.learning_rate, ema_momentum=config.ema_momentum) if config.ema_momentum
+                 else keras.optimizers.Adam(config.learning_rate))
+    model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
                   metrics=metrics, jit_compile=config.jit_compile)
 
 
@@ -478,14 +488,16 @@ def _phases(config) -> list[tuple[bool, int]]:
     return [(config.freeze_encoder, config.epochs)]
 
 
-def _callbacks(work_dir, backup_dir, early_stopping, reduce_lr, nan_guard,
-               precise_bn) -> list[keras.callbacks.Callback]:
-    """The callbacks of one phase. Their order matters at the end of an epoch: the learning-rate reduction first (it
-    adds the epoch's rate to the logs, for history.csv), the history row before the backup (a kill between the two
-    repeats the epoch, and the resumed run truncates the history to the backup), and early stopping and the rate
-    reduction before the backup, which saves their state. ``precise_bn`` (or None) acts before each validation."""
+def _callbacks(work_dir, backup_dir, early_stopping, reduce_lr, nan_guard, precise_bn,
+               averaging) -> list[keras.callbacks.Callback]:
+    """The callbacks of one phase. Their order matters: ``averaging`` (or None) first, so that the others see the
+    averaged weights, ``precise_bn`` (or None) estimating their statistics before each validation; then at the end of
+    an epoch the learning-rate reduction (it adds the epoch's rate to the logs, for history.csv), the history row
+    before the backup (a kill between the two repeats the epoch, and the resumed run truncates the history to the
+    backup), and early stopping and the rate reduction before the backup, which saves their state."""
     previous = _read_history(work_dir / HISTORY_FILE)
-    return [*([precise_bn] if precise_bn else []),
+    return [*([averaging] if averaging else []),
+            *([precise_bn] if precise_bn else []),
             *([reduce_lr] if reduce_lr else []),
             nan_guard,
             keras.callbacks.CSVLogger(work_dir / HISTORY_FILE, append=True),
@@ -544,8 +556,9 @@ class _Training:
         # TPUs run the model only inside the compiled training and validation steps, not eagerly in a callback.
         precise_bn = (PreciseBatchNorm(self.statistics_data)
                       if config.precise_bn and not isinstance(self.strategy, tf.distribute.TPUStrategy) else None)
+        averaging = SwapInAveragedWeights(resumed=restored is not None) if config.ema_momentum else None
         callbacks = _callbacks(self.work_dir, backup_dir, ResumableEarlyStopping(config.patience, restored), reduce_lr,
-                               nan_guard, precise_bn)
+                               nan_guard, precise_bn, averaging)
         self.model.fit(self.train_data, validation_data=self.validation_data, epochs=last_epoch,
                        initial_epoch=initial_epoch, callbacks=callbacks)
         if nan_guard.failed_epoch is not None:

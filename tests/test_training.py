@@ -1,6 +1,7 @@
 """Training runs: files of the run directory, every task, resume after a kill, determinism, usage errors."""
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -234,6 +235,74 @@ def test_early_stopping_state_survives_resume(dataset_dir, tmp_path, monkeypatch
     assert float(models[-1].optimizer.learning_rate) == pytest.approx(5e-4)
 
 
+class RecordWeights(keras.callbacks.Callback):
+    """Put last among a phase's callbacks: appends the first and last trainable variables to ``record`` when an epoch
+    begins, after every training batch and when an epoch ends; presses Ctrl-C when epoch ``interrupt_at`` begins."""
+
+    def __init__(self, record, interrupt_at=None):
+        super().__init__()
+        self.record, self.interrupt_at = record, interrupt_at
+
+    def _append(self, key):
+        variables = self.model.trainable_weights
+        self.record.setdefault(key, []).append([variables[0].numpy(), variables[-1].numpy()])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.interrupt_at:
+            raise KeyboardInterrupt
+        self._append("epoch_begin")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._append("trained")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._append("epoch_end")
+
+
+def test_weight_average_is_validated_kept_and_resumed(dataset_dir, tmp_path, monkeypatch):
+    from mtunet import training
+
+    record, run_dir = {}, tmp_path / "run"
+    original = training._callbacks
+
+    def record_weights(interrupt_at=None):
+        monkeypatch.setattr(training, "_callbacks",
+                            lambda *args: [*original(*args), RecordWeights(record, interrupt_at)])
+
+    record_weights(interrupt_at=2)
+    with pytest.raises(TrainingInterrupted, match=r"2 finished epoch"):
+        train(**_options(dataset_dir, run_dir, epochs=3, ema_momentum=0.5, augment=False))
+    trained_before_interruption = record["trained"][-1]
+    record_weights()
+    run = train(resume=run_dir)
+
+    # an independent average of the weights after every step, warmed up as TensorFlow's ExponentialMovingAverage
+    steps_per_epoch = len(record["trained"]) // 3
+    average, averages = None, []
+    for step, weights in enumerate(record["trained"]):
+        momentum = 0.0 if step == 0 else min(0.5, (1 + step) / (10 + step))
+        average = [np.asarray(w, np.float64) if a is None else momentum * a + (1 - momentum) * w
+                   for a, w in zip(average or [None] * len(weights), weights)]
+        averages.append(average)
+    assert steps_per_epoch >= 3  # the momentum reaches its cap of 0.5 at step 8, within the 3 epochs
+    for epoch, at_end in enumerate(record["epoch_end"]):
+        for kept, expected in zip(at_end, averages[(epoch + 1) * steps_per_epoch - 1]):
+            np.testing.assert_allclose(kept, expected, rtol=1e-4, atol=1e-6)
+    # training goes on from the trained weights, after the interruption too, not from the average (Keras swaps the two
+    # by additions, so they come back rounded)
+    ends_of_epochs = record["trained"][steps_per_epoch - 1::steps_per_epoch]
+    assert not np.allclose(record["epoch_end"][0][0], ends_of_epochs[0][0], rtol=1e-3)
+    for begun, trained in zip(record["epoch_begin"][1:], ends_of_epochs):
+        for b, t in zip(begun, trained):
+            np.testing.assert_allclose(b, t, rtol=1e-5, atol=1e-6)
+    for b, t in zip(record["epoch_begin"][2], trained_before_interruption):
+        np.testing.assert_allclose(b, t, rtol=1e-5, atol=1e-6)
+    # best.keras is the average at the end of the best epoch
+    best = keras.saving.load_model(run.best_model_path).trainable_weights
+    for kept, expected in zip([best[0].numpy(), best[-1].numpy()], record["epoch_end"][run.best_epoch - 1]):
+        np.testing.assert_array_equal(kept, expected)
+
+
 def test_resume_between_phases_and_refusal_of_changed_data(folder_dataset, tmp_path, monkeypatch):
     from mtunet import training
 
@@ -366,11 +435,19 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_model(dataset_dir
         ({"seg_loss": "focal"}, r"--seg-loss 'focal': expected one of: bce, dice, bce_dice"),
         ({"encoder": "resnet"}, r"unknown encoder 'resnet'"),
         ({"reduce_lr_patience": -1}, r"--reduce-lr-patience -1: expected 0 \(constant learning rate\)"),
+        ({"ema_momentum": 1.0}, r"--ema-momentum 1.0: expected a value in \[0, 1\) \(0: no averaging\)"),
     ],
 )
 def test_invalid_options_are_config_errors(dataset_dir, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         train(**_options(dataset_dir, tmp_path / "run", **overrides))
+
+
+def test_options_added_later_keep_the_recipe_of_a_stored_run():
+    stored = dataclasses.asdict(TrainConfig(ema_momentum=0.5))
+    assert TrainConfig.from_options(stored).ema_momentum == 0.5
+    del stored["ema_momentum"]  # written before the option existed: resumed without weight averaging
+    assert TrainConfig.from_options(stored).ema_momentum == 0.0
 
 
 def test_one_class_dataset_is_refused(tmp_path):
