@@ -97,8 +97,10 @@ def build_model(
 
 
 def load_model(path) -> keras.Model:
-    """Loads a ``.keras`` model saved by mtunet (``best.keras``), with its custom layers, losses and metrics."""
-    import mtunet.losses  # noqa: F401  (registers the classes a compiled model refers to)
+    """Loads a ``.keras`` model saved by mtunet (``best.keras``), with its custom layers, losses, metrics and
+    optimiser."""
+    import mtunet.averaging  # noqa: F401  (registers the classes a compiled model refers to)
+    import mtunet.losses  # noqa: F401
     import mtunet.metrics  # noqa: F401
 
     return keras.saving.load_model(path)

@@ -297,10 +297,13 @@ def test_weight_average_is_validated_kept_and_resumed(dataset_dir, tmp_path, mon
             np.testing.assert_allclose(b, t, rtol=1e-5, atol=1e-6)
     for b, t in zip(record["epoch_begin"][2], trained_before_interruption):
         np.testing.assert_allclose(b, t, rtol=1e-5, atol=1e-6)
-    # best.keras is the average at the end of the best epoch
+    # best.keras is the average at the end of the best epoch, and loads in a process that did not train it
     best = keras.saving.load_model(run.best_model_path).trainable_weights
     for kept, expected in zip([best[0].numpy(), best[-1].numpy()], record["epoch_end"][run.best_epoch - 1]):
         np.testing.assert_array_equal(kept, expected)
+    script = f"from mtunet.model import load_model; print(type(load_model({str(run.best_model_path)!r}).optimizer))"
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0 and "AveragingAdam" in loaded.stdout, loaded.stderr[-2000:]
 
 
 def test_resume_between_phases_and_refusal_of_changed_data(folder_dataset, tmp_path, monkeypatch):
