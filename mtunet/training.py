@@ -88,10 +88,6 @@ class TrainConfig:
     output_dir: str | None = None
     skip_bad_files: bool = False
 
-    # Options added after run directories were first written, with the value that reproduces a run whose stored
-    # options lack them, so that resuming an older run or experiment does not change its recipe halfway.
-    ADDED_OPTIONS = {"ema_momentum": 0.0}
-
     def validate(self):
         """Raises ``ConfigError`` naming the first invalid option or combination."""
         check_input_shape((self.image_size, self.image_size, 3))
@@ -126,7 +122,7 @@ class TrainConfig:
         unknown = sorted(set(options) - fields)
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
-        options = {**cls.ADDED_OPTIONS, **options}
+        options = dict(options)
         if "loss_weights" in options:
             options["loss_weights"] = tuple(options["loss_weights"])
         return cls(**options)
