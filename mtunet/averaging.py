@@ -18,7 +18,8 @@ def warmed_up_momentum(momentum: float, step):
 
 @keras.saving.register_keras_serializable(package="mtunet")
 class AveragingAdam(keras.optimizers.Adam):
-    """Keras's Adam with ``use_ema=True`` whose average warms up like TensorFlow's ExponentialMovingAverage.
+    """Keras's Adam with ``use_ema=True`` whose average warms up as TensorFlow's ExponentialMovingAverage does with
+    ``num_updates`` (here ``t`` counts the steps before this one).
 
     Keras averages with ``ema_momentum`` from the second step on, so for the first few hundred steps its average is
     mostly the random initial weights (0.99 ** 100 = 0.37): a short run, or the first epochs on a small dataset, would
@@ -50,7 +51,11 @@ class SwapInAveragedWeights(keras.callbacks.SwapEMAWeights):
     So the validation loss, early stopping's best weights, ``best.keras`` and the epoch backup all hold the average,
     and the run ends with it (Keras's ``SwapEMAWeights(swap_on_epoch=True)``). Each backup thus holds the average in
     the model and the trained weights in the optimizer's slots: with ``resumed=True`` (the model was just restored
-    from one), the first epoch begins by swapping them back.
+    from one), the first epoch begins by swapping them back. A phase stopped early ends with the trained weights in
+    the model (Keras's ``finalize_variable_values`` copies the slots back), then with early stopping's best weights,
+    an average, which ``restore_best_weights`` sets afterwards; mtunet's early stopping always restores them.
+    BatchNorm moving statistics are not averaged: the precise-BN estimate before each validation computes them for
+    the average.
     """
 
     def __init__(self, resumed: bool = False):

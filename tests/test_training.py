@@ -236,7 +236,8 @@ def test_early_stopping_state_survives_resume(dataset_dir, tmp_path, monkeypatch
 
 class RecordWeights(keras.callbacks.Callback):
     """Put last among a phase's callbacks: appends the first and last trainable variables to ``record`` when an epoch
-    begins, after every training batch and when an epoch ends; presses Ctrl-C when epoch ``interrupt_at`` begins."""
+    begins, after every training batch, when validation begins and when an epoch ends; presses Ctrl-C when epoch
+    ``interrupt_at`` begins."""
 
     def __init__(self, record, interrupt_at=None):
         super().__init__()
@@ -253,6 +254,9 @@ class RecordWeights(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._append("trained")
+
+    def on_test_begin(self, logs=None):
+        self._append("validated")
 
     def on_epoch_end(self, epoch, logs=None):
         self._append("epoch_end")
@@ -284,8 +288,9 @@ def test_weight_average_is_validated_kept_and_resumed(dataset_dir, tmp_path, mon
                    for a, w in zip(average or [None] * len(weights), weights)]
         averages.append(average)
     assert steps_per_epoch >= 3  # the momentum reaches its cap of 0.5 at step 8, within the 3 epochs
-    for epoch, at_end in enumerate(record["epoch_end"]):
-        for kept, expected in zip(at_end, averages[(epoch + 1) * steps_per_epoch - 1]):
+    for epoch, (validated, at_end) in enumerate(zip(record["validated"], record["epoch_end"], strict=True)):
+        for seen, kept, expected in zip(validated, at_end, averages[(epoch + 1) * steps_per_epoch - 1]):
+            np.testing.assert_allclose(seen, expected, rtol=1e-4, atol=1e-6)
             np.testing.assert_allclose(kept, expected, rtol=1e-4, atol=1e-6)
     # training goes on from the trained weights, after the interruption too, not from the average (Keras swaps the two
     # by additions, so they come back rounded)
