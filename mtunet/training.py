@@ -486,22 +486,21 @@ def _phases(config) -> list[tuple[bool, int]]:
 
 def _callbacks(work_dir, backup_dir, early_stopping, reduce_lr, nan_guard, precise_bn,
                averaging) -> list[keras.callbacks.Callback]:
-    """The callbacks of one phase. Their order matters: ``averaging`` (or None) first, so that the others see the
-    averaged weights, ``precise_bn`` (or None) estimating their statistics before each validation; then at the end of
-    an epoch the learning-rate reduction (it adds the epoch's rate to the logs, for history.csv), the history row
-    before the backup (a kill between the two repeats the epoch, and the resumed run truncates the history to the
-    backup), and early stopping and the rate reduction before the backup, which saves their state."""
+    """The callbacks of one phase (``reduce_lr``, ``precise_bn`` and ``averaging`` may be None). Their order
+    matters: ``averaging`` first, so that the others see the averaged weights, ``precise_bn`` estimating their
+    statistics before each validation; then at the end of an epoch the learning-rate reduction (it adds the epoch's
+    rate to the logs, for history.csv), the history row before the backup (a kill between the two repeats the epoch,
+    and the resumed run truncates the history to the backup), and early stopping and the rate reduction before the
+    backup, which saves their state."""
     previous = _read_history(work_dir / HISTORY_FILE)
-    return [*([averaging] if averaging else []),
-            *([precise_bn] if precise_bn else []),
-            *([reduce_lr] if reduce_lr else []),
-            nan_guard,
-            keras.callbacks.CSVLogger(work_dir / HISTORY_FILE, append=True),
-            early_stopping,
-            EpochBackup(backup_dir, early_stopping, reduce_lr),
-            keras.callbacks.TensorBoard(work_dir / LOG_DIR, profile_batch=0),
-            BestModelCheckpoint(work_dir / BEST_MODEL_FILE,
-                                best=min((row["val_loss"] for row in previous), default=math.inf))]
+    callbacks = [averaging, precise_bn, reduce_lr, nan_guard,
+                 keras.callbacks.CSVLogger(work_dir / HISTORY_FILE, append=True),
+                 early_stopping,
+                 EpochBackup(backup_dir, early_stopping, reduce_lr),
+                 keras.callbacks.TensorBoard(work_dir / LOG_DIR, profile_batch=0),
+                 BestModelCheckpoint(work_dir / BEST_MODEL_FILE,
+                                     best=min((row["val_loss"] for row in previous), default=math.inf))]
+    return [callback for callback in callbacks if callback is not None]
 
 
 @dataclasses.dataclass
