@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import cv2
@@ -6,14 +7,15 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from mtunet.data import DATASETS, inspect_dataset, load_dataset
+from mtunet.data import DATASETS, DatasetInfo, inspect_dataset, load_dataset
 from mtunet.errors import ConfigError
 
 
 def test_unknown_dataset_names_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown dataset 'isic'; expected one of: synthetic, folder"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'isic'; expected one of: synthetic, synthetic_multiclass, "
+                                          r"folder"):
         load_dataset("isic")
-    assert {"synthetic", "folder"} <= set(DATASETS)
+    assert {"synthetic", "synthetic_multiclass", "folder"} <= set(DATASETS)
 
 
 def test_folder_needs_data_dir_and_image_size_must_be_positive():
@@ -39,6 +41,23 @@ def test_info_is_json_serialisable_and_lists_every_skipped_file(folder_dataset):
         record["split_sizes"]["train"]
 
 
+def test_info_round_trips_through_to_dict_and_reads_old_records_as_binary(folder_dataset):
+    info = load_dataset("folder", data_dir=folder_dataset(), image_size=16, skip_bad_files=True).info
+    record = json.loads(json.dumps(info.to_dict()))
+    assert record["mask_classes"] == ["lesion"] and not info.multiclass_masks
+    assert DatasetInfo.from_dict(record) == info
+    del record["mask_classes"]  # a run written before masks could be multi-class
+    assert DatasetInfo.from_dict(record) == info
+    multiclass = dataclasses.replace(info, mask_classes=("rim", "core"))
+    assert multiclass.multiclass_masks
+    assert DatasetInfo.from_dict(json.loads(json.dumps(multiclass.to_dict()))) == multiclass
+    with pytest.raises(ConfigError, match=r"^dataset record lacks storage; expected the fields of "
+                                          r"DatasetInfo.to_dict\(\)$"):
+        DatasetInfo.from_dict({key: value for key, value in record.items() if key != "storage"})
+    with pytest.raises(ConfigError, match=r"^dataset record has unknown field\(s\) colour;"):
+        DatasetInfo.from_dict({**record, "colour": True})
+
+
 def test_inspect_report(synthetic_dataset, tfds_dir):
     report = inspect_dataset("synthetic", data_dir=tfds_dir, image_size=32)
     assert report["info"] == synthetic_dataset.info.to_dict()
@@ -50,6 +69,8 @@ def test_inspect_report(synthetic_dataset, tfds_dir):
     assert coverage["all"]["empty_masks"] == 0
     assert 0 < coverage["all"]["min_lesion_fraction"] < 0.01 < coverage["all"]["mean_lesion_fraction"] < 0.1
     assert 50 < report["pixel_mean"][0] < 200 and report["pixel_std"][0] > 10
+    assert report["mask_classes"] == ["lesion"]
+    assert report["mask_class_fractions"] == {"lesion": pytest.approx(coverage["all"]["mean_lesion_fraction"])}
 
 
 def test_inspect_reports_stored_sizes_of_a_folder(folder_dataset):

@@ -41,6 +41,24 @@ def _label_not_in_class_list(root):
     table.to_csv(root / "labels.csv", index=False)
 
 
+def _mask_classes_with_a_value_above_them(root):
+    (root / "mask_classes.txt").write_text("rim\ncore\n")
+    for path in (root / "masks").iterdir():
+        cv2.imwrite(str(path), (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) > 0).astype(np.uint8) * 2)
+    mask = np.zeros((40, 56), np.uint8)
+    mask[5:10, 5:10] = 3
+    cv2.imwrite(str(root / "masks" / "case003_0.png"), mask)
+
+
+def _mask_classes_with_a_colour_mask(root):
+    (root / "mask_classes.txt").write_text("rim\ncore\n")
+    for path in (root / "masks").iterdir():
+        cv2.imwrite(str(path), (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) > 0).astype(np.uint8))
+    mask = np.zeros((40, 56, 3), np.uint8)
+    mask[5:10, 5:10] = (0, 1, 2)
+    cv2.imwrite(str(root / "masks" / "case004_1.png"), mask)
+
+
 # breakage, error message (regex), examples left when skipping (24 in the intact dataset), files listed as skipped
 BAD_FILES = [
     (_corrupt_images, r"4 file\(s\) in .* cannot be read as an image: images/case000_0.png, images/case001_1.png, "
@@ -53,6 +71,11 @@ BAD_FILES = [
     (_empty_label, r"have an empty label: labels.csv:case001_1", 23, 1),
     (_label_not_in_class_list, r"2 file\(s\) in .* have a label that is not in classes.txt: labels.csv:case001_0, "
                                r"labels.csv:case002_1; expected one of benign, malignant", 22, 2),
+    (_mask_classes_with_a_value_above_them, r"^1 file\(s\) in .* have mask value 3, above the 2 mask classes: "
+                                            r"masks/case003_0.png; expected mask values 0 \(background\) to 2, one "
+                                            r"per mask class in mask_classes.txt\. Pass skip_bad_files", 23, 1),
+    (_mask_classes_with_a_colour_mask, r"are colour masks whose channels differ: masks/case004_1.png; expected "
+                                       r"1-channel mask values 0 \(background\) to 2", 23, 1),
 ]
 
 
@@ -87,6 +110,10 @@ BAD_LAYOUTS = [
      r"has both a patient and a group column"),
     (lambda root: (root / "classes.txt").write_text("benign\nmalignant\nbenign\n"),
      r"classes.txt names a class more than once: benign; expected one class name a line"),
+    (lambda root: (root / "mask_classes.txt").write_text("lesion\n"),
+     r"mask_classes.txt names 1 mask class\(es\); expected 2 to 255 \(for binary masks, no mask_classes.txt\)"),
+    (lambda root: (root / "mask_classes.txt").write_text("rim\n\nrim\n"),
+     r"mask_classes.txt names a class more than once: rim;"),
     (lambda root: (root / "labels.csv").write_text("id,label\ncase000_0,a\ncase000_0,b\ncase001_0,a\n"),
      r"lists 1 id\(s\) more than once: case000_0"),
     (lambda root: cv2.imwrite(str(root / "images" / "case000_0.jpg"), np.zeros((4, 4), np.uint8)),
@@ -187,3 +214,46 @@ def test_reads_colour_16_bit_and_other_formats(folder_dataset, options, channels
     store = read_folder(folder_dataset(**options), image_size=16)
     assert store.images.shape == (24, 16, 16, channels)
     assert store.images.max() == 255  # 16-bit images stretched to the 8-bit range
+
+
+def _write_multiclass_dataset(root):
+    """Three 6x8 images of a rim (1) around a core (2) in a folder dataset with mask_classes.txt: the masks as an
+    8-bit PNG, a 16-bit PNG and a colour PNG of equal channels. Returns ``{id: mask written}``."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "mask_classes.txt").write_text("rim\ncore\n\n")
+    masks = {}
+    for index, (example_id, dtype, colour) in enumerate([("a", np.uint8, False), ("b", np.uint16, False),
+                                                         ("c", np.uint8, True)]):
+        mask = np.zeros((6, 8), np.uint8)
+        mask[1:5, index:index + 4] = 1
+        mask[2:4, index + 1:index + 3] = 2
+        mask[0, 7] = 2 * (index == 2)  # a lone core pixel in c
+        masks[example_id] = mask
+        cv2.imwrite(str(root / "images" / f"{example_id}.png"), mask * 100)
+        stored = np.stack([mask] * 3, axis=2) if colour else mask.astype(dtype)
+        cv2.imwrite(str(root / "masks" / f"{example_id}.png"), stored)
+    (root / "labels.csv").write_text("id,label\na,benign\nb,malignant\nc,benign\n")
+    return masks
+
+
+def test_mask_classes_txt_makes_masks_class_values_read_exactly(tmp_path):
+    masks = _write_multiclass_dataset(tmp_path)
+    store = read_folder(tmp_path, image_size=8)  # 6x8 letterboxed to 8x8: a row of padding above and below
+    assert store.mask_classes == ("rim", "core")
+    assert store.ids.tolist() == ["a", "b", "c"] and store.masks.shape == (3, 8, 8, 1)
+    for position, mask in enumerate(masks.values()):
+        np.testing.assert_array_equal(store.masks[position, 1:7, :, 0], mask)
+        np.testing.assert_array_equal(store.masks[position, [0, 7]], 0)
+    np.testing.assert_allclose(store.lesion_fractions, [np.mean(mask > 0) for mask in masks.values()])
+    np.testing.assert_allclose(store.mask_fractions, [[np.mean(mask == 1), np.mean(mask == 2)]
+                                                      for mask in masks.values()])
+    smaller = read_folder(tmp_path, image_size=5)  # nearest-neighbour: only values of the original masks
+    assert set(np.unique(smaller.masks)) == {0, 1, 2}
+
+
+def test_without_mask_classes_txt_masks_stay_binary(folder_dataset):
+    store = read_folder(folder_dataset(), image_size=16)
+    assert store.mask_classes == ("lesion",)
+    assert set(np.unique(store.masks)) == {0, 1}
+    np.testing.assert_array_equal(store.mask_fractions[:, 0], store.lesion_fractions)

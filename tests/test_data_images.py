@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mtunet.data.images import (binarise_mask, letterbox, prepare_pair, read_image, shrink, to_rgb_or_gray,
-                                to_uint8)
+from mtunet.data.images import (MaskError, binarise_mask, class_values, lesion_fraction, letterbox, mask_fractions,
+                                prepare_pair, read_image, shrink, to_rgb_or_gray, to_uint8)
 
 # mask, expected lesion pixels: 0/1, 0/255 and anti-aliased masks give the same lesion; a blank mask gives none.
 MASKS = [
@@ -20,6 +20,52 @@ def test_binarise_mask(mask, expected):
     result = binarise_mask(mask)
     assert result.shape == (2, 2, 1) and result.dtype == np.uint8
     np.testing.assert_array_equal(result[..., 0], expected)
+
+
+_LABELS = np.array([[0, 1], [2, 1]])
+# mask as stored, class values it holds with 2 mask classes: read as stored, whatever the depth or equal channels.
+CLASS_MASKS = [
+    (_LABELS.astype(np.uint8), _LABELS),
+    (_LABELS.astype(np.uint16), _LABELS),
+    (_LABELS.astype(np.float32), _LABELS),
+    (np.stack([_LABELS.astype(np.uint8)] * 3, axis=2), _LABELS),  # a colour PNG of equal channels
+    (np.dstack([_LABELS.astype(np.uint8)] * 3 + [np.full((2, 2), 255, np.uint8)]), _LABELS),  # alpha aside
+    (_LABELS.astype(np.uint8)[..., None], _LABELS),  # (H, W, 1), as TFDS decodes it
+]
+
+# mask as stored, error message (regex) with 2 mask classes
+BAD_CLASS_MASKS = [
+    (np.array([[0, 3], [1, 2]], np.uint8), r"^have mask value 3, above the 2 mask classes; expected mask values 0 "
+                                           r"\(background\) to 2, one per mask class$"),
+    (np.array([[0, 255], [0, 0]], np.uint8), r"^have mask value 255, above the 2 mask classes"),  # a 0/255 mask
+    (np.array([[0, -1], [0, 0]], np.int16), r"^have mask value -1, below 0"),
+    (np.array([[0, 1.5], [0, 0]], np.float32), r"^have mask values that are not whole numbers"),
+    (np.dstack([_LABELS, _LABELS, _LABELS * 0]).astype(np.uint8), r"^are colour masks whose channels differ; "
+                                                                   r"expected 1-channel mask values 0"),
+]
+
+
+@pytest.mark.parametrize("mask, expected", CLASS_MASKS)
+def test_class_values_are_read_as_stored(mask, expected):
+    result = class_values(mask, 2)
+    assert result.shape == (2, 2, 1) and result.dtype == np.uint8
+    np.testing.assert_array_equal(result[..., 0], expected)
+
+
+@pytest.mark.parametrize("mask, message", BAD_CLASS_MASKS)
+def test_class_values_outside_the_mask_classes_raise(mask, message):
+    with pytest.raises(MaskError, match=message) as error:
+        class_values(mask, 2)
+    assert error.value.problem and error.value.expected.startswith(("mask values", "1-channel mask values"))
+
+
+def test_lesion_and_mask_class_fractions():
+    mask = np.array([[0, 1, 1, 2], [0, 0, 2, 2]], np.uint8)
+    assert lesion_fraction(mask, 2) == 5 / 8  # any mask class is lesion
+    assert mask_fractions(mask, 2) == [2 / 8, 3 / 8]
+    assert mask_fractions(mask, 3) == [2 / 8, 3 / 8, 0.0]
+    binary = np.array([[0, 255], [200, 90]], np.uint8)
+    assert lesion_fraction(binary) == 0.5 and mask_fractions(binary) == [0.5]  # binary: above half the maximum
 
 
 def test_letterbox_keeps_aspect_ratio_by_zero_padding():
@@ -74,6 +120,19 @@ def test_prepare_pair_keeps_image_and_mask_aligned():
     assert prepared_image.shape == (32, 32, 1) and prepared_mask.shape == (32, 32, 1)
     assert set(np.unique(prepared_mask)) == {0, 1}
     np.testing.assert_array_equal(prepared_image[prepared_mask == 1], 255)
+
+
+def test_prepare_pair_resizes_multi_class_masks_nearest_keeping_their_values():
+    mask = np.zeros((30, 50), np.uint8)
+    mask[5:25, 10:40] = 1
+    mask[10:20, 18:32] = 2
+    mask[13:17, 23:27] = 3
+    image = mask * 60
+    _, prepared = prepare_pair(image, mask, 17, num_mask_classes=3)  # an odd scale: 50 -> 17
+    assert prepared.shape == (17, 17, 1) and prepared.dtype == np.uint8
+    assert set(np.unique(prepared)) == {0, 1, 2, 3}
+    _, binary = prepare_pair(image, mask, 17)  # the default binarises: above half of 3
+    assert set(np.unique(binary)) == {0, 1}
 
 
 def test_shrink_keeps_aspect_ratio_never_enlarges_and_keeps_masks_binary():

@@ -83,6 +83,23 @@ def test_augmentation_moves_image_and_mask_together():
     assert disagreement < 0.02  # only interpolation at the bar's edges
 
 
+def test_augmentation_keeps_the_values_of_multi_class_masks():
+    masks = np.zeros((48, 32, 32, 1), np.uint8)
+    masks[:, 4:20, 6:28] = 1  # nested off-centre rectangles of classes 1, 2 and 3
+    masks[:, 7:16, 10:22] = 2
+    masks[:, 10:13, 14:18] = 3
+    images = masks * 60
+    examples = tf.data.Dataset.from_tensor_slices((images, masks, np.zeros(48, np.int32)))
+    dataset = build_pipeline(examples, shuffle_buffer=48, num_classes=2, batch_size=16, training=True, seed=3,
+                             flip="horizontal_and_vertical")
+    augmented_images, _, augmented_masks = _epoch(dataset)
+    assert set(np.unique(augmented_masks)) == {0.0, 1.0, 2.0, 3.0}  # nearest-neighbour: never a value in between
+    assert all(set(np.unique(mask)) == {0.0, 1.0, 2.0, 3.0} for mask in augmented_masks)  # no class lost
+    assert np.mean([not np.array_equal(mask, masks[0]) for mask in augmented_masks]) > 0.9
+    disagreement = np.mean(np.round(augmented_images / 60) != augmented_masks)
+    assert disagreement < 0.05  # only interpolation of the image at the rectangles' edges
+
+
 @pytest.mark.parametrize("flip, flips_vertically, flips_horizontally", [
     ("horizontal_and_vertical", True, True), ("horizontal", False, True), ("vertical", True, False),
     ("none", False, False),

@@ -45,6 +45,23 @@ def test_streamed_folder_dataset_serves_what_memory_serves(mixed_channels_datase
     _assert_same_examples(in_memory, streamed)
 
 
+def test_streamed_multi_class_masks_keep_their_values(folder_dataset):
+    root = folder_dataset()
+    (root / "mask_classes.txt").write_text("rim\ncore\n")
+    for path in (root / "masks").iterdir():  # each lesion's rectangle: a rim of 1 around a core of 2
+        lesion = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) > 0
+        core = cv2.erode(lesion.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        cv2.imwrite(str(path), lesion.astype(np.uint8) + core)
+    in_memory = load_dataset("folder", data_dir=root, image_size=24)
+    streamed = load_dataset("folder", data_dir=root, image_size=24, memory_limit=0)
+    assert streamed.info.mask_classes == in_memory.info.mask_classes == ("rim", "core")
+    assert streamed.info.to_dict() == {**in_memory.info.to_dict(), "storage": "stream"}
+    assert streamed.table("test").equals(in_memory.table("test"))
+    _assert_same_examples(in_memory, streamed)
+    _, _, masks = _epoch(streamed.pipeline("train", batch_size=8, training=True))
+    assert set(np.unique(masks)) == {0.0, 1.0, 2.0}
+
+
 def test_streamed_synthetic_dataset_serves_what_memory_serves(synthetic_dataset, tfds_dir):
     streamed = load_dataset("synthetic", data_dir=tfds_dir, image_size=32, memory_limit=0)
     assert streamed.info.storage == "stream"

@@ -9,11 +9,12 @@ Examples::
 
 from mtunet.data.builders import left_out, prepare_dataset
 from mtunet.data.dataset import DatasetInfo, LoadedDataset, load_dataset
+from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.inspect import inspect_dataset
 from mtunet.data.registry import DATASETS, DatasetSpec, get_dataset
 from mtunet.data.splits import SPLIT_NAMES, Splits
 
 __all__ = [
-    "DATASETS", "SPLIT_NAMES", "DatasetInfo", "DatasetSpec", "LoadedDataset", "Splits", "get_dataset",
-    "inspect_dataset", "left_out", "load_dataset", "prepare_dataset",
+    "BINARY_MASK_CLASSES", "DATASETS", "SPLIT_NAMES", "DatasetInfo", "DatasetSpec", "LoadedDataset", "Splits",
+    "get_dataset", "inspect_dataset", "left_out", "load_dataset", "prepare_dataset",
 ]

@@ -1,7 +1,8 @@
 """Geometric augmentation that moves an image and its lesion mask together, from Keras 3 preprocessing layers.
 
 Keras 3 image preprocessing layers take ``{"images": ..., "segmentation_masks": ...}`` and apply one random
-transformation to both (masks with nearest-neighbour interpolation), also inside ``tf.data``.
+transformation to both, also inside ``tf.data``. Masks are sampled with nearest-neighbour interpolation and filled
+with 0, so a mask of class values 0..K keeps exactly its values: no value between two classes appears.
 """
 
 import keras
@@ -19,10 +20,10 @@ SHEAR_FACTOR = 0.1  # shifts pixels up to 10% of the image across
 class Augmenter:
     """Random flip (``flip``: a mode of ``FLIP_MODES``), rotation and shear of a batch, reproducible from ``seed``.
 
-    Call it on ``images`` float32 ``(B, H, W, C)`` 0-255 and ``masks`` float32 ``(B, H, W, 1)`` 0/1; it returns
-    both transformed alike, images clipped to 0-255 and masks re-binarised. Areas moved in from outside the image
-    are 0 (black, no lesion). Each call draws new transformations, so call it from one sequential ``map`` to keep
-    a pipeline reproducible.
+    Call it on ``images`` float32 ``(B, H, W, C)`` 0-255 and ``masks`` float32 ``(B, H, W, 1)`` of 0/1 or of class
+    values 0..K; it returns both transformed alike, images clipped to 0-255 and masks holding only values they held
+    (rounded, so a binary mask stays 0/1). Areas moved in from outside the image are 0 (black, background). Each
+    call draws new transformations, so call it from one sequential ``map`` to keep a pipeline reproducible.
     """
 
     def __init__(self, seed: int = 0, flip: str = "horizontal"):
@@ -40,5 +41,5 @@ class Augmenter:
         for layer in self.layers:
             data = layer(data, training=True)
         images = tf.clip_by_value(data["images"], 0.0, 255.0)
-        masks = tf.cast(data["segmentation_masks"] > 0.5, tf.float32)
+        masks = tf.round(data["segmentation_masks"])
         return images, masks

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
+from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.registry import get_dataset
 from mtunet.data.splits import SPLIT_NAMES, Splits, check_split_options, make_splits
 from mtunet.data.store import ExampleStore, check_memory_limit, example_bytes
@@ -39,6 +40,9 @@ class DatasetInfo:
             not images, masks without an image).
         storage: ``"memory"`` (decoded examples held in memory) or ``"stream"`` (decoded from the files, then
             cached in a file, per split).
+        mask_classes: names of the mask's foreground classes: mask value ``i + 1`` is ``mask_classes[i]``, 0 is
+            background. ``BINARY_MASK_CLASSES`` (``("lesion",)``, the default) for binary 0/1 masks; 2 or more names
+            for multi-class masks of class values 0..K.
     """
 
     name: str
@@ -51,12 +55,39 @@ class DatasetInfo:
     num_groups: int
     skipped: list[tuple[str, str]]
     storage: str
+    mask_classes: tuple[str, ...] = BINARY_MASK_CLASSES
+
+    @property
+    def multiclass_masks(self) -> bool:
+        """Whether masks hold class values 0..K with K >= 2 (False: binary 0/1 masks)."""
+        return len(self.mask_classes) > 1
 
     def to_dict(self) -> dict:
-        """The fields as JSON-serialisable values (``skipped`` as a list of ``[file, reason]``)."""
+        """The fields as JSON-serialisable values (``skipped`` as a list of ``[file, reason]``, ``mask_classes`` as
+        a list)."""
         record = dataclasses.asdict(self)
         record["skipped"] = [list(entry) for entry in self.skipped]
+        record["mask_classes"] = list(self.mask_classes)
         return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "DatasetInfo":
+        """The ``DatasetInfo`` that ``to_dict`` gave ``record`` (e.g. a run's ``config.json`` ``"dataset"``).
+
+        A record without ``mask_classes`` (written before masks could be multi-class) is binary. ``ConfigError`` if
+        a field is missing or unknown.
+        """
+        fields = [field.name for field in dataclasses.fields(cls)]
+        missing = [name for name in fields if name not in record and name != "mask_classes"]
+        if missing:
+            raise ConfigError(f"dataset record lacks {', '.join(missing)}; expected the fields of "
+                              "DatasetInfo.to_dict()")
+        unknown = [name for name in record if name not in fields]
+        if unknown:
+            raise ConfigError(f"dataset record has unknown field(s) {', '.join(unknown)}; expected the fields of "
+                              "DatasetInfo.to_dict()")
+        return cls(**{**record, "skipped": [tuple(entry) for entry in record["skipped"]],
+                      "mask_classes": tuple(record.get("mask_classes", BINARY_MASK_CLASSES))})
 
 
 class LoadedDataset:
@@ -88,6 +119,7 @@ class LoadedDataset:
             num_groups=int(store.num_groups),
             skipped=list(store.skipped),
             storage="memory" if store.in_memory else "stream",
+            mask_classes=tuple(store.mask_classes),
         )
 
     def __repr__(self):
@@ -113,17 +145,22 @@ class LoadedDataset:
     def table(self, split: str) -> pd.DataFrame:
         """One row per example of ``split``, in the order of ``ids(split)``: ``id``, ``label`` (class name),
         ``group`` (patient), ``height`` and ``width`` of the image as stored, and ``lesion_fraction`` (share of lesion
-        pixels in the stored mask)."""
+        pixels, of any mask class, in the stored mask). For multi-class masks, also ``fraction_<mask class>`` per
+        mask class (share of the stored mask's pixels of that class)."""
         positions = self._split_positions(split)
         store = self._store
-        return pd.DataFrame({
+        columns = {
             "id": store.ids[positions],
             "label": np.array(store.class_names, dtype=object)[store.labels[positions]],
             "group": store.groups[positions],
             "height": store.original_sizes[positions, 0],
             "width": store.original_sizes[positions, 1],
             "lesion_fraction": store.lesion_fractions[positions],
-        })
+        }
+        if self.info.multiclass_masks:
+            for index, name in enumerate(store.mask_classes):
+                columns[f"fraction_{name}"] = store.mask_fractions[positions, index]
+        return pd.DataFrame(columns)
 
     def _examples(self, split: str):
         """``(dataset of (image, mask, label), shuffle buffer)`` of ``split``, from memory or a filled cache file."""
@@ -152,8 +189,9 @@ class LoadedDataset:
         """A ``tf.data.Dataset`` of ``(images, {"label": one_hot, "mask": masks})`` batches of ``split``.
 
         Images are float32 ``(B, S, S, C)`` raw 0-255, labels float32 ``(B, num_classes)``, masks float32
-        ``(B, S, S, 1)`` of 0/1. ``training=True`` shuffles from ``seed`` (anew each epoch) and augments if
-        ``augment``; ``training=False`` keeps the order of ``ids(split)`` and never augments. Not repeated. ``flip`` chooses the
+        ``(B, S, S, 1)``: of 0/1 for binary masks, of the class values 0..K for ``info.mask_classes`` of K >= 2
+        names. ``training=True`` shuffles from ``seed`` (anew each epoch) and augments if ``augment``;
+        ``training=False`` keeps the order of ``ids(split)`` and never augments. Not repeated. ``flip`` chooses the
         augmentation's flips (``mtunet.data.augment.FLIP_MODES``).
 
         In memory, a training split is shuffled as a whole. Streamed (``info.storage == "stream"``), the first

@@ -5,6 +5,9 @@ optionally ``patient`` (or ``group``): examples of one patient are kept in one s
 lists the class names, one a line, in the order of their indices; a label not in it is a bad row. Without it,
 classes are numbered in sorted order of the labels found. Images may be PNG, JPEG, BMP or TIFF, 8 or 16 bits,
 grayscale or colour; see ``mtunet.data.images`` for how they are converted.
+
+Masks are binary (lesion / background) unless an optional ``mask_classes.txt`` names the mask classes, one a line,
+at least 2: then a mask is a map of class values, 0 background and ``i`` the ``i``-th name of the file.
 """
 
 import concurrent.futures
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtunet.data.images import has_unsupported_layout, lesion_fraction, prepare_pair, read_image
+from mtunet.data.images import (BINARY_MASK_CLASSES, MaskError, has_unsupported_layout, lesion_fraction,
+                                mask_fractions, prepare_pair, read_image)
 from mtunet.data.problems import Problems, name_some
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
 from mtunet.errors import DataError
@@ -26,6 +30,7 @@ _COLUMNS = "id,label[,patient or group]"
 LAYOUT = f"images/<id>.png, masks/<id>.png and labels.csv (columns {_COLUMNS})"
 _IMAGE_FILE = "a PNG, JPEG, BMP or TIFF image"
 _NOT_AN_IMAGE = "are not PNG, JPEG, BMP or TIFF files"
+MAX_MASK_CLASSES = 255  # most mask classes a mask_classes.txt may name: mask values are stored as uint8
 
 
 def _index_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
@@ -70,7 +75,8 @@ def _read_labels(path: Path) -> pd.DataFrame:
 
 
 def _read_class_list(path: Path) -> list[str] | None:
-    """The class names in ``classes.txt`` (one a line, blank lines ignored), or None if there is no such file."""
+    """The class names in ``path`` (``classes.txt`` or ``mask_classes.txt``: one a line, blank lines ignored), or None
+    if there is no such file."""
     if not path.exists():
         return None
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -79,6 +85,18 @@ def _read_class_list(path: Path) -> list[str] | None:
         raise DataError(f"{path} names {'no class' if not names else 'a class more than once: ' + name_some(repeated)}"
                         "; expected one class name a line, each once")
     return names
+
+
+def _read_mask_classes(path: Path) -> tuple[str, ...]:
+    """The mask classes named in ``mask_classes.txt`` (2 to ``MAX_MASK_CLASSES``), or ``BINARY_MASK_CLASSES`` if there
+    is no such file."""
+    names = _read_class_list(path)
+    if names is None:
+        return BINARY_MASK_CLASSES
+    if not 2 <= len(names) <= MAX_MASK_CLASSES:
+        raise DataError(f"{path} names {len(names)} mask class(es); expected 2 to {MAX_MASK_CLASSES} (for binary "
+                        "masks, no mask_classes.txt)")
+    return tuple(names)
 
 
 def _check_layout(data_dir: Path) -> None:
@@ -97,9 +115,9 @@ class _BadPair(Exception):
         self.file, self.problem, self.expected = file, problem, expected
 
 
-def _decode(image_path: Path, mask_path: Path, image_size: int):
-    """``(image, mask, facts)``: the pair prepared at ``image_size`` and ``{"size", "lesion_fraction", "channels"}``
-    of it; ``_BadPair`` if it cannot be used."""
+def _decode(image_path: Path, mask_path: Path, image_size: int, num_mask_classes: int):
+    """``(image, mask, facts)``: the pair prepared at ``image_size`` with ``num_mask_classes`` mask classes, and
+    ``{"size", "lesion_fraction", "mask_fractions", "channels"}`` of it; ``_BadPair`` if it cannot be used."""
     image = read_image(image_path)
     if image is None:
         raise _BadPair(image_path, "cannot be read as an image", _IMAGE_FILE)
@@ -111,26 +129,31 @@ def _decode(image_path: Path, mask_path: Path, image_size: int):
     if mask.shape[:2] != image.shape[:2]:
         raise _BadPair(mask_path, "are masks of another size than their image",
                        "a mask of its image's height and width")
-    prepared_image, prepared_mask = prepare_pair(image, mask, image_size)
-    facts = {"size": image.shape[:2], "lesion_fraction": lesion_fraction(mask), "channels": prepared_image.shape[2]}
+    try:
+        prepared_image, prepared_mask = prepare_pair(image, mask, image_size, num_mask_classes)
+    except MaskError as bad:
+        raise _BadPair(mask_path, bad.problem, f"{bad.expected} in mask_classes.txt") from None
+    facts = {"size": image.shape[:2], "lesion_fraction": lesion_fraction(mask, num_mask_classes),
+             "mask_fractions": mask_fractions(mask, num_mask_classes), "channels": prepared_image.shape[2]}
     return prepared_image, prepared_mask, facts
 
 
-def _decode_again(image_path: Path, mask_path: Path, image_size: int):
+def _decode_again(image_path: Path, mask_path: Path, image_size: int, num_mask_classes: int):
     """The prepared ``(image, mask)`` of a pair found good while reading; ``DataError`` if it has gone bad since."""
     try:
-        image, mask, _ = _decode(image_path, mask_path, image_size)
+        image, mask, _ = _decode(image_path, mask_path, image_size, num_mask_classes)
     except _BadPair as bad:
         raise DataError(f"{bad.file} {bad.problem} since the dataset was read; expected {bad.expected}") from None
     return image, mask
 
 
 def _list_rows(data_dir: Path, problems: Problems):
-    """``(usable rows, classes.txt names or None, whether rows have patients, ignored files with reasons)``: the rows
-    of ``labels.csv`` matched with the files; problems of rows and files go to ``problems``."""
+    """``(usable rows, classes.txt names or None, mask classes, whether rows have patients, ignored files with
+    reasons)``: the rows of ``labels.csv`` matched with the files; problems of rows and files go to ``problems``."""
     (images, other_images), (masks, other_masks) = _index_files(data_dir / "images"), _index_files(data_dir / "masks")
     table = _read_labels(data_dir / "labels.csv")
     class_list = _read_class_list(data_dir / "classes.txt")
+    mask_classes = _read_mask_classes(data_dir / "mask_classes.txt")
     listed = set(table["id"])
     ignored = [(path.relative_to(data_dir), _NOT_AN_IMAGE) for path in other_images + other_masks]
     ignored += [(path.relative_to(data_dir), "are masks without an image") for stem, path in masks.items()
@@ -156,7 +179,7 @@ def _list_rows(data_dir: Path, problems: Problems):
             patient = (getattr(row, "patient", "") or "").strip()
             usable.append({"id": row.id, "label": label, "group": patient or row.id,
                            "files": (images[row.id], masks[row.id])})
-    return usable, class_list, "patient" in table.columns, ignored
+    return usable, class_list, mask_classes, "patient" in table.columns, ignored
 
 
 def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
@@ -164,20 +187,21 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
     """Reads and decodes a folder dataset (see the module docstring) at ``image_size``.
 
     Every image is decoded here, so bad files (unreadable images, missing masks or labels, masks of the wrong size,
-    labels not in ``classes.txt``) raise one ``DataError`` naming them, or are left out and listed in ``skipped``
-    when ``skip_bad_files``. Files that are not images, and masks without an image, are listed in ``skipped`` too.
-    The decoded examples are kept in memory if they take at most ``memory_limit`` bytes (None: the default of
-    ``mtunet.data.store.default_memory_limit``), else streamed.
+    labels not in ``classes.txt``, mask values beyond ``mask_classes.txt``) raise one ``DataError`` naming them, or
+    are left out and listed in ``skipped`` when ``skip_bad_files``. Files that are not images, and masks without an
+    image, are listed in ``skipped`` too. The decoded examples are kept in memory if they take at most
+    ``memory_limit`` bytes (None: the default of ``mtunet.data.store.default_memory_limit``), else streamed.
     """
     data_dir = Path(data_dir).expanduser()
     _check_layout(data_dir)
     problems = Problems(str(data_dir), skip=skip_bad_files)
-    usable, class_list, grouped, ignored = _list_rows(data_dir, problems)
+    usable, class_list, mask_classes, grouped, ignored = _list_rows(data_dir, problems)
+    num_mask_classes = len(mask_classes)
     in_memory = fits_in_memory(len(usable), image_size, check_memory_limit(memory_limit))
 
     def decode(row):
         try:
-            image, mask, facts = _decode(*row["files"], image_size)
+            image, mask, facts = _decode(*row["files"], image_size, num_mask_classes)
         except _BadPair as bad:
             return bad
         return {**row, **facts, "image": image if in_memory else None, "mask": mask if in_memory else None}
@@ -198,6 +222,7 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
     if not in_memory:
         from mtunet.data.stream import file_streamer
 
-        streamer = file_streamer(lambda position: _decode_again(*files[position], image_size), image_size)
+        streamer = file_streamer(lambda position: _decode_again(*files[position], image_size, num_mask_classes),
+                                 image_size)
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=str(data_dir),
-                       image_size=image_size, streamer=streamer)
+                       image_size=image_size, streamer=streamer, mask_classes=mask_classes)

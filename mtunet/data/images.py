@@ -8,12 +8,27 @@ Conventions, shared by every dataset source:
 - Images of more than 8 bits (16-bit PNG/TIFF, float) are stretched from their own minimum and maximum to 0-255, so
   that 12-bit data stored in 16 bits is not near-black.
 - Colour images whose channels are all equal count as grayscale.
-- A mask pixel is lesion when its value is above half the mask's maximum (so 0/1, 0/255 and anti-aliased masks all
-  work); an all-zero mask is an image without lesion. Masks are resized with nearest-neighbour interpolation.
+- A binary mask (one mask class, ``BINARY_MASK_CLASSES``): a pixel is lesion when its value is above half the mask's
+  maximum (so 0/1, 0/255 and anti-aliased masks all work); an all-zero mask is an image without lesion.
+- A multi-class mask (``K >= 2`` mask classes) is a map of class values, read as stored: 0 background, ``i`` the
+  ``i``-th mask class. Any other value, or a colour mask whose channels differ, raises ``MaskError``.
+- Masks are resized with nearest-neighbour interpolation, so they keep their values.
 """
 
 import cv2
 import numpy as np
+
+# The mask classes of a binary dataset: mask value 1 is lesion, 0 background.
+BINARY_MASK_CLASSES = ("lesion",)
+
+
+class MaskError(ValueError):
+    """A mask that does not hold the dataset's mask values: ``problem`` and ``expected`` say why, in the words of
+    ``mtunet.data.problems.Problems.add``."""
+
+    def __init__(self, problem: str, expected: str):
+        super().__init__(f"{problem}; expected {expected}")
+        self.problem, self.expected = problem, expected
 
 
 def read_image(path) -> np.ndarray | None:
@@ -103,16 +118,62 @@ def binarise_mask(mask: np.ndarray) -> np.ndarray:
     return (mask > mask.max() / 2).astype(np.uint8)[..., None]
 
 
-def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A decoded image and its mask as ``uint8`` ``(S, S, 1 or 3)`` and ``(S, S, 1)`` of 0/1, ``S = image_size``."""
+def class_values(mask: np.ndarray, num_mask_classes: int) -> np.ndarray:
+    """``(H, W, 1)`` ``uint8`` class values of a multi-class mask as stored (``(H, W)`` or ``(H, W, C)`` of any depth).
+
+    A colour mask whose channels (alpha aside) are all equal is read from its first channel. Raises ``MaskError`` for
+    a colour mask whose channels differ, or a value that is not a whole number from 0 to ``num_mask_classes``.
+    """
+    expected = f"mask values 0 (background) to {num_mask_classes}, one per mask class"
+    if mask.ndim == 3:
+        channels = mask[..., :3]
+        if np.any(channels != channels[..., :1]):
+            raise MaskError("are colour masks whose channels differ", "1-channel " + expected)
+        mask = channels[..., 0]
+    if not np.issubdtype(mask.dtype, np.integer) and not np.array_equal(mask, np.round(mask)):
+        raise MaskError("have mask values that are not whole numbers", expected)
+    low, high = mask.min(), mask.max()
+    if high > num_mask_classes:
+        raise MaskError(f"have mask value {int(high)}, above the {num_mask_classes} mask classes", expected)
+    if low < 0:
+        raise MaskError(f"have mask value {int(low)}, below 0", expected)
+    return mask.astype(np.uint8)[..., None]
+
+
+def mask_values(mask: np.ndarray, num_mask_classes: int = 1) -> np.ndarray:
+    """``(H, W, 1)`` ``uint8`` of a mask as stored: 0/1 (``binarise_mask``) when ``num_mask_classes`` is 1, else class
+    values 0 to ``num_mask_classes`` (``class_values``, which raises ``MaskError``)."""
+    if num_mask_classes == 1:
+        return binarise_mask(mask)
+    return class_values(mask, num_mask_classes)
+
+
+def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int,
+                 num_mask_classes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A decoded image and its mask as ``uint8`` ``(S, S, 1 or 3)`` and ``(S, S, 1)``, ``S = image_size``: the mask
+    of 0/1 when ``num_mask_classes`` is 1 (the default), else of class values 0 to ``num_mask_classes``
+    (see ``mask_values``)."""
     image = letterbox(to_rgb_or_gray(to_uint8(image)), image_size, nearest=False)
-    mask = letterbox(binarise_mask(mask), image_size, nearest=True)
+    mask = letterbox(mask_values(mask, num_mask_classes), image_size, nearest=True)
     return image, mask
 
 
-def lesion_fraction(mask: np.ndarray) -> float:
-    """Share of the pixels of ``mask`` (as stored, any depth) that are lesion (see ``binarise_mask``)."""
-    return float(binarise_mask(mask).mean())
+def lesion_fraction(mask: np.ndarray, num_mask_classes: int = 1) -> float:
+    """Share of the pixels of ``mask`` (as stored, any depth) that are lesion: of any non-zero value of
+    ``mask_values``."""
+    if num_mask_classes == 1:
+        return float(binarise_mask(mask).mean())
+    return float(np.mean(class_values(mask, num_mask_classes) > 0))
+
+
+def mask_fractions(mask: np.ndarray, num_mask_classes: int = 1) -> list[float]:
+    """Share of the pixels of ``mask`` (as stored) holding each mask value 1 to ``num_mask_classes`` (see
+    ``mask_values``): ``[lesion_fraction(mask)]`` for a binary mask."""
+    if num_mask_classes == 1:
+        return [lesion_fraction(mask)]
+    values = class_values(mask, num_mask_classes)
+    counts = np.bincount(values.ravel(), minlength=num_mask_classes + 1)[1:]
+    return (counts / values.size).tolist()
 
 
 def expand_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -37,6 +37,13 @@ def _mask_coverage(table: pd.DataFrame, class_names) -> dict:
     return coverage
 
 
+def _mask_class_fractions(table: pd.DataFrame, info) -> dict:
+    """Per mask class of ``info`` (a ``DatasetInfo``): the mean share of the stored masks' pixels of that class."""
+    if not info.multiclass_masks:
+        return {info.mask_classes[0]: float(table["lesion_fraction"].mean())}
+    return {name: float(table[f"fraction_{name}"].mean()) for name in info.mask_classes}
+
+
 def _pixel_statistics(dataset) -> tuple[list, list]:
     """Per-channel mean and standard deviation (0-255) of the train split as served, one batch at a time."""
     total = squares = count = 0
@@ -58,8 +65,10 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
         and why), ``grouping`` of the splits (``"patient"`` or ``"example"``), ``groups`` (patients per split and
         ``"total"``), ``image_sizes`` as stored (``distinct``, ``height`` and ``width`` ``[min, max]``,
         ``most_common`` ``[height, width, count]``), ``mask_coverage`` (per class and ``"all"``: ``examples``,
-        ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored masks) and ``pixel_mean``
-        and ``pixel_std`` (per channel, 0-255, train split, as served).
+        ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored masks, any mask class
+        counting as lesion), ``mask_classes`` (``info.mask_classes``: ``["lesion"]`` for binary masks),
+        ``mask_class_fractions`` (per mask class, the mean share of the stored masks' pixels of that class) and
+        ``pixel_mean`` and ``pixel_std`` (per channel, 0-255, train split, as served).
     """
     dataset = load_dataset(name, data_dir=data_dir, image_size=image_size, seed=seed, skip_bad_files=skip_bad_files,
                            memory_limit=memory_limit)
@@ -73,6 +82,8 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
                    "total": int(table["group"].nunique())},
         "image_sizes": _image_sizes(table),
         "mask_coverage": _mask_coverage(table, dataset.info.class_names),
+        "mask_classes": list(dataset.info.mask_classes),
+        "mask_class_fractions": _mask_class_fractions(table, dataset.info),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
     }

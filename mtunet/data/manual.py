@@ -3,7 +3,8 @@
 Each builder reads the download as it comes from the dataset's official page (``dl_manager.manual_dir``, mtunet's
 ``data_dir``) and writes every example into one ``"train"`` split with the features of ``mtunet.data.tfds_source``:
 ``id``, ``patient`` (the group that must stay in one split: patient, lesion; empty when each example is its own
-group), ``image``, ``mask`` (0/1) and ``label``. Images and masks are stored shrunk to the config's ``max_side``, so
+group), ``image``, ``mask`` (0/1, or class values 0..K for a builder declaring ``MASK_CLASSES`` of K >= 2 names) and
+``label``. Images and masks are stored shrunk to the config's ``max_side``, so
 training never decodes a full-size original.
 
 A missing file or folder stops preparing with one line naming the expected path, the download that provides it and
@@ -20,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from mtunet.data.images import binarise_mask, shrink
+from mtunet.data.images import BINARY_MASK_CLASSES, MaskError, mask_values, shrink
 from mtunet.data.problems import name_some
 from mtunet.errors import DataError
 
@@ -90,11 +91,13 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the builders in ``datasets/<name>/``: subclasses declare the data, this class checks and stores it.
 
     A subclass sets ``MANUAL_DOWNLOAD_INSTRUCTIONS``, ``IMAGE_CHANNELS`` (1 or 3) and ``IMAGE_ENCODING`` (``"png"``
-    or ``"jpeg"``), and implements ``_class_names()``, ``_find_examples(root)`` and ``_read_example(id, found)``.
+    or ``"jpeg"``), optionally ``MASK_CLASSES`` (the names of mask values 1..K; default binary masks), and implements
+    ``_class_names()``, ``_find_examples(root)`` and ``_read_example(id, found)``.
     """
 
     IMAGE_CHANNELS = 3
     IMAGE_ENCODING = "png"
+    MASK_CLASSES = BINARY_MASK_CLASSES
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -116,9 +119,9 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @abc.abstractmethod
     def _read_example(self, example_id: str, found) -> dict | None:
         """``{"patient", "image", "mask", "label"}`` of one example as downloaded: image ``(H, W[, C])``, mask
-        ``(H, W)`` with lesion > 0, label a class name; None if the config does not take it (e.g. a slice without
-        tumour when labels are per patient), counted in ``info.metadata["outside_config"]``. Raises ``Unusable`` for
-        a corrupt or inconsistent one."""
+        ``(H, W)`` with lesion > 0 (class values 0..K with ``MASK_CLASSES`` of K >= 2), label a class name; None if
+        the config does not take it (e.g. a slice without tumour when labels are per patient), counted in
+        ``info.metadata["outside_config"]``. Raises ``Unusable`` for a corrupt or inconsistent one."""
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -166,7 +169,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                            name_some(example_id for example_id, _ in self._left_out))
 
     def _stored_example(self, example: dict) -> dict:
-        """The example as stored: image ``(h, w, IMAGE_CHANNELS)`` and 0/1 mask ``(h, w, 1)`` shrunk to ``max_side``."""
+        """The example as stored: image ``(h, w, IMAGE_CHANNELS)`` and mask ``(h, w, 1)`` (0/1, or class values for
+        ``MASK_CLASSES`` of 2 or more) shrunk to ``max_side``."""
         image, mask = example["image"], example["mask"]
         if image.shape[:2] != mask.shape[:2]:
             raise Unusable(f"mask is {mask.shape[0]}x{mask.shape[1]} px, its image {image.shape[0]}x{image.shape[1]}")
@@ -174,7 +178,10 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if image.shape[2] != self.IMAGE_CHANNELS or image.dtype != np.uint8:
             raise Unusable(f"image has {image.shape[2]} channel(s) of {image.dtype}; expected {self.IMAGE_CHANNELS} "
                            "of uint8")
-        mask = binarise_mask(mask)
+        try:
+            mask = mask_values(mask, len(self.MASK_CLASSES))
+        except MaskError as bad:
+            raise Unusable(f"mask does not hold the values of MASK_CLASSES ({bad})") from None
         max_side = self.builder_config.max_side
         if max_side is not None:
             image = shrink(image, max_side, nearest=False)

@@ -11,8 +11,8 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
     """A finite dataset of batches ``(images, {"label": ..., "mask": ...})``.
 
     Args:
-        examples: ``(image, mask, label)``: ``uint8`` ``(H, W, C)``, ``uint8`` ``(H, W, 1)`` of 0/1, int32 class
-            index; already decoded (in memory or from a cache file).
+        examples: ``(image, mask, label)``: ``uint8`` ``(H, W, C)``, ``uint8`` ``(H, W, 1)`` of 0/1 (binary) or
+            of class values 0..K (multi-class), int32 class index; already decoded (in memory or from a cache file).
         shuffle_buffer: examples held for shuffling when ``training``: all of them shuffles completely.
         num_classes: length of the one-hot labels.
         batch_size: examples per batch.
@@ -26,7 +26,8 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
 
     Returns:
         Batches of images float32 ``(B, H, W, C)`` raw 0-255, labels float32 ``(B, num_classes)`` one-hot, masks
-        float32 ``(B, H, W, 1)`` of 0/1; not repeated.
+        float32 ``(B, H, W, 1)`` holding the values of the examples' masks (0/1, or class values 0..K; augmentation
+        never mixes them); not repeated.
     """
     if training:
         examples = examples.shuffle(max(shuffle_buffer, 1), seed=seed, reshuffle_each_iteration=True)

@@ -20,6 +20,13 @@ def _read_synthetic(data_dir, **options) -> ExampleStore:
     return read_tfds(MtunetSynthetic, data_dir, **options)
 
 
+def _read_synthetic_multiclass(data_dir, **options) -> ExampleStore:
+    from mtunet.data.synthetic_tfds import MtunetSyntheticMulticlass
+    from mtunet.data.tfds_source import read_tfds
+
+    return read_tfds(MtunetSyntheticMulticlass, data_dir, **options)
+
+
 def _read_folder(data_dir, **options) -> ExampleStore:
     from mtunet.data.folder import read_folder
 
@@ -67,6 +74,9 @@ DATASETS: dict[str, DatasetSpec] = {
     for spec in [
         DatasetSpec("synthetic", "generated breast-ultrasound-like lesions, 3 classes, no files needed (TFDS "
                     "builder mtunet_synthetic)", _read_synthetic, needs_data_dir=False),
+        DatasetSpec("synthetic_multiclass", "synthetic with a brighter lesion core: masks of 2 classes, rim and core, "
+                    "no files needed (TFDS builder mtunet_synthetic_multiclass)", _read_synthetic_multiclass,
+                    needs_data_dir=False),
         DatasetSpec("folder", "your images: data_dir with images/, masks/ and labels.csv (id,label[,patient])",
                     _read_folder, needs_data_dir=True),
         DatasetSpec("isic2018", "ISIC 2018 dermoscopy, 7 diagnoses, lesion masks: data_dir is the ISIC 2018 / "

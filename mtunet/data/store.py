@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mtunet.data.images import expand_channels
+from mtunet.data.images import BINARY_MASK_CLASSES, expand_channels
 from mtunet.errors import ConfigError, DataError
 
 # Share of the machine's physical memory that decoded examples may take by default.
@@ -57,9 +57,12 @@ class ExampleStore:
         image_size: side ``S`` of the square served images.
         channels: channels ``C`` of the served images, 1 or 3 (3 if any image is colour).
         original_sizes: ``(N, 2)`` height and width of each image as stored.
-        lesion_fractions: ``(N,)`` share of lesion pixels in each mask as stored.
+        lesion_fractions: ``(N,)`` share of lesion pixels (of any non-zero mask value) in each mask as stored.
+        mask_classes: names of the mask values 1..K (``BINARY_MASK_CLASSES``: a binary mask of 0/1).
+        mask_fractions: ``(N, K)`` share of the pixels of each mask as stored holding each mask value 1..K.
         images: ``(N, S, S, C)`` ``uint8``, or None when the examples are streamed.
-        masks: ``(N, S, S, 1)`` ``uint8`` of 0/1, or None when the examples are streamed.
+        masks: ``(N, S, S, 1)`` ``uint8`` of 0/1 (binary) or of class values 0..K, or None when the examples are
+            streamed.
         stream: when streamed, ``stream(positions)``: a ``tf.data.Dataset`` of ``(image, mask)`` as above for the
             examples at ``positions`` (ascending), in that order; else None.
     """
@@ -74,6 +77,8 @@ class ExampleStore:
     channels: int
     original_sizes: np.ndarray
     lesion_fractions: np.ndarray
+    mask_classes: tuple[str, ...]
+    mask_fractions: np.ndarray
     images: np.ndarray | None
     masks: np.ndarray | None
     stream: Callable | None
@@ -88,19 +93,20 @@ class ExampleStore:
 
 
 def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skipped, source: str, image_size: int,
-                streamer: Callable | None = None) -> ExampleStore:
+                streamer: Callable | None = None, mask_classes=BINARY_MASK_CLASSES) -> ExampleStore:
     """An ``ExampleStore`` from examples a source has decoded, in the order given.
 
     Args:
         rows: one dict per example with ``id``, ``label`` (int), ``group``, ``channels`` (1 or 3), ``size``
-            (height, width as stored), ``lesion_fraction`` and, unless streaming, ``image`` ``(S, S, channels)`` and
-            ``mask`` ``(S, S, 1)``.
+            (height, width as stored), ``lesion_fraction``, ``mask_fractions`` (one share per mask class) and, unless
+            streaming, ``image`` ``(S, S, channels)`` and ``mask`` ``(S, S, 1)``.
         class_names: names of the label indices; at least 2.
         grouped: whether ``group`` holds real patient ids.
         skipped: ``[(file, reason), ...]`` already left out.
         source: where the examples came from, for error messages.
         image_size: side of the served images.
         streamer: None to keep the rows' arrays in memory; else ``streamer(channels)`` gives the store's ``stream``.
+        mask_classes: names of the mask values 1..K (default ``BINARY_MASK_CLASSES``: binary masks).
     """
     if not rows:
         raise DataError(f"{source} has no usable example ({len(skipped)} skipped)")
@@ -119,6 +125,9 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         channels=channels,
         original_sizes=np.array([row["size"] for row in rows], dtype=np.int64),
         lesion_fractions=np.array([row["lesion_fraction"] for row in rows], dtype=np.float64),
+        mask_classes=tuple(mask_classes),
+        mask_fractions=np.array([row["mask_fractions"] for row in rows], dtype=np.float64).reshape(
+            len(rows), len(mask_classes)),
         images=np.stack([expand_channels(row["image"], channels) for row in rows]) if in_memory else None,
         masks=np.stack([row["mask"] for row in rows]) if in_memory else None,
         stream=None if in_memory else streamer(channels),

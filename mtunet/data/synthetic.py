@@ -28,6 +28,9 @@ NATIVE_SIZE = 128
 SEED = 20240
 SMALL_FRACTION = 0.15  # lesions of 3.5-6% of the image side in radius (else 7-17%)
 FAINT_FRACTION = 0.15  # lesions 12-25% darker than their surroundings (else 35-80%)
+RIM_AND_CORE_CLASSES = ("rim", "core")  # mask values 1 and 2 with rim_and_core=True
+CORE_DEPTH = 0.35  # core: lesion pixels farther from the margin than this share of the lesion's greatest depth
+CORE_BRIGHTNESS = 2.2  # the core's echo level over the rim's: a clear step against the speckle
 
 # Per class, ranges a patient's lesion is drawn from: width/height ratio; amplitude of the outline's harmonics (of the
 # given orders); number and height of spicules; margin blur (sigma in pixels at 128 px); share of the tissue's speckle
@@ -115,8 +118,16 @@ def _outline(rng: np.random.Generator, traits: dict, size: int) -> np.ndarray:
     return np.round(points * 16).astype(np.int32)[:, None, :]  # 4 fractional bits for cv2
 
 
-def _draw_view(rng: np.random.Generator, traits: dict, size: int = NATIVE_SIZE):
-    """One view of a lesion: ``(image, mask)``, both ``uint8`` ``(size, size, 1)``, mask 0/255 marking the lesion.
+def _core(mask: np.ndarray) -> np.ndarray:
+    """``(size, size)`` bool: the pixels of the lesion ``mask`` deeper than ``CORE_DEPTH`` of its greatest depth."""
+    depth = cv2.distanceTransform((mask > 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return depth > CORE_DEPTH * depth.max()
+
+
+def _draw_view(rng: np.random.Generator, traits: dict, size: int = NATIVE_SIZE, rim_and_core: bool = False):
+    """One view of a lesion: ``(image, mask)``, both ``uint8`` ``(size, size, 1)``, mask 0/255 marking the lesion;
+    with ``rim_and_core``, a core ``CORE_BRIGHTNESS`` times brighter than the rest of the lesion and a mask of 0
+    background, 1 rim, 2 core.
 
     ``traits`` come from ``_lesion_traits``; distances are scaled from 128 px to ``size``.
     """
@@ -131,6 +142,10 @@ def _draw_view(rng: np.random.Generator, traits: dict, size: int = NATIVE_SIZE):
     noise = _smooth_noise(rng, size, 24)
     texture = 1.0 + traits["coarse"] * (noise - noise[mask > 0].mean())  # heterogeneous, as dark on average
     level = tissue * (1 - inside) + surrounding * (1 - traits["contrast"]) * texture * inside
+    if rim_and_core:
+        core = _core(mask)
+        soft_core = cv2.GaussianBlur(core.astype(np.float32), (0, 0), 0.5 * scale)
+        level *= 1 + (CORE_BRIGHTNESS - 1) * soft_core * lesion
     ring = np.clip(cv2.GaussianBlur(lesion, (0, 0), 2.5 * scale) - lesion, 0, None)  # just outside the margin
     edge = np.clip(cv2.GaussianBlur(lesion, (0, 0), 0.8 * scale) * (1 - lesion) * 2, 0, 1)
     level += surrounding * (traits["halo"] * 2 * ring + traits["wall"] * edge)
@@ -147,18 +162,27 @@ def _draw_view(rng: np.random.Generator, traits: dict, size: int = NATIVE_SIZE):
     speckle = _speckle(rng, size)
     speckle = 1 + (speckle - 1) * (1 - inside * (1 - traits["speckle"]))
     image = np.clip(level * posterior * speckle, 0, 255)
+    if rim_and_core:
+        mask = np.where(core, 2, np.where(mask > 0, 1, 0)).astype(np.uint8)
     return np.round(image).astype(np.uint8)[..., None], mask[..., None]
 
 
-def synthetic_examples(num_patients: int = NUM_PATIENTS, size: int = NATIVE_SIZE, seed: int = SEED):
+def synthetic_examples(num_patients: int = NUM_PATIENTS, size: int = NATIVE_SIZE, seed: int = SEED, *,
+                       rim_and_core: bool = False):
     """Yields ``num_patients * IMAGES_PER_PATIENT`` dicts in id order: ``id``, ``patient``, ``label`` (a class
-    name), ``image`` and ``mask`` (``uint8`` ``(size, size, 1)``, mask 0/255)."""
+    name), ``image`` and ``mask`` (``uint8`` ``(size, size, 1)``, mask 0/255).
+
+    ``rim_and_core=True`` (the ``synthetic_multiclass`` dataset) draws the lesion's core (``_core``) ``CORE_BRIGHTNESS``
+    times brighter than its rim, and gives masks of the mask classes ``RIM_AND_CORE_CLASSES``: 0 background, 1 rim,
+    2 core. The core is found from the outline alone, with no random draw, so ids, patients, classes, outlines and the
+    image outside the lesion are those of ``rim_and_core=False``.
+    """
     for patient in range(num_patients):
         rng = np.random.default_rng([seed, patient])
         class_name = CLASS_NAMES[rng.choice(len(CLASS_NAMES), p=CLASS_PROBABILITIES)]
         traits = _lesion_traits(rng, class_name)
         for view in range(IMAGES_PER_PATIENT):
-            image, mask = _draw_view(rng, traits, size)
+            image, mask = _draw_view(rng, traits, size, rim_and_core)
             yield {
                 "id": f"p{patient:04d}_{view}",
                 "patient": f"p{patient:04d}",

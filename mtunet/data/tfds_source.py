@@ -4,13 +4,16 @@ An mtunet TFDS builder puts every example in one ``"train"`` split (mtunet makes
 the features ``id`` (text), ``patient`` (text, may be empty), ``image`` (any size, 1 or 3 channels), ``mask`` (the
 image's size, 1 channel) and ``label`` (``ClassLabel``). The dataset's order is the split's file order. Examples a
 builder left out while preparing (``info.metadata["left_out"]``) are listed in the store's ``skipped``.
+
+A builder declares its mask classes as the class attribute ``MASK_CLASSES`` (the names of mask values 1..K);
+without it, or with ``BINARY_MASK_CLASSES``, masks are binary (see ``mtunet.data.images``).
 """
 
 import functools
 
 import numpy as np
 
-from mtunet.data.images import lesion_fraction, prepare_pair
+from mtunet.data.images import BINARY_MASK_CLASSES, MaskError, lesion_fraction, mask_fractions, prepare_pair
 from mtunet.data.problems import Problems
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
 
@@ -25,7 +28,8 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
         config: the builder config (None: its default).
         manual_dir: the hand download a manual-download builder is prepared from.
         image_size: side of the square arrays.
-        skip_bad_files: leave out examples whose mask is not the image's size instead of raising ``DataError``.
+        skip_bad_files: leave out examples whose mask is not the image's size or holds values beyond the builder's
+            ``MASK_CLASSES`` instead of raising ``DataError``.
         memory_limit: bytes the decoded examples may take in memory (None: ``store.default_memory_limit()``); more
             are streamed from the TFDS files.
     """
@@ -37,7 +41,9 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
     channels = builder.info.features["image"].shape[-1] or 3
     in_memory = fits_in_memory(builder.info.splits["train"].num_examples, image_size,
                                check_memory_limit(memory_limit), channels)
-    prepare = functools.partial(prepare_pair, image_size=image_size)
+    mask_classes = tuple(getattr(builder_class, "MASK_CLASSES", BINARY_MASK_CLASSES))
+    num_mask_classes = len(mask_classes)
+    prepare = functools.partial(prepare_pair, image_size=image_size, num_mask_classes=num_mask_classes)
     problems = Problems(builder.name, skip=skip_bad_files)
     rows, read_positions, grouped = [], [], False
     for position, example in enumerate(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))):
@@ -46,11 +52,16 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
             problems.add(example_id, "are masks of another size than their image",
                          "a mask of its image's height and width")
             continue
-        image, mask = prepare(example["image"], example["mask"])
+        try:
+            image, mask = prepare(example["image"], example["mask"])
+        except MaskError as bad:
+            problems.add(example_id, bad.problem, bad.expected)
+            continue
         grouped = grouped or bool(patient)
         rows.append({"id": example_id, "label": int(example["label"]), "group": patient or example_id,
                      "channels": image.shape[2], "size": example["image"].shape[:2],
-                     "lesion_fraction": lesion_fraction(example["mask"]),
+                     "lesion_fraction": lesion_fraction(example["mask"], num_mask_classes),
+                     "mask_fractions": mask_fractions(example["mask"], num_mask_classes),
                      "image": image if in_memory else None, "mask": mask if in_memory else None})
         read_positions.append(position)
     skipped = left_out(builder.info) + problems.resolve()
@@ -61,4 +72,4 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
         streamer = tfds_streamer(builder, np.array(read_positions), prepare, image_size)
     class_names = builder.info.features["label"].names
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=builder.name,
-                       image_size=image_size, streamer=streamer)
+                       image_size=image_size, streamer=streamer, mask_classes=mask_classes)
