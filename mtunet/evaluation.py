@@ -2,6 +2,10 @@
 
 ``compute_metrics`` turns the arrays of a ``predictions.npz`` (see ``save_predictions``) into everything
 ``metrics.json`` holds; ``metrics_from_predictions`` does the same from the file alone.
+
+Masks are binary (a lesion probability per pixel, thresholded) or, when the predictions name their
+``mask_classes``, multi-class (a softmax over background and the classes per pixel, argmax): see
+``segmentation_metrics``.
 """
 
 import math
@@ -23,6 +27,12 @@ ISIC_JACCARD_THRESHOLD = 0.65
 PREDICTIONS_FILE = "predictions.npz"
 # the headline numbers of metrics.json that get 95% bootstrap intervals
 BOOTSTRAPPED = ("accuracy", "balanced_accuracy", "auc", "dice_mean")
+BACKGROUND = "background"  # class 0 of a multi-class mask
+MACRO_AVERAGE = ("macro mean over the foreground classes: the mean over the classes of each class's value (its mean "
+                 "or median over images, or its pooled value), classes without a defined value left out")
+# the headline segmentation numbers of a multi-class mask, each the macro mean of the same key of mask_per_class
+MACRO_KEYS = ("dice_mean", "dice_median", "iou_mean", "iou_median", "dice_pooled", "iou_pooled",
+              "thresholded_jaccard", "pixel_sensitivity", "pixel_specificity")
 
 
 def check_empty_rule(empty: str) -> None:
@@ -48,6 +58,26 @@ def overlap_per_image(true_masks, predicted_masks, empty="one"):
         iou = np.where(both_empty, np.nan, intersection / union)
     if empty == "one":
         dice[both_empty], iou[both_empty] = 1.0, 1.0
+    return dice, iou
+
+
+def overlap_per_class(true_maps, predicted_maps, num_classes, empty="one"):
+    """Dice and IoU of each image and foreground class of class maps, ``(n, num_classes)`` each.
+
+    Args:
+        true_maps, predicted_maps: ``(n, H, W)`` integer class maps: 0 is background, 1..num_classes the classes.
+        num_classes: K, the number of foreground classes; column ``c - 1`` of the results is class ``c``.
+        empty: ``"one"`` or ``"skip"``, as in ``overlap_per_image``, for each class of each image: where the class
+            is in neither map of an image, its Dice and IoU are 1, or NaN (to be left out of means).
+    """
+    check_empty_rule(empty)
+    true_maps, predicted_maps = np.asarray(true_maps), np.asarray(predicted_maps)
+    if true_maps.shape != predicted_maps.shape:
+        raise ValueError(f"true maps of shape {true_maps.shape} and predicted maps of shape {predicted_maps.shape}; "
+                         "expected the same shape")
+    dice, iou = np.empty((len(true_maps), num_classes)), np.empty((len(true_maps), num_classes))
+    for index in range(num_classes):
+        dice[:, index], iou[:, index] = overlap_per_image(true_maps == index + 1, predicted_maps == index + 1, empty)
     return dice, iou
 
 
@@ -143,24 +173,124 @@ def _summary(values) -> dict:
             "n": int(values.size)}
 
 
+def mask_class_names(predictions: dict) -> "list[str] | None":
+    """The foreground class names of a multi-class predictions dict, from its ``mask_classes``; None for binary
+    masks (no ``mask_classes``, or a single name)."""
+    if "mask_classes" not in predictions:
+        return None
+    names = [str(name) for name in np.atleast_1d(predictions["mask_classes"])]
+    return names if len(names) > 1 else None
+
+
+def _pixel_confusion(true_maps, predicted_maps, size, chunk=64):
+    """``(size, size)`` pixel counts, rows true class, columns predicted, over ``chunk`` images at a time (bounds
+    the memory of the int64 codes)."""
+    counts = np.zeros(size * size, np.int64)
+    for start in range(0, len(true_maps), chunk):
+        codes = true_maps[start:start + chunk].astype(np.int64) * size + predicted_maps[start:start + chunk]
+        counts += np.bincount(codes.reshape(-1), minlength=size * size)
+    return counts.reshape(size, size)
+
+
+def _macro(values) -> float:
+    defined = [value for value in values if not math.isnan(value)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+def _class_map_metrics(true_maps, mask_probabilities, mask_classes, empty, labels=None, class_names=None):
+    """``(metrics, Dice (n, K), IoU (n, K))`` of multi-class masks; see ``segmentation_metrics``."""
+    num_classes = len(mask_classes)
+    true_maps, probabilities = np.asarray(true_maps), np.asarray(mask_probabilities)
+    if true_maps.ndim == 4 and true_maps.shape[-1] == 1:
+        true_maps = true_maps[..., 0]
+    if probabilities.shape != (*true_maps.shape, num_classes + 1) or true_maps.ndim != 3:
+        raise ValueError(f"true class maps of shape {true_maps.shape} and mask probabilities of shape "
+                         f"{probabilities.shape} for {num_classes} mask classes; expected (n, H, W) and "
+                         f"(n, H, W, {num_classes + 1}) (background and {', '.join(mask_classes)})")
+    if true_maps.size and (true_maps.min() < 0 or true_maps.max() > num_classes):
+        raise DataError(f"true class maps hold values {true_maps.min()}..{true_maps.max()}; expected 0 (background) "
+                        f"to {num_classes} ({', '.join(mask_classes)})")
+    true_maps = true_maps.astype(np.uint8 if num_classes < 256 else np.int64)
+    predicted = probabilities.argmax(axis=-1).astype(true_maps.dtype)
+    dice, iou = overlap_per_class(true_maps, predicted, num_classes, empty)
+    counts = _pixel_confusion(true_maps, predicted, num_classes + 1)
+    true_flat, predicted_flat = true_maps.reshape(len(true_maps), -1), predicted.reshape(len(predicted), -1)
+    per_class = {}
+    for index, name in enumerate(mask_classes):
+        value = index + 1
+        tp = int(counts[value, value])
+        fn, fp = int(counts[value].sum()) - tp, int(counts[:, value].sum()) - tp
+        tn = int(counts.sum()) - tp - fn - fp
+        dice_summary, iou_summary = _summary(dice[:, index]), _summary(iou[:, index])
+        per_class[name] = {
+            "dice_mean": dice_summary["mean"], "dice_std": dice_summary["std"], "dice_median": dice_summary["median"],
+            "iou_mean": iou_summary["mean"], "iou_std": iou_summary["std"], "iou_median": iou_summary["median"],
+            "dice_pooled": _divide(2 * tp, 2 * tp + fp + fn), "iou_pooled": _divide(tp, tp + fp + fn),
+            "thresholded_jaccard": thresholded_jaccard(iou[:, index]),
+            "pixel_sensitivity": _divide(tp, tp + fn), "pixel_specificity": _divide(tn, tn + fp),
+            "pixels_true": tp + fn, "pixels_predicted": tp + fp,
+            "images_with_class": int((true_flat == value).any(axis=1).sum()),
+            "images_both_empty": int(np.count_nonzero(~(true_flat == value).any(axis=1)
+                                                      & ~(predicted_flat == value).any(axis=1))),
+            "images_scored": dice_summary["n"],
+        }
+    image_dice = _nanmean_rows(dice)
+    results = {key: _macro([row[key] for row in per_class.values()]) for key in MACRO_KEYS}
+    results.update({
+        "mask_classes": list(mask_classes), "mask_averaging": MACRO_AVERAGE,
+        "mask_decision": f"argmax over {BACKGROUND} and the {num_classes} mask classes",
+        "images_both_empty": int(np.count_nonzero(~true_flat.any(axis=1) & ~predicted_flat.any(axis=1))),
+        "images_scored": int(np.count_nonzero(~np.isnan(image_dice))),
+        "empty_mask_rule": empty,
+        "empty_mask_rule_description": f"{EMPTY_MASK_RULES[empty]}; applied class by class: an image whose true and "
+                                       "predicted maps both lack a class has both masks of that class empty",
+        "mask_per_class": per_class,
+        "mask_confusion_matrix": counts.tolist(),
+    })
+    if labels is not None and class_names is not None:
+        labels = np.asarray(labels)
+        results["dice_per_class"] = {name: _summary(image_dice[labels == index])
+                                     for index, name in enumerate(class_names)}
+    return results, dice, iou
+
+
 def segmentation_metrics(true_masks, mask_probabilities, *, threshold=0.5, empty="one", labels=None,
-                         class_names=None) -> tuple[dict, np.ndarray, np.ndarray]:
+                         class_names=None, mask_classes=None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Dice and IoU per image and pooled, the ISIC thresholded Jaccard, pixel sensitivity and specificity.
 
     Args:
-        true_masks: ``(n, H, W[, 1])`` true masks (non-zero is lesion).
-        mask_probabilities: ``(n, H, W[, 1])`` predicted lesion probabilities; above ``threshold`` is lesion.
-        threshold: probability above which a pixel is lesion.
+        true_masks: ``(n, H, W[, 1])`` true masks (non-zero is lesion); with ``mask_classes``, integer class maps
+            ``(n, H, W)``, 0 background and ``c`` the class ``mask_classes[c - 1]``.
+        mask_probabilities: ``(n, H, W[, 1])`` predicted lesion probabilities; above ``threshold`` is lesion; with
+            ``mask_classes``, ``(n, H, W, K + 1)`` probabilities of background and the K classes, argmax predicted.
+        threshold: probability above which a pixel is lesion (binary masks only).
         empty: ``"one"`` or ``"skip"``, the rule for images whose true and predicted masks are both empty
-            (``EMPTY_MASK_RULES``); it decides the per-image means, medians and the thresholded Jaccard.
+            (``EMPTY_MASK_RULES``); it decides the per-image means, medians and the thresholded Jaccard. With
+            ``mask_classes`` it is applied to each class of each image.
         labels, class_names: the true class of each image and the class names, for ``dice_per_class``.
+        mask_classes: the K foreground class names of multi-class masks; None or a single name: binary masks.
 
     Returns ``(metrics, Dice per image, IoU per image)`` (NaN for the images ``empty="skip"`` leaves out); the
     metrics have the keys ``dice_mean``, ``dice_std``, ``dice_median``, the same for ``iou``, ``dice_pooled`` and
     ``iou_pooled`` (over all pixels of all images), ``thresholded_jaccard``, ``pixel_sensitivity``,
     ``pixel_specificity`` (pooled), ``images_both_empty``, ``images_scored``, ``empty_mask_rule`` and its
     description, ``threshold``, and ``dice_per_class`` (``{name: {mean, std, median, n}}`` by true class).
+
+    With multi-class masks the Dice and IoU per image are the mean over the classes of that image's per-class values
+    (NaNs left out); each of ``MACRO_KEYS`` is the macro mean over the foreground classes of the same key of
+    ``mask_per_class`` (``{mask class: {dice_mean, dice_std, dice_median, iou_..., dice_pooled, iou_pooled,
+    thresholded_jaccard, pixel_sensitivity, pixel_specificity (one class against the rest), pixels_true,
+    pixels_predicted, images_with_class, images_both_empty, images_scored}}``); the other keys are
+    ``mask_classes``, ``mask_averaging`` (the averaging, in words), ``mask_decision``, ``images_both_empty`` (images
+    all background in both maps), ``images_scored`` (images with a defined Dice of some class), the empty-mask rule,
+    ``mask_confusion_matrix`` (pixel counts, rows true, columns predicted, over background then ``mask_classes``)
+    and ``dice_per_class`` (of the per-image Dice). There is no ``threshold``, ``dice_std`` or ``iou_std``.
     """
+    mask_classes = None if mask_classes is None else [str(name) for name in np.atleast_1d(mask_classes)]
+    if mask_classes is not None and len(mask_classes) > 1:
+        results, dice, iou = _class_map_metrics(true_masks, mask_probabilities, mask_classes, empty, labels,
+                                                class_names)
+        return results, _nanmean_rows(dice), _nanmean_rows(iou)
     true_masks = np.asarray(true_masks) > 0
     predicted = np.asarray(mask_probabilities) > threshold
     dice, iou = overlap_per_image(true_masks, predicted, empty)
@@ -248,7 +378,11 @@ def _nanmean_rows(values):
 
 def bootstrap_statistics(predictions: dict, dice=None) -> dict:
     """``{name: function(indices (r, n)) -> (r,)}`` giving accuracy, balanced accuracy, AUC (as
-    ``classification_metrics`` defines them) and mean Dice (of ``dice``, NaNs left out) of each resample."""
+    ``classification_metrics`` defines them) and mean Dice of each resample.
+
+    ``dice`` is ``(n,)`` Dice per image (the mean leaves NaNs out) or, for multi-class masks, ``(n, K)`` Dice per
+    image and class (``overlap_per_class``): then the mean is the macro mean over the classes of each class's mean
+    over the resampled images, as ``segmentation_metrics``'s ``dice_mean``."""
     statistics = {}
     if "label_probabilities" in predictions:
         labels, probabilities = np.asarray(predictions["labels"]), np.asarray(predictions["label_probabilities"])
@@ -275,7 +409,11 @@ def bootstrap_statistics(predictions: dict, dice=None) -> dict:
         statistics["auc"] = auc
     if dice is not None:
         dice = np.asarray(dice, float)
-        statistics["dice_mean"] = lambda indices: _nanmean_rows(dice[indices])
+        if dice.ndim == 2:
+            statistics["dice_mean"] = lambda indices: _nanmean_rows(np.stack(
+                [_nanmean_rows(dice[indices, index]) for index in range(dice.shape[1])], axis=1))
+        else:
+            statistics["dice_mean"] = lambda indices: _nanmean_rows(dice[indices])
     return statistics
 
 
@@ -286,11 +424,14 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
     Args:
         predictions: ``ids`` (n,), ``labels`` (n,) true class indices, ``class_names``, and, for the heads the
             model has, ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
-            (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with.
-        threshold, empty: see ``segmentation_metrics``.
+            (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with. Multi-class masks
+            add ``mask_classes`` (K names): ``true_masks`` are then class maps (n, H, W) of 0..K and
+            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``).
+        threshold, empty: see ``segmentation_metrics``; ``threshold`` is unused with multi-class masks.
         bootstrap_resamples, confidence, seed: of the bootstrap intervals of ``BOOTSTRAPPED``.
 
-    Returns ``(metrics, dice per image, IoU per image)``; the per-image arrays are None without a mask head.
+    Returns ``(metrics, dice per image, IoU per image)``; the per-image arrays are None without a mask head, and
+    with multi-class masks the mean over the classes of each image's per-class values.
     """
     check_empty_rule(empty)
     class_names = [str(name) for name in predictions["class_names"]]
@@ -298,13 +439,20 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
     results = {"n_images": int(len(labels)), "class_names": class_names}
     if "label_probabilities" in predictions:
         results.update(classification_metrics(labels, predictions["label_probabilities"], class_names))
-    dice = iou = None
-    if "mask_probabilities" in predictions:
+    dice = iou = bootstrapped_dice = None
+    mask_classes = mask_class_names(predictions)
+    if "mask_probabilities" in predictions and mask_classes is not None:
+        segmentation, bootstrapped_dice, class_iou = _class_map_metrics(
+            predictions["true_masks"], predictions["mask_probabilities"], mask_classes, empty, labels, class_names)
+        dice, iou = _nanmean_rows(bootstrapped_dice), _nanmean_rows(class_iou)
+        results.update(segmentation)
+    elif "mask_probabilities" in predictions:
         segmentation, dice, iou = segmentation_metrics(predictions["true_masks"], predictions["mask_probabilities"],
                                                        threshold=threshold, empty=empty, labels=labels,
                                                        class_names=class_names)
+        bootstrapped_dice = dice
         results.update(segmentation)
-    intervals = bootstrap_intervals(bootstrap_statistics(predictions, dice), len(labels),
+    intervals = bootstrap_intervals(bootstrap_statistics(predictions, bootstrapped_dice), len(labels),
                                     resamples=bootstrap_resamples, confidence=confidence, seed=seed)
     results["confidence_intervals"] = {
         "confidence": confidence, "method": "percentile bootstrap over images", "resamples": bootstrap_resamples,
@@ -313,7 +461,8 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
 
 
 def save_predictions(path, predictions: dict, write=None) -> None:
-    """Writes the arrays of ``predictions`` (see ``compute_metrics``) compressed to ``path``.
+    """Writes the arrays of ``predictions`` (see ``compute_metrics``) compressed to ``path``, in their own dtypes
+    (``mask_classes`` as a string array).
 
     ``write(path, function)`` writes through a temporary file (``mtunet.training.write_atomically``); default: in
     place.
@@ -339,6 +488,13 @@ def load_predictions(path) -> dict:
     if missing or ("mask_probabilities" in predictions) != ("true_masks" in predictions):
         raise DataError(f"{path} lacks the array(s) {', '.join(missing) or 'true_masks/mask_probabilities'}; "
                         f"expected the {PREDICTIONS_FILE} that `mtunet evaluate` writes")
+    mask_classes = mask_class_names(predictions)
+    if mask_classes is not None and "mask_probabilities" in predictions:
+        true_shape, shape = predictions["true_masks"].shape, predictions["mask_probabilities"].shape
+        if len(true_shape) != 3 or shape != (*true_shape, len(mask_classes) + 1):
+            raise DataError(f"{path} has true_masks of shape {true_shape} and mask_probabilities of shape {shape} "
+                            f"for the {len(mask_classes)} mask classes {mask_classes}; expected (n, H, W) and "
+                            f"(n, H, W, {len(mask_classes) + 1})")
     return predictions
 
 

@@ -1,13 +1,16 @@
 """Figures of an evaluation: confusion matrix, ROC curves, Dice histogram and the best/worst gallery.
 
 Each function returns a ``matplotlib.figure.Figure`` made without pyplot (no global state, no display needed);
-``figure_png`` turns it into PNG bytes for a file or the HTML report.
+``figure_png`` turns it into PNG bytes for a file or the HTML report. ``class_map_overlay`` colours a multi-class
+mask over its image.
 """
 
 import io
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
@@ -77,12 +80,56 @@ def _outline(axis, mask, colour, style):
         axis.contour(mask, levels=[0.5], colors=colour, linewidths=1.2, linestyles=style)
 
 
-def gallery_figure(rows: dict) -> Figure:
+def class_colours(num_classes: int) -> np.ndarray:
+    """``(num_classes, 3)`` uint8 RGB colours, one distinct colour per foreground class 1..num_classes (tab10, then
+    tab20, then evenly spaced hues)."""
+    if num_classes <= 10:
+        colours = matplotlib.colormaps["tab10"].colors[:num_classes]
+    elif num_classes <= 20:
+        colours = matplotlib.colormaps["tab20"].colors[:num_classes]
+    else:
+        colours = matplotlib.colormaps["hsv"](np.arange(num_classes) / num_classes)
+    return (np.asarray(colours)[:, :3] * 255).round().astype(np.uint8)
+
+
+def class_map_overlay(image, class_map, num_classes: int, alpha: float = 0.5) -> np.ndarray:
+    """The image as ``(H, W, 3)`` uint8 RGB with each pixel of class ``c`` of ``class_map`` blended with
+    ``class_colours(num_classes)[c - 1]``.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``, 0-255.
+        class_map: ``(H, W)`` integer classes, 0 (background, left as it is) to ``num_classes``.
+        num_classes: K, the number of foreground classes.
+        alpha: weight of the class colour (0: the image only; 1: the colour only).
+    """
+    image, class_map = np.asarray(image, float), np.asarray(class_map)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3 or class_map.shape != image.shape[:2]:
+        raise ValueError(f"image of shape {np.shape(image)} and class map of shape {class_map.shape}; expected "
+                         "(H, W[, 1 or 3]) and (H, W)")
+    if class_map.size and (class_map.min() < 0 or class_map.max() > num_classes):
+        raise ValueError(f"class map values {class_map.min()}..{class_map.max()}; expected 0 to {num_classes}")
+    palette = np.concatenate([np.zeros((1, 3)), class_colours(num_classes)]).astype(float)
+    weight = np.where(class_map > 0, alpha, 0.0)[..., None]
+    blended = (1 - weight) * np.clip(image, 0, 255) + weight * palette[class_map]
+    return blended.round().astype(np.uint8)
+
+
+def gallery_figure(rows: dict, mask_classes=None) -> Figure:
     """A grid of cases: one row per ``rows`` entry (e.g. ``{"best": [...], "worst": [...]}``).
 
     Each case is a dict with ``image`` ((H, W, C) 0-255), ``true_mask`` and ``predicted_mask`` ((H, W), outlined in
     green and red; either may be None) and ``title`` (a few short lines: id, classes and probability, Dice).
+
+    With ``mask_classes`` (the K foreground class names of multi-class masks), ``true_mask`` and ``predicted_mask``
+    are class maps of 0..K: the prediction is filled with one colour per class (``class_map_overlay``), the truth
+    outlined in the same colours, and a legend names the classes.
     """
+    if mask_classes is not None:
+        return _class_map_gallery(rows, [str(name) for name in mask_classes])
     columns = max(1, *(len(cases) for cases in rows.values()))
     figure = Figure(figsize=(2.7 * columns, 3.2 * len(rows)))
     axes = figure.subplots(len(rows), columns, squeeze=False)
@@ -105,4 +152,35 @@ def gallery_figure(rows: dict) -> Figure:
     figure.text(0.5, 0.005, f"outlines: ground truth ({TRUE_COLOUR}, solid), prediction ({PREDICTED_COLOUR}, dashed)",
                 ha="center", fontsize=9)
     figure.tight_layout(rect=(0, 0.03, 1, 1))
+    return figure
+
+
+def _class_map_gallery(rows: dict, mask_classes: list) -> Figure:
+    """``gallery_figure`` of multi-class masks."""
+    num_classes = len(mask_classes)
+    colours = class_colours(num_classes) / 255
+    columns = max(1, *(len(cases) for cases in rows.values()))
+    figure = Figure(figsize=(2.7 * columns, 3.2 * len(rows) + 0.4))
+    axes = figure.subplots(len(rows), columns, squeeze=False)
+    for axis_row, (name, cases) in zip(axes, rows.items()):
+        axis_row[0].set_ylabel(name, fontsize=13)
+        for axis in axis_row:
+            axis.set(xticks=[], yticks=[])
+            axis.set_frame_on(False)
+        for axis, case in zip(axis_row, cases):
+            image = np.clip(np.asarray(case["image"], float), 0, 255)
+            predicted = case.get("predicted_mask")
+            if predicted is None:
+                predicted = np.zeros(image.shape[:2], int)
+            axis.imshow(class_map_overlay(image, predicted, num_classes))
+            if case.get("true_mask") is not None:
+                for index in range(num_classes):
+                    _outline(axis, np.asarray(case["true_mask"]) == index + 1, [colours[index]], "solid")
+            axis.set_title(case["title"], fontsize=8)
+    figure.legend(handles=[Patch(color=colours[index], label=name) for index, name in enumerate(mask_classes)],
+                  loc="lower center", ncol=min(num_classes, 6), fontsize=8, frameon=False,
+                  bbox_to_anchor=(0.5, 0.03))
+    figure.text(0.5, 0.005, "fill: prediction; solid outline: ground truth, in the colour of its class",
+                ha="center", fontsize=9)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     return figure

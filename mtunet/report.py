@@ -94,10 +94,15 @@ def _summary_table(metrics: dict) -> str:
              ("thresholded_jaccard", "thresholded Jaccard (ISIC, 0 below 0.65)"),
              ("pixel_sensitivity", "pixel sensitivity"), ("pixel_specificity", "pixel specificity")]
     level = f"{intervals.get('confidence', 0.95):.0%} CI"
+    # a multi-class mask's headline segmentation numbers are macro means over its classes (evaluation.MACRO_KEYS)
+    macro = {"dice_mean", "dice_median", "dice_pooled", "iou_mean", "iou_median", "iou_pooled",
+             "thresholded_jaccard", "pixel_sensitivity", "pixel_specificity"} if "mask_classes" in metrics else set()
     rows = []
     for key, label in names:
         if key not in metrics:
             continue
+        if key in macro:
+            label += ", macro mean over foreground classes"
         interval = intervals.get(key)
         shown = f"{_number(interval['low'])} - {_number(interval['high'])}" if interval else ""
         rows.append({"metric": label, "value": metrics[key], level: shown})
@@ -120,15 +125,54 @@ def _classification(metrics: dict) -> str:
             + "<h3>Confusion matrix (each row divided by its total)</h3>" + _table(normalized))
 
 
+# column of mask_per_class -> its heading in the per-class table of a multi-class mask
+MASK_CLASS_COLUMNS = {"dice_mean": "Dice mean", "dice_median": "Dice median", "iou_mean": "IoU mean",
+                      "iou_median": "IoU median", "dice_pooled": "Dice pooled", "iou_pooled": "IoU pooled",
+                      "thresholded_jaccard": "thresholded Jaccard", "pixel_sensitivity": "pixel sensitivity",
+                      "pixel_specificity": "pixel specificity", "pixels_true": "true pixels",
+                      "pixels_predicted": "predicted pixels", "images_with_class": "images with the class",
+                      "images_scored": "images scored"}
+MASK_COUNT_COLUMNS = ("pixels_true", "pixels_predicted", "images_with_class", "images_scored")
+
+
+def _mask_classes(metrics: dict) -> str:
+    """The per-class table and pixel confusion matrix of a multi-class mask."""
+    names = metrics["mask_classes"]
+    per_class = pd.DataFrame(metrics["mask_per_class"]).T.astype(float)[list(MASK_CLASS_COLUMNS)]
+    macro = pd.DataFrame([{key: metrics.get(key) for key in MASK_CLASS_COLUMNS if key not in MASK_COUNT_COLUMNS}],
+                         index=["macro mean"]).astype(float)
+    table = pd.concat([per_class, macro])
+    for column in MASK_COUNT_COLUMNS:  # counts as integers; the macro row has none
+        table[column] = ["" if math.isnan(value) else str(int(value)) for value in table[column]]
+    table = table.rename(columns=MASK_CLASS_COLUMNS).rename_axis("class").reset_index()
+    labels = ["background", *names]
+    counts = pd.DataFrame(metrics["mask_confusion_matrix"], index=[f"true {name}" for name in labels],
+                          columns=[f"predicted {name}" for name in labels])
+    note = (f"<p class='note'>Each pixel's class is the {html.escape(metrics.get('mask_decision', 'argmax'))}. "
+            "Dice and IoU are computed per image and class; a class's mean and median are over images, and the "
+            "headline Dice and IoU (the last row) are the <b>macro mean over the foreground classes</b> of the "
+            "classes' values, background excluded. Pooled values and pixel sensitivity and specificity count all "
+            "pixels of all images, one class against the rest.</p>")
+    return (note + "<h3>Per mask class</h3>" + _table(table, index=False)
+            + "<h3>Pixel confusion matrix (counts, rows true, columns predicted)</h3>" + _table(counts))
+
+
 def _segmentation(metrics: dict) -> str:
-    rule = (f"<p class='note'>Mask threshold {metrics['threshold']:g}. Empty-mask rule "
+    multiclass = "mask_per_class" in metrics
+    decision = "" if multiclass else f"Mask threshold {metrics['threshold']:g}. "
+    scored = ("have a defined Dice of some class" if multiclass else "are in the per-image Dice and IoU")
+    empty = "all background in both maps" if multiclass else "both masks empty"
+    rule = (f"<p class='note'>{decision}Empty-mask rule "
             f"<b>{html.escape(metrics['empty_mask_rule'])}</b>: {html.escape(metrics['empty_mask_rule_description'])}"
-            f". {metrics['images_both_empty']} image(s) had both masks empty; {metrics['images_scored']} of "
-            f"{metrics['n_images']} images are in the per-image Dice and IoU.</p>")
+            f". {metrics['images_both_empty']} image(s) had {empty}; {metrics['images_scored']} of "
+            f"{metrics['n_images']} images {scored}.</p>")
     per_class = pd.DataFrame(metrics.get("dice_per_class", {})).T.astype(float)
     if len(per_class):
         per_class["n"] = per_class["n"].astype(int)
-    return rule + ("<h3>Dice per class of the label</h3>" + _table(per_class) if len(per_class) else "")
+    heading = ("Dice per class of the label (mean over the mask classes of each image's Dice)" if multiclass
+               else "Dice per class of the label")
+    return (rule + (_mask_classes(metrics) if multiclass else "")
+            + (f"<h3>{heading}</h3>" + _table(per_class) if len(per_class) else ""))
 
 
 def render_report(*, metrics: dict, run: dict, config: dict, figures: dict, sections=()) -> str:

@@ -1,5 +1,7 @@
-"""Evaluation metrics against scikit-learn, the ISIC challenge's scoring package and hand-made cases."""
+"""Evaluation metrics against scikit-learn, the ISIC challenge's scoring package and hand-made cases; the report's
+and the plots' multi-class mask parts."""
 
+import json
 import types
 
 import numpy as np
@@ -8,9 +10,12 @@ from isic_challenge_scoring.segmentation import SegmentationScore
 from sklearn import metrics as sk_metrics
 
 from mtunet.errors import ConfigError, DataError
-from mtunet.evaluation import (bootstrap_intervals, bootstrap_statistics, classification_metrics, compute_metrics,
-                               load_predictions, metrics_from_predictions, overlap_per_image, save_predictions,
-                               segmentation_metrics, thresholded_jaccard)
+from mtunet.evaluation import (MACRO_AVERAGE, bootstrap_intervals, bootstrap_statistics, classification_metrics,
+                               compute_metrics, load_predictions, mask_class_names, metrics_from_predictions,
+                               overlap_per_class, overlap_per_image, save_predictions, segmentation_metrics,
+                               thresholded_jaccard)
+from mtunet.plots import class_colours, class_map_overlay, figure_png, gallery_figure
+from mtunet.report import render_report
 
 # 6 images, 3 classes; class 2 is never predicted
 LABELS = np.array([0, 0, 1, 1, 2, 2])
@@ -205,3 +210,204 @@ def test_metrics_are_recomputed_from_the_predictions_file_alone(tmp_path):
     np.savez(tmp_path / "partial.npz", ids=predictions["ids"])
     with pytest.raises(DataError, match=r"partial.npz lacks the array\(s\) labels, class_names"):
         load_predictions(tmp_path / "partial.npz")
+
+
+MASK_CLASSES = ["a", "b", "c"]
+
+
+def _hand_made_class_maps():
+    """2 images of 4 x 4 pixels, 3 mask classes, with known Dice per image and class (columns a, b, c)::
+
+        image 0: a: 4 true pixels, 2 of them predicted -> 2/3; b: 2 true, exactly predicted -> 1; c: in neither map
+        image 1: a: 2 true, exactly predicted -> 1; b: in neither map; c: 2 predicted, none true -> 0
+    """
+    true, predicted = np.zeros((2, 4, 4), np.uint8), np.zeros((2, 4, 4), np.uint8)
+    true[0, 0, :4] = 1
+    predicted[0, 0, :2] = 1
+    true[0, 3, :2] = predicted[0, 3, :2] = 2
+    true[1, 1, 1:3] = predicted[1, 1, 1:3] = 1
+    predicted[1, 2, :2] = 3
+    # softmax-like probabilities over background, a, b, c: 0.7 for the predicted class, 0.1 for the others
+    probabilities = (0.1 + 0.6 * np.eye(4)[predicted]).astype(np.float32)
+    return true, predicted, probabilities
+
+
+def _class_map_predictions(size=40, seed=0):
+    """Seeded multi-class predictions of ``size`` 16 x 16 images: class a in every image, b in half, c never true
+    but sometimes predicted; informative softmax probabilities."""
+    rng = np.random.default_rng(seed)
+    true = np.zeros((size, 16, 16), np.uint8)
+    for index in range(size):
+        y, x = rng.integers(0, 8, size=2)
+        true[index, y:y + 6, x:x + 6] = 1
+        if index % 2:
+            true[index, 12:, 12:] = 2
+    logits = rng.normal(size=(size, 16, 16, 4)) + 4.0 * np.eye(4)[true]
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return {"ids": np.array([f"case{i}" for i in range(size)]), "labels": np.arange(size) % 2,
+            "class_names": np.array(["benign", "malignant"]), "threshold": np.float64(0.5),
+            "true_masks": true, "mask_probabilities": probabilities.astype(np.float32),
+            "mask_classes": np.array(MASK_CLASSES)}
+
+
+def test_overlap_per_class_matches_sklearn_f1_and_jaccard_of_each_class():
+    rng = np.random.default_rng(0)
+    true_maps, predicted = rng.integers(0, 4, (6, 8, 8)), rng.integers(0, 3, (6, 8, 8))  # class 3 never predicted
+    true_maps[0][true_maps[0] == 2] = 0                                                   # image 0 has no true b
+    dice, iou = overlap_per_class(true_maps, predicted, 3)
+    assert dice.shape == iou.shape == (6, 3)
+    for index in range(6):
+        y_true, y_pred = true_maps[index].ravel(), predicted[index].ravel()
+        for value in (1, 2, 3):
+            assert dice[index, value - 1] == pytest.approx(
+                sk_metrics.f1_score(y_true, y_pred, labels=[value], average=None)[0]), (index, value)
+            assert iou[index, value - 1] == pytest.approx(
+                sk_metrics.jaccard_score(y_true, y_pred, labels=[value], average=None)[0]), (index, value)
+    with pytest.raises(ValueError, match=r"true maps of shape \(6, 8, 8\) and predicted maps of shape \(6, 8\)"):
+        overlap_per_class(true_maps, predicted[..., 0], 3)
+
+
+def test_overlap_per_class_applies_the_empty_rule_class_by_class():
+    true, predicted, _ = _hand_made_class_maps()
+    dice, iou = overlap_per_class(true, predicted, 3, empty="one")
+    np.testing.assert_allclose(dice, [[2 / 3, 1, 1], [1, 1, 0]])
+    np.testing.assert_allclose(iou, [[1 / 2, 1, 1], [1, 1, 0]])
+    dice, _ = overlap_per_class(true, predicted, 3, empty="skip")
+    np.testing.assert_allclose(dice, [[2 / 3, 1, np.nan], [1, np.nan, 0]])
+
+
+@pytest.mark.parametrize("empty, per_class", [
+    ("one", {"a": 5 / 6, "b": 1.0, "c": 1 / 2}),    # c: (1 + 0) / 2
+    ("skip", {"a": 5 / 6, "b": 1.0, "c": 0.0}),    # b and c each scored on one image
+])
+def test_multiclass_dice_mean_is_the_macro_mean_of_the_per_class_means(empty, per_class):
+    true, _, probabilities = _hand_made_class_maps()
+    metrics, image_dice, _ = segmentation_metrics(true, probabilities, empty=empty, mask_classes=MASK_CLASSES)
+    assert {name: row["dice_mean"] for name, row in metrics["mask_per_class"].items()} == pytest.approx(per_class)
+    assert metrics["dice_mean"] == pytest.approx(np.mean(list(per_class.values())))
+    assert metrics["mask_classes"] == MASK_CLASSES and metrics["mask_averaging"] == MACRO_AVERAGE
+    assert "threshold" not in metrics and "dice_std" not in metrics
+    assert [metrics["mask_per_class"][name]["pixels_true"] for name in MASK_CLASSES] == [6, 2, 0]
+    assert [metrics["mask_per_class"][name]["pixels_predicted"] for name in MASK_CLASSES] == [4, 2, 2]
+    # c has no true pixel: no sensitivity, left out of the macro mean (a: 4 / 6, b: 1)
+    assert np.isnan(metrics["mask_per_class"]["c"]["pixel_sensitivity"])
+    assert metrics["pixel_sensitivity"] == pytest.approx((4 / 6 + 1) / 2)
+    expected_image_dice = [(2 / 3 + 1 + 1) / 3, (1 + 1 + 0) / 3] if empty == "one" else [(2 / 3 + 1) / 2, 1 / 2]
+    np.testing.assert_allclose(image_dice, expected_image_dice)
+
+
+def test_multiclass_pooled_pixel_metrics_and_confusion_match_sklearn_on_all_pixels():
+    predictions = _class_map_predictions()
+    true, probabilities = predictions["true_masks"], predictions["mask_probabilities"]
+    metrics, _, _ = segmentation_metrics(true, probabilities, mask_classes=MASK_CLASSES, empty="skip")
+    y_true, y_pred = true.ravel(), probabilities.argmax(-1).ravel()
+    np.testing.assert_array_equal(metrics["mask_confusion_matrix"],
+                                  sk_metrics.confusion_matrix(y_true, y_pred, labels=[0, 1, 2, 3]))
+    dice, iou = overlap_per_class(true, probabilities.argmax(-1), 3, empty="skip")
+    for value, name in enumerate(MASK_CLASSES, start=1):
+        row = metrics["mask_per_class"][name]
+        assert row["dice_pooled"] == pytest.approx(sk_metrics.f1_score(y_true, y_pred, labels=[value], average=None)[0])
+        assert row["iou_pooled"] == pytest.approx(
+            sk_metrics.jaccard_score(y_true, y_pred, labels=[value], average=None)[0])
+        assert row["pixel_specificity"] == pytest.approx(sk_metrics.recall_score(y_true != value, y_pred != value))
+        assert row["dice_median"] == pytest.approx(np.nanmedian(dice[:, value - 1]))
+        assert row["thresholded_jaccard"] == pytest.approx(thresholded_jaccard(iou[:, value - 1]))
+    assert metrics["mask_per_class"]["b"]["images_with_class"] == 20
+    assert metrics["mask_per_class"]["c"]["images_with_class"] == 0
+    assert metrics["mask_per_class"]["c"]["images_scored"] == 40 - metrics["mask_per_class"]["c"]["images_both_empty"]
+    assert metrics["iou_pooled"] == pytest.approx(np.mean([metrics["mask_per_class"][n]["iou_pooled"]
+                                                           for n in MASK_CLASSES]))
+
+
+def test_multiclass_bootstrap_recomputes_the_macro_mean_of_each_resample():
+    predictions = _class_map_predictions()
+    metrics, image_dice, _ = compute_metrics(predictions, empty="skip", bootstrap_resamples=200)
+    dice, _ = overlap_per_class(predictions["true_masks"], predictions["mask_probabilities"].argmax(-1), 3,
+                                empty="skip")
+    statistics = bootstrap_statistics(predictions, dice)
+    assert statistics["dice_mean"](np.arange(40)[None])[0] == pytest.approx(metrics["dice_mean"])
+    # the macro mean of a resample is not the mean of the per-image means when "skip" leaves classes out
+    resample = np.array([[0, 0, 1, 2, 3, 5, 8, 13, 21, 34]])
+    expected = np.mean([np.nanmean(dice[resample[0], index]) for index in range(3)])
+    assert statistics["dice_mean"](resample)[0] == pytest.approx(expected)
+    assert expected != pytest.approx(np.nanmean(image_dice[resample[0]]))
+    interval = metrics["confidence_intervals"]["dice_mean"]
+    assert interval["low"] <= metrics["dice_mean"] <= interval["high"] and interval["resamples"] == 200
+    assert metrics["confidence_intervals"]["dice_mean"] == bootstrap_intervals(
+        {"dice_mean": statistics["dice_mean"]}, 40, resamples=200)["dice_mean"]
+    assert image_dice.shape == (40,) and metrics["images_scored"] == 40
+
+
+def test_multiclass_predictions_round_trip_and_the_metrics_are_recomputed_from_the_file(tmp_path):
+    predictions = _class_map_predictions()
+    save_predictions(tmp_path / "predictions.npz", predictions)
+    loaded = load_predictions(tmp_path)
+    assert loaded.keys() == predictions.keys() and mask_class_names(loaded) == MASK_CLASSES
+    for name, values in predictions.items():
+        np.testing.assert_array_equal(loaded[name], values)
+        assert loaded[name].dtype == np.asarray(values).dtype, name
+    expected, _, _ = compute_metrics(predictions, bootstrap_resamples=50)
+    recomputed = metrics_from_predictions(tmp_path / "predictions.npz", bootstrap_resamples=50)
+    assert json.dumps(recomputed) == json.dumps(expected)  # NaN-aware equality
+    assert 0.5 < recomputed["dice_mean"] < 1 and recomputed["mask_classes"] == MASK_CLASSES
+
+    three_columns = predictions["mask_probabilities"][..., :3]
+    np.savez(tmp_path / "wrong.npz", **{**predictions, "mask_probabilities": three_columns})
+    with pytest.raises(DataError, match=r"wrong.npz has true_masks of shape \(40, 16, 16\) and mask_probabilities of "
+                                        r"shape \(40, 16, 16, 3\) for the 3 mask classes"):
+        load_predictions(tmp_path / "wrong.npz")
+    with pytest.raises(DataError, match=r"true class maps hold values 0..4; expected 0 \(background\) to 3"):
+        segmentation_metrics(predictions["true_masks"] * 2, predictions["mask_probabilities"],
+                             mask_classes=MASK_CLASSES)
+
+
+def test_a_single_mask_class_name_keeps_the_binary_metrics():
+    true, predicted = _masks_with_overlaps()
+    predictions = {"ids": np.arange(12).astype(str), "labels": np.zeros(12, int), "class_names": np.array(["a"]),
+                   "true_masks": true, "mask_probabilities": predicted.astype(np.float32)}
+    binary, dice, _ = compute_metrics(predictions, bootstrap_resamples=20)
+    named, named_dice, _ = compute_metrics({**predictions, "mask_classes": np.array(["lesion"])},
+                                           bootstrap_resamples=20)
+    assert mask_class_names({"mask_classes": np.array(["lesion"])}) is None
+    assert json.dumps(named) == json.dumps(binary) and "mask_per_class" not in binary
+    np.testing.assert_array_equal(named_dice, dice)
+
+
+def test_report_shows_the_per_class_table_and_names_the_macro_mean():
+    metrics, _, _ = compute_metrics(_class_map_predictions(), bootstrap_resamples=20)
+    metrics = json.loads(json.dumps(metrics).replace("NaN", "null"))  # as metrics.json holds it
+    page = render_report(metrics=metrics, run={"run": "r"}, config={}, figures={})
+    assert "Per mask class" in page and "macro mean over the foreground classes" in page
+    assert "Dice, mean per image, macro mean over foreground classes" in page
+    assert "<td>a</td>" in page and "<td>macro mean</td>" in page and "predicted background" in page
+    assert f"<td>{metrics['mask_per_class']['b']['dice_mean']:.4f}</td>" in page
+    assert "Mask threshold" not in page
+
+    true, predicted = _masks_with_overlaps()
+    binary, _, _ = compute_metrics({"ids": np.arange(12).astype(str), "labels": np.zeros(12, int),
+                                    "class_names": np.array(["a"]), "true_masks": true,
+                                    "mask_probabilities": predicted.astype(np.float32)}, bootstrap_resamples=20)
+    page = render_report(metrics=binary, run={"run": "r"}, config={}, figures={})
+    assert "Mask threshold 0.5" in page and "Per mask class" not in page and "macro mean" not in page
+
+
+def test_class_map_overlay_gives_each_class_its_colour_and_the_gallery_draws_class_maps():
+    colours = class_colours(3)
+    assert colours.shape == (3, 3) and len({tuple(colour) for colour in colours}) == 3
+    assert len({tuple(colour) for colour in class_colours(25)}) == 25
+    image = np.full((4, 4), 100, np.uint8)
+    class_map = np.array([[0, 1, 2, 3]] * 4)
+    overlay = class_map_overlay(image, class_map, 3, alpha=0.5)
+    assert overlay.shape == (4, 4, 3) and overlay.dtype == np.uint8
+    np.testing.assert_array_equal(overlay[:, 0], 100)                                  # background unchanged
+    np.testing.assert_array_equal(overlay[0, 1:], np.round(0.5 * 100 + 0.5 * colours.astype(float)))
+    np.testing.assert_array_equal(class_map_overlay(image, class_map, 3, alpha=1.0)[0, 1:], colours)
+    with pytest.raises(ValueError, match=r"class map values 0..3; expected 0 to 2"):
+        class_map_overlay(image, class_map, 2)
+
+    true, predicted, _ = _hand_made_class_maps()
+    cases = [{"image": np.zeros((4, 4, 3)), "true_mask": true[index], "predicted_mask": predicted[index],
+              "title": f"case {index}"} for index in range(2)]
+    figure = gallery_figure({"best": cases, "worst": cases[::-1]}, mask_classes=MASK_CLASSES)
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == MASK_CLASSES
+    assert figure_png(figure).startswith(b"\x89PNG")
