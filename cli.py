@@ -13,11 +13,27 @@ import os
 import click
 
 from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
+from mtunet.options import (
+    CLASS_WEIGHTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, SEGMENTATION_LOSSES, STRATEGIES,
+    TASKS,
+)
 
 # === Shared options: defined once, the same meaning in every command ===
+ARCHITECTURE = click.option(
+    "--architecture", default="unet", show_default=True,
+    help="Architecture preset (see `mtunet architectures`): unet, attention_unet, ...; --encoder, --decoder and "
+         "--skip replace its parts.",
+)
 ENCODER = click.option(
     "--encoder", default="mobilenetv2", show_default=True,
     help="Encoder from the registry (see `mtunet encoders`).",
+)
+DECODER = click.option(
+    "--decoder", default=None, help="Decoder from the registry instead of the preset's (see `mtunet architectures`).",
+)
+SKIP = click.option(
+    "--skip", default=None,
+    help="Skip module on every pyramid level instead of the preset's (see `mtunet architectures`).",
 )
 IMAGE_SIZE = click.option(
     "--image-size", type=click.IntRange(min=32), default=224, show_default=True,
@@ -79,8 +95,8 @@ def main():
 @user_errors_as_messages
 def encoders(image_size, num_classes):
     """List the encoders: parameters of the multi-task model, ImageNet weights, input scaling."""
-    from mtunet.encoders import encoder_table
-    from mtunet.model import check_input_shape
+    from mtunet.models.catalog import encoder_table
+    from mtunet.models import check_input_shape
 
     check_input_shape((image_size, image_size, 3))
     rows = encoder_table(num_classes=num_classes, image_size=image_size)
@@ -91,6 +107,23 @@ def encoders(image_size, num_classes):
     for row in rows:
         click.echo(f"{row['encoder']:<16}{row['parameters']:>14,}  {'yes' if row['imagenet_weights'] else 'no':<10}"
                    f"{row['input_scaling']}")
+
+
+@main.command()
+@user_errors_as_messages
+def architectures():
+    """List the architecture presets and the registered encoders, skip modules, decoders and head types."""
+    from mtunet.models.catalog import architecture_table
+
+    tables = architecture_table()
+    click.echo("presets (--architecture):")
+    for row in tables["presets"]:
+        click.echo(f"  {row['name']:<18}decoder {row['decoder']}, skip {row['skip']}: {row['description']}")
+    for kind, option in (("encoders", "--encoder"), ("skips", "--skip"), ("decoders", "--decoder"),
+                         ("heads", None)):
+        click.echo(f"{'skip modules' if kind == 'skips' else kind}" + (f" ({option}):" if option else ":"))
+        for row in tables[kind]:
+            click.echo(f"  {row['name']:<18}{row['description']}")
 
 
 @main.group()
@@ -205,7 +238,10 @@ def _parse_loss_weights(ctx, param, value):
 
 # The options of a training run, shared by `train` and `experiment`: the same names, types and defaults everywhere.
 TRAIN_OPTIONS = [
+    ARCHITECTURE,
     ENCODER,
+    DECODER,
+    SKIP,
     WEIGHTS,
     click.option("--freeze-encoder", is_flag=True, help="Train the decoder and heads only."),
     click.option("--unfreeze-after", type=click.IntRange(min=1), default=None,
@@ -220,15 +256,15 @@ TRAIN_OPTIONS = [
                  help="Adam learning rate."),
     click.option("--loss-weights", default="5:1", show_default=True, callback=_parse_loss_weights,
                  help="SEG:CLS weights of the segmentation and classification losses."),
-    click.option("--seg-loss", type=click.Choice(["bce", "dice", "bce_dice"]), default="bce", show_default=True),
-    click.option("--class-weights", type=click.Choice(["balanced", "none"]), default="balanced", show_default=True,
+    click.option("--seg-loss", type=click.Choice(SEGMENTATION_LOSSES), default="bce", show_default=True),
+    click.option("--class-weights", type=click.Choice(CLASS_WEIGHTS), default="balanced", show_default=True,
                  help="Weights of the classification loss per class (scikit-learn's 'balanced')."),
     click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
-    click.option("--task", type=click.Choice(["multi", "segmentation", "classification"]), default="multi",
+    click.option("--task", type=click.Choice(TASKS), default="multi",
                  show_default=True, help="Both heads, or a single-task baseline."),
     click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation)."),
     click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images."),
-    click.option("--flip", type=click.Choice(["horizontal_and_vertical", "horizontal", "vertical", "none"]),
+    click.option("--flip", type=click.Choice(FLIP_MODES),
                  default="horizontal", show_default=True,
                  help="Flips of the augmentation; left-right only by default (ultrasound, X-ray and MRI have an up "
                       "and a down); 'horizontal_and_vertical' for dermoscopy."),
@@ -247,7 +283,7 @@ TRAIN_OPTIONS = [
     click.option("--ema-momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
                  help="Validate, keep and export an exponential moving average of the weights with this momentum, "
                       "warmed up over the first steps (0: the weights as trained)."),
-    click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "tpu", "multi_worker"]),
+    click.option("--strategy", type=click.Choice(STRATEGIES),
                  default="auto", show_default=True),
     SKIP_BAD_FILES,
 ]
@@ -309,7 +345,7 @@ def train(ctx, resume_dir, **options):
 
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default=None,
+@click.option("--split", type=click.Choice(EVALUATION_SPLITS), default=None,
               help="Split to evaluate [default: test of the run's splits.json; all for another --dataset].")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
               help="A .keras model to evaluate instead of RUN_DIR/best.keras.")
@@ -318,7 +354,7 @@ def train(ctx, resume_dir, **options):
 @DATA_DIR
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Mask probability above which a pixel is lesion.")
-@click.option("--empty", type=click.Choice(["one", "skip"]), default="one", show_default=True,
+@click.option("--empty", type=click.Choice(EMPTY_MASK_RULES), default="one", show_default=True,
               help="Images whose true and predicted masks are both empty: Dice 1, or left out (nnU-Net).")
 @click.option("--bootstrap-resamples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Resamples of the 95% bootstrap confidence intervals.")
@@ -367,7 +403,7 @@ def _echo_export(result) -> None:
               help="Model base folder: the export goes to OUTPUT_DIR/<version>/.")
 @click.option("--version", "model_version", type=click.IntRange(min=1), default=1, show_default=True,
               help="Version number; an existing version is never overwritten.")
-@click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
+@click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), default="saved_model",
               show_default=True, help="TF Serving SavedModel, or TFLite float32 / float16 / dynamic-range files.")
 @user_errors_as_messages
 def export(model_or_run, output_dir, model_version, export_format):
@@ -424,8 +460,9 @@ def predict(model_or_export, inputs, output_dir, threshold, batch_size):
 @click.option("--layer", default="auto", show_default=True,
               help="Feature map: 'auto' (the encoder's bottleneck, or a finer encoder feature when the bottleneck is "
                    "under 7 x 7) or the name of any layer, also inside the encoder.")
-@click.option("--head", type=click.Choice(["label", "mask"]), default="label", show_default=True,
-              help="label: Grad-CAM of the class score; mask: Seg-Grad-CAM of the summed mask logits.")
+@click.option("--head", default="label", show_default=True,
+              help="The head explained: label (Grad-CAM of the class score) or mask (Seg-Grad-CAM of the mask "
+                   "logits summed over the image; of one class, --target-class, for a multi-class mask).")
 @click.pass_context
 @user_errors_as_messages
 def gradcam(ctx, run_or_model, images, split, output_dir, num_images, target_class, layer, head):

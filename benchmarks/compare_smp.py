@@ -63,7 +63,7 @@ class MtunetWorker:
         import keras
 
         from mtunet.batchnorm import fold_batchnorm
-        from mtunet.model import build_model
+        from mtunet.models import build_model
         from mtunet.training import TrainConfig, compile_model
 
         if options["mixed_precision"]:

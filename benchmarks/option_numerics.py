@@ -40,7 +40,7 @@ def _examples(size, count, first_patient):
 def train_and_predict(size, steps, batch_size, jit_compile, mixed_precision, output):
     import keras
 
-    from mtunet.model import build_model
+    from mtunet.models import build_model
     from mtunet.training import TrainConfig, compile_model
 
     num_classes = 3

@@ -32,7 +32,7 @@ BASE_IMAGES = 1400  # the synthetic dataset's size (mtunet.data.synthetic.NUM_PA
 def measure(data_dir, image_size, batch_size, steps, memory_limit):
     """One point: load time, the input pipeline's epoch, seconds per training step, epoch estimate, peak RSS."""
     from mtunet.data import load_dataset
-    from mtunet.model import build_model
+    from mtunet.models import build_model
     from mtunet.training import TrainConfig, compile_model
 
     start = time.perf_counter()

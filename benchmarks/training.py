@@ -28,7 +28,7 @@ def measure(encoder, image_size, batch_size, steps, jit_compile, mixed_precision
     import keras
     import numpy as np
 
-    from mtunet.model import build_model
+    from mtunet.models import build_model
     from mtunet.training import TrainConfig, compile_model
 
     if mixed_precision:
@@ -65,7 +65,7 @@ def main():
         print(json.dumps(measure(encoder, int(size), args.batch_size, args.steps, args.jit_compile,
                                  args.mixed_precision)))
         return
-    from mtunet.encoders import ENCODERS, get_encoder
+    from mtunet.models.encoders import ENCODERS, get_encoder
 
     encoders = list(ENCODERS) if args.encoders == "all" else args.encoders.split(",")
     for encoder in encoders:

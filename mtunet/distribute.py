@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mtunet.errors import ConfigError
 
-STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
+from mtunet.options import STRATEGIES
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mtunet.errors import ConfigError
-from mtunet.model import TASKS
+from mtunet.models import TASKS
 from mtunet.run_evaluation import evaluate_run
 from mtunet.stats import CONFIDENCE, describe, paired_comparison, smallest_wilcoxon_p
 from mtunet.training import CONFIG_FILE, SUMMARY_FILE, TrainConfig, train, write_atomically, write_json

@@ -21,11 +21,12 @@ import tempfile
 import numpy as np
 
 from mtunet.errors import ConfigError, ExportError
+from mtunet.options import EXPORT_FORMATS
+from mtunet.rundir import versions
 from mtunet.serving import MODEL_INFO_FILE, TrainedModel, build_serving_functions, load_trained_model, to_numpy
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("saved_model", "tflite")
 TOLERANCE = 1e-4  # largest absolute difference allowed between the reloaded SavedModel and the Keras model
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_range")
 PREPROCESSING = ("raw 0-255 pixels; padded with zeros to a centred square and resized to the input size (area "
@@ -78,11 +79,17 @@ def sample_images(trained: TrainedModel, count: int = 2) -> np.ndarray:
 
 
 def _compare(reference: dict, other: dict) -> dict:
-    """``{"max_abs_diff": ..., "same_class": ...}`` of two dicts of serving outputs."""
-    numeric = [name for name in ("label_probabilities", "mask_probabilities") if name in reference]
+    """``{"max_abs_diff": ..., "same_class": ...}`` of two dicts of serving outputs (probabilities compared by value,
+    class indices and names exactly), with ``class_map_agreement`` (share of equal pixels) for class maps."""
+    numeric = [name for name, value in reference.items() if np.issubdtype(value.dtype, np.floating)]
     difference = max(float(np.max(np.abs(reference[name] - other[name]))) for name in numeric)
-    same = all(np.array_equal(reference[name], other[name]) for name in ("label", "class_name") if name in reference)
-    return {"max_abs_diff": difference, "same_class": bool(same)}
+    maps = [name for name in reference if name.endswith("_class_map")]
+    classes = [name for name in reference if name not in numeric and name not in maps]
+    same = all(np.array_equal(reference[name], other[name]) for name in classes)
+    figures = {"max_abs_diff": difference, "same_class": bool(same)}
+    for name in maps:
+        figures[f"{name}_agreement"] = float(np.mean(reference[name] == other[name]))
+    return figures
 
 
 def reload_in_fresh_process(export_dir, images: np.ndarray) -> dict:
@@ -192,7 +199,10 @@ def _write_tflite(trained: TrainedModel, directory: pathlib.Path, variants) -> d
                 figure[f"{name}_max_abs_diff"] = float(np.max(np.abs(outputs[name] - reference[name])))
             if "label" in outputs:
                 figure["same_class"] = int(np.sum(outputs["label"].argmax(1) == reference["label"].argmax(1)))
-            if "mask" in outputs:
+            if "mask" in outputs and outputs["mask"].shape[-1] > 1:
+                figure["mask_class_agreement"] = float(np.mean(outputs["mask"].argmax(-1)
+                                                               == reference["mask"].argmax(-1)))
+            elif "mask" in outputs:
                 dice, _ = overlap_per_image(reference["mask"] > 0.5, outputs["mask"] > 0.5)
                 figure["mask_dice_mean"] = float(dice.mean())
             figures[variant] = figure
@@ -226,10 +236,8 @@ def export_model(model_or_run, output_dir, *, version: int = 1, format: str = "s
             variant in ``tflite_variants`` (``"float32"``, ``"float16"``, ``"dynamic_range"``), each compared with
             the Keras model (size, largest difference, same class, mask Dice).
     """
-    from mtunet.training import versions
-
-    if format not in FORMATS:
-        raise ConfigError(f"--format {format!r}: expected one of: {', '.join(FORMATS)}")
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"--format {format!r}: expected one of: {', '.join(EXPORT_FORMATS)}")
     unknown = [variant for variant in tflite_variants if variant not in TFLITE_VARIANTS]
     if unknown or not tflite_variants:
         raise ConfigError(f"TFLite variants {list(tflite_variants)}: expected some of {', '.join(TFLITE_VARIANTS)}")

@@ -21,19 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtunet.errors import ConfigError
-
-HEADS = {"label": "label_logits", "mask": "mask_logits"}  # --head -> the layer whose output is differentiated
-# --layer auto: the class head's own input, the encoder's bottleneck; for the mask, whose detail arrives through the
-# skip connections rather than the bottleneck (where Seg-Grad-CAM is all zero), the last decoder stage at stride 2
-DEFAULT_LAYERS = {"label": "bottleneck", "mask": "decoder_stage4_conv2_relu"}
-# Grad-CAM is commonly taken at the last block of a CNN at 224 px, a 7 x 7 map (ResNet, MobileNetV2); a coarser map
-# cannot point at a lesion (upsampled, a 2 x 2 map peaks on a 16 x 16 corner block at 64 px). When the bottleneck is
-# under this many cells a side, the class head's Grad-CAM goes down to the deepest encoder feature (pyramid level)
-# that is at least this size: stride 16 at 128 px, stride 8 at 64 px, the bottleneck itself from 224 px. Measured on
-# the first 20-epoch demo model (README, Grad-CAM): the 4 x 4 stride-16 map at 64 px peaked in the lesion half as
-# often as stride 8.
-MIN_CAM_SIDE = 7
-
+from mtunet.models import gradcam_layer, model_heads
 
 @dataclasses.dataclass
 class GradCamResult:
@@ -105,55 +93,36 @@ def _with_feature(model, path):
     return keras.Model(rebuilt.inputs, (rebuilt.output, captured[0]))
 
 
-def _auto_layer(model, head) -> str:
-    """The layer ``--layer auto`` stands for (see ``DEFAULT_LAYERS`` and ``MIN_CAM_SIDE``)."""
-    default = DEFAULT_LAYERS[head]
-    bottleneck, encoder = _layer_path(model, default), _layer_path(model, "encoder")
-    if head != "label" or not bottleneck or not encoder or not isinstance(encoder[-1], keras.Model):
-        return default
-    if min(side or MIN_CAM_SIDE for side in bottleneck[-1].output.shape[1:3]) >= MIN_CAM_SIDE:
-        return default
-    # the encoder's outputs are its pyramid levels, P1 (finest) to P5 (the bottleneck), as mtunet.encoders builds it
-    encoder = encoder[-1]
-    outputs = encoder.output if isinstance(encoder.output, dict) else {}
-    layers = {id(layer.output): layer.name for layer in encoder.layers if _is_feature_map(layer)}
-    for level in sorted(outputs, reverse=True):
-        feature = outputs[level]
-        if id(feature) in layers and min(feature.shape[1:3]) >= MIN_CAM_SIDE:
-            return layers[id(feature)]
-    return default
-
-
 class GradCam:
     """Grad-CAM of one head of a model at one feature layer; the gradient model is built once, on shared weights.
 
     Args:
-        model: a model built by mtunet (or any functional model with a ``label_logits`` and/or ``mask_logits``
-            layer), taking raw 0-255 pixels.
-        layer: ``"auto"`` (for the label ``"bottleneck"``, or the deepest encoder feature at least ``MIN_CAM_SIDE``
-            cells a side when the bottleneck is smaller; ``"decoder_stage4_conv2_relu"`` for the mask) or the name of
-            any layer with a ``(batch, h, w, channels)`` output, also inside the nested ``encoder``.
-        head: ``"label"`` (the class score before the softmax) or ``"mask"`` (Seg-Grad-CAM: the mask logits summed
-            over every pixel).
+        model: a model built by mtunet, taking raw 0-255 pixels.
+        layer: ``"auto"`` (the layer the head declares: for the class head the bottleneck, or the deepest encoder
+            feature at least ``mtunet.models.MIN_CAM_SIDE`` cells a side when the bottleneck is smaller; for a mask
+            head the decoder's last stage at stride 2) or the name of any layer with a ``(batch, h, w, channels)``
+            output, also inside the nested ``encoder``.
+        head: the name of the head explained: ``"label"`` (the class score before the softmax) or ``"mask"``
+            (Seg-Grad-CAM: the mask logits summed over every pixel; for a multi-class mask, those of one class).
 
     Raises:
         ConfigError: an unknown head or layer, a head the model does not have, or a layer that does not feed it.
     """
 
     def __init__(self, model, *, layer: str = "auto", head: str = "label"):
-        if head not in HEADS:
-            raise ConfigError(f"unknown head {head!r}; expected one of: {', '.join(HEADS)}")
-        logit_layers = {name: _layer_path(model, logits) for name, logits in HEADS.items()}
-        logit_layers = {name: path[0] for name, path in logit_layers.items() if path and len(path) == 1}
-        if head not in logit_layers:
-            raise ConfigError(f"--head {head}: model {model.name!r} has no {head} head (layer {HEADS[head]!r})")
-        self.model, self.head = model, head
-        self.layer = _auto_layer(model, head) if layer == "auto" else layer
+        heads = model_heads(model)
+        if head not in heads:
+            raise ConfigError(f"--head {head}: model {model.name!r} has no {head} head; expected one of its heads: "
+                              f"{', '.join(heads)}")
+        logit_layers = {name: model.get_layer(explained.logits_layer) for name, explained in heads.items()}
+        self.model, self.head, self.kind = model, head, heads[head].type
+        default = gradcam_layer(model, head)
+        self.layer = default if layer == "auto" else layer
         path = _layer_path(model, self.layer)
         if path is None or not _is_feature_map(path[-1]):
             valid = feature_layer_names(model)
             convolutions = [name for name in valid if isinstance(_layer_path(model, name)[-1], keras.layers.Conv2D)]
-            shown = [DEFAULT_LAYERS[head], *convolutions[:: max(1, len(convolutions) // 6)][:6]]
+            shown = [default, *convolutions[:: max(1, len(convolutions) // 6)][:6]]
             raise ConfigError(
                 f"--layer {layer!r}: {'no such layer' if path is None else 'not a feature map'} in model "
                 f"{model.name!r}; expected 'auto' or a layer with a (batch, height, width, channels) output, e.g. "
@@ -168,22 +137,26 @@ class GradCam:
     def __call__(self, images, target_class="predicted") -> GradCamResult:
         """Grad-CAM of ``images``, raw 0-255 pixels ``(N, H, W, C)``.
 
-        ``target_class`` (class head only): ``"predicted"`` (each image's most probable class), a class index, or one
-        index per image.
+        ``target_class``: for the class head ``"predicted"`` (each image's most probable class), a class index, or
+        one index per image; for a multi-class mask ``"predicted"`` (each image's most predicted lesion class) or a
+        mask value 1..K (or one per image); a binary mask takes only ``"predicted"``.
         """
-        if self.head == "mask" and not (isinstance(target_class, str) and target_class == "predicted"):
-            raise ConfigError("--target-class applies to --head label only")
+        if self.kind == "binary_mask" and not (isinstance(target_class, str) and target_class == "predicted"):
+            raise ConfigError("--target-class applies to the class head and multi-class masks only")
         images = tf.convert_to_tensor(images, tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(images)  # so that the tape records the path from the feature map even in a frozen encoder
             logits, feature = self._gradient_model(images, training=False)
             logits = {name: tf.cast(value, tf.float32) for name, value in logits.items()}
-            targets = None
-            if self.head == "label":
-                targets = self._target_classes(logits["label"], target_class)
-                score = tf.reduce_sum(tf.gather(logits["label"], targets, batch_dims=1))
+            explained, targets = logits[self.head], None
+            if self.kind == "classification":
+                targets = self._target_classes(explained, target_class)
+                score = tf.reduce_sum(tf.gather(explained, targets, batch_dims=1))
+            elif self.kind == "multiclass_mask":
+                targets = self._target_mask_classes(explained, target_class)
+                score = tf.reduce_sum(tf.gather(explained, targets, axis=3, batch_dims=1))
             else:
-                score = tf.reduce_sum(logits["mask"])
+                score = tf.reduce_sum(explained)
         # images are independent in inference mode, so the gradient of the batch's summed score is each image's own
         gradients = tape.gradient(score, feature)
         if gradients is None:
@@ -193,12 +166,32 @@ class GradCam:
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         heatmaps = tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1, keepdims=True))
         heatmaps = tf.image.resize(heatmaps, images.shape[1:3], method="bilinear")[..., 0]
+        heads = model_heads(self.model)
+        probabilities = {name: (tf.nn.softmax(value) if heads[name].type != "binary_mask" else tf.sigmoid(value))
+                         for name, value in logits.items()}
+        mask = probabilities.get("mask")
         return GradCamResult(
             heatmaps=heatmaps.numpy(),
             target_classes=targets,
-            probabilities=tf.nn.softmax(logits["label"]).numpy() if "label" in logits else None,
-            masks=tf.sigmoid(logits["mask"])[..., 0].numpy() if "mask" in logits else None,
+            probabilities=probabilities["label"].numpy() if "label" in probabilities else None,
+            masks=None if mask is None else (mask[..., 0] if mask.shape[-1] == 1 else 1.0 - mask[..., 0]).numpy(),
         )
+
+    @staticmethod
+    def _target_mask_classes(logits, target_class) -> np.ndarray:
+        """Per image, the mask class explained: the foreground class most predicted, or the one(s) asked for."""
+        count, num_classes = logits.shape[0], logits.shape[-1]
+        if isinstance(target_class, str):
+            if target_class != "predicted":
+                raise ConfigError(f"target_class {target_class!r}: expected 'predicted' or a mask class 1..K")
+            predicted = np.argmax(logits.numpy(), axis=-1).reshape(count, -1)
+            areas = np.stack([(predicted == value).sum(axis=1) for value in range(1, num_classes)], axis=1)
+            return areas.argmax(axis=1) + 1
+        targets = np.broadcast_to(np.asarray(target_class), (count,)).astype(np.int64)
+        if targets.min() < 1 or targets.max() >= num_classes:
+            raise ConfigError(f"mask class {targets.min() if targets.min() < 1 else targets.max()} out of range: the "
+                              f"mask has classes 1-{num_classes - 1} (0 is the background)")
+        return targets
 
     @staticmethod
     def _target_classes(logits, target_class) -> np.ndarray:
@@ -300,10 +293,13 @@ def gradcam_section(context, *, layer: str = "auto", head: str | None = None):
     from mtunet.report import ReportSection
 
     if head is None:
-        head = "label" if "label" in context.model.output_names else "mask"
+        heads = model_heads(context.model)
+        classifiers = [name for name, explained in heads.items() if explained.type == "classification"]
+        head = classifiers[0] if classifiers else next(iter(heads))
     cam = GradCam(context.model, layer=layer, head=head)
     scores = _localisation(cam, ((images, targets["mask"], "predicted") for images, targets in context.batches()))
-    what = "the predicted class's score" if head == "label" else "the summed mask logits (Seg-Grad-CAM)"
+    what = ("the predicted class's score" if cam.kind == "classification"
+            else "the summed mask logits (Seg-Grad-CAM)")
     return ReportSection(
         key="gradcam", title="Grad-CAM localisation", metrics=scores,
         text=f"Grad-CAM of {what} at layer {cam.layer}, on the images with a lesion: the mean share of the heatmap "

@@ -18,6 +18,8 @@ import numpy as np
 from mtunet.data.images import expand_channels, letterbox
 from mtunet.errors import ConfigError, DataError
 from mtunet.gradcam import GradCam, mass_in_lesion, pointing_game
+from mtunet.models import model_heads
+from mtunet.rundir import write_atomically
 
 GALLERY_DIR = "gradcam"
 INDEX_FILE = "index.html"
@@ -102,10 +104,17 @@ class Gallery:
     def __init__(self, model, examples, skipped, output_dir, class_names, source, *, layer, head, target_class):
         self.examples, self.skipped, self.output_dir = examples, skipped, pathlib.Path(output_dir)
         self.class_names, self.source, self.head = class_names, source, head
-        self.target_class = _target_index(target_class, class_names) if head == "label" else "predicted"
-        if head == "mask" and target_class != "predicted":
-            raise ConfigError("--target-class applies to --head label only")
         self.cam = GradCam(model, layer=layer, head=head)
+        if self.cam.kind == "classification":
+            self.target_class = _target_index(target_class, class_names)
+        elif self.cam.kind == "multiclass_mask":
+            mask_classes = model_heads(model)[head].mask_classes
+            self.target_class = (target_class if target_class == "predicted"
+                                 else _target_index(target_class, ("background", *mask_classes)))
+        elif target_class != "predicted":
+            raise ConfigError("--target-class applies to the class head and multi-class masks only")
+        else:
+            self.target_class = "predicted"
 
     def write(self, *, batch_size: int = 16, progress=None) -> dict:
         """Writes one PNG per example, then index.html (last, so a gallery with an index is complete).
@@ -117,8 +126,6 @@ class Gallery:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from mtunet.training import write_atomically
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         index_path = self.output_dir / INDEX_FILE
@@ -156,8 +163,10 @@ class Gallery:
             entry["probability"] = float(result.probabilities[offset, predicted])
         if example.label is not None:
             entry["true"] = self.class_names[example.label]
-        if self.head == "label":
+        if self.cam.kind == "classification":
             entry["explained"] = f"Grad-CAM of {self.class_names[result.target_classes[offset]]} at {self.cam.layer}"
+        elif self.cam.kind == "multiclass_mask":
+            entry["explained"] = f"Seg-Grad-CAM of mask class {result.target_classes[offset]} at {self.cam.layer}"
         else:
             entry["explained"] = f"Seg-Grad-CAM of the mask at {self.cam.layer}"
         if example.mask is not None and example.mask.any():
@@ -192,8 +201,10 @@ class Gallery:
         return figure
 
     def _index_html(self, entries, summary) -> str:
-        if self.head == "mask":
+        if self.cam.kind == "binary_mask":
             explained = "Seg-Grad-CAM of the mask logits summed over the image"
+        elif self.cam.kind == "multiclass_mask":
+            explained = "Seg-Grad-CAM of one mask class's logits summed over the image"
         elif isinstance(self.target_class, str):
             explained = "Grad-CAM of the class score (before the softmax) of each image's predicted class"
         else:

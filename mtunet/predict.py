@@ -16,8 +16,12 @@ import numpy as np
 import pandas as pd
 
 from mtunet.data.folder import IMAGE_SUFFIXES
-from mtunet.data.images import expand_channels, has_unsupported_layout, read_image, to_rgb_or_gray, to_uint8
+from mtunet.data.images import (
+    BINARY_MASK_CLASSES, expand_channels, has_unsupported_layout, read_image, to_rgb_or_gray, to_uint8,
+)
 from mtunet.errors import ConfigError
+from mtunet.plots import class_map_overlay
+from mtunet.rundir import write_atomically
 from mtunet.serving import SAVED_MODEL_FILE, build_serving_functions, load_trained_model, read_model_info, to_numpy
 
 logger = logging.getLogger(__name__)
@@ -36,11 +40,22 @@ class Predictor:
         serve: the function.
         class_names: the class of each label index (empty for a segmentation-only model).
         source: the file or folder the model was loaded from.
+        mask_classes: the names of the mask's lesion classes (one for a binary mask; mask value c is
+            ``mask_classes[c - 1]``).
     """
 
     serve: object
     class_names: list[str]
     source: str
+    mask_classes: tuple[str, ...] = BINARY_MASK_CLASSES
+
+
+def _mask_classes(head_configs) -> tuple[str, ...]:
+    """The lesion classes of the mask head among ``head_configs``; binary for exports that list no heads."""
+    for config in head_configs:
+        if config["type"] == "multiclass_mask":
+            return tuple(config["mask_classes"])
+    return BINARY_MASK_CLASSES
 
 
 @dataclasses.dataclass
@@ -86,10 +101,11 @@ def load_predictor(model_or_export) -> Predictor:
         info = read_model_info(saved_model)
         # the closure keeps the loaded object, whose variables the signature reads, alive
         serve = functools.partial(_call_signature, tf.saved_model.load(str(saved_model)))
-        return Predictor(serve, list(info["class_names"]), str(saved_model))
+        return Predictor(serve, list(info["class_names"]), str(saved_model), _mask_classes(info.get("heads", [])))
     trained = load_trained_model(path)
     serve = functools.partial(_call_function, build_serving_functions(trained)["serving_default"])
-    return Predictor(serve, trained.class_names, str(path))
+    return Predictor(serve, trained.class_names, str(path),
+                     _mask_classes([head.get_config() for head in trained.heads.values()]))
 
 
 def list_images(inputs) -> list[pathlib.Path]:
@@ -132,8 +148,6 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _write_png(path: pathlib.Path, image: np.ndarray):
-    from mtunet.training import write_atomically
-
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
@@ -150,12 +164,12 @@ def predict_files(predictor: Predictor, inputs, output_dir, *, threshold: float 
 
     Writes ``predictions.csv`` (columns ``file``, ``predicted_class``, ``probability_<class>`` per class,
     ``lesion_area_pixels``, ``lesion_fraction``, ``mask_file``, ``overlay_file``) and per image ``<name>_mask.png``
-    (0/255, the image's own size, lesion where the mask probability exceeds ``threshold``) and
-    ``<name>_overlay.png``. Images of one size are predicted in batches of ``batch_size``. A file that cannot be read
+    (0/255, the image's own size, lesion where the mask probability exceeds ``threshold``; for a multi-class mask the
+    class map, pixel values 0..K, and columns ``area_pixels_<mask class>``) and ``<name>_overlay.png`` (a colour per
+    mask class). Images of one size are predicted in batches of ``batch_size``. A file that cannot be read
     is listed in ``failed`` and the others are still predicted. ``progress(n)`` is called with the number of files
     handled since the last call.
     """
-    from mtunet.training import write_atomically
 
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold {threshold}: expected a probability in [0, 1]")
@@ -174,7 +188,7 @@ def predict_files(predictor: Predictor, inputs, output_dir, *, threshold: float 
         for position, (index, image) in enumerate(batch):
             rows[index] = _write_outputs(files[index], names[index], image,
                                          {name: value[position] for name, value in outputs.items()},
-                                         predictor.class_names, output_dir, threshold)
+                                         predictor, output_dir, threshold)
         progress(len(batch))
 
     for index, path in enumerate(files):
@@ -205,14 +219,24 @@ def _output_names(files) -> list[str]:
     return names
 
 
-def _write_outputs(path, name, image, outputs, class_names, output_dir, threshold) -> dict:
+def _write_outputs(path, name, image, outputs, predictor, output_dir, threshold) -> dict:
     """Writes one image's mask and overlay; returns its row of predictions.csv."""
     row = {"file": str(path)}
     if "label_probabilities" in outputs:
         row["predicted_class"] = str(outputs["class_name"])
-        for class_name, probability in zip(class_names, outputs["label_probabilities"]):
+        for class_name, probability in zip(predictor.class_names, outputs["label_probabilities"]):
             row[f"probability_{class_name}"] = float(probability)
-    if "mask_probabilities" in outputs:
+    if "mask_class_map" in outputs:
+        class_map = outputs["mask_class_map"].astype(np.uint8)
+        area = int((class_map > 0).sum())
+        row.update(lesion_area_pixels=area, lesion_fraction=area / class_map.size)
+        for value, mask_class in enumerate(predictor.mask_classes, start=1):
+            row[f"area_pixels_{mask_class}"] = int((class_map == value).sum())
+        row.update(mask_file=f"{name}_mask.png", overlay_file=f"{name}_overlay.png")
+        _write_png(output_dir / row["mask_file"], class_map)
+        _write_png(output_dir / row["overlay_file"],
+                   class_map_overlay(image, class_map, len(predictor.mask_classes)))
+    elif "mask_probabilities" in outputs:
         mask = outputs["mask_probabilities"][..., 0] > threshold
         area = int(mask.sum())
         row.update(lesion_area_pixels=area, lesion_fraction=area / mask.size,

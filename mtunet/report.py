@@ -112,7 +112,8 @@ def _summary_table(metrics: dict) -> str:
 def _classification(metrics: dict) -> str:
     names = metrics["class_names"]
     # undefined metrics are None in metrics.json: as floats they are NaN, shown as n/a
-    per_class = pd.DataFrame(metrics["per_class"]).T.astype(float)[["precision", "recall", "specificity", "f1", "support", "auc"]]
+    columns = ["precision", "recall", "specificity", "f1", "support", "auc"]
+    per_class = pd.DataFrame(metrics["per_class"]).T.astype(float)[columns]
     per_class = per_class.rename(columns={"recall": "recall (sensitivity)", "auc": "AUC (one vs rest)"})
     per_class["support"] = per_class["support"].astype(int)
     micro = pd.DataFrame([metrics["micro_average"]], index=["micro average"]).astype(float)

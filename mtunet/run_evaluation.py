@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 
 from mtunet import plots
+from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.splits import SPLIT_NAMES
 from mtunet.errors import ConfigError
 from mtunet.evaluation import PREDICTIONS_FILE, check_empty_rule, compute_metrics, save_predictions
+from mtunet.models import load_model, model_heads
 from mtunet.report import ReportSection, render_report
 
 ALL_SPLITS = "all"
@@ -52,7 +54,6 @@ def _json_safe(value):
 
 
 def _load_run(run_dir: pathlib.Path, model_path):
-    from mtunet.model import load_model
     from mtunet.training import BEST_MODEL_FILE, CONFIG_FILE, load_config
 
     if not run_dir.is_dir():
@@ -72,34 +73,53 @@ def _load_run(run_dir: pathlib.Path, model_path):
 
 
 def _check_compatible(model, model_path, data, run_classes, source):
-    """``ConfigError`` unless the model's class head and input channels fit the dataset."""
-    if "label" in model.output_names:
-        predicted_classes = dict(zip(model.output_names, model.outputs))["label"].shape[-1]
-        names = list(data.info.class_names)
-        if names != list(run_classes):
-            raise ConfigError(f"{source} has the classes {names}, but the model was trained on {list(run_classes)};"
-                              f" expected the same class names in the same order")
-        if predicted_classes != len(names):
-            raise ConfigError(f"model {model_path} predicts {predicted_classes} classes, but {source} has "
-                              f"{len(names)} ({names})")
+    """``ConfigError`` unless the model's heads and input channels fit the dataset."""
+    for head in model_heads(model).values():
+        if head.type == "classification":
+            names = list(data.info.class_names)
+            if names != list(run_classes):
+                raise ConfigError(f"{source} has the classes {names}, but the model was trained on "
+                                  f"{list(run_classes)}; expected the same class names in the same order")
+            if head.num_classes != len(names):
+                raise ConfigError(f"model {model_path} predicts {head.num_classes} classes, but {source} has "
+                                  f"{len(names)} ({names})")
+        elif head.target == "mask":
+            model_classes = tuple(getattr(head, "mask_classes", BINARY_MASK_CLASSES))
+            if len(model_classes) != len(data.info.mask_classes):
+                raise ConfigError(f"model {model_path} predicts the mask classes {list(model_classes)}, but {source} "
+                                  f"has {list(data.info.mask_classes)}")
     channels = model.input_shape[-1]
     if channels != data.info.channels:
         raise ConfigError(f"model {model_path} takes {channels}-channel images, but {source} serves "
                           f"{data.info.channels}-channel images")
 
 
-def _predict(model, batches):
-    """The model's outputs and the true masks, concatenated over ``batches``."""
-    outputs, true_masks = {name: [] for name in model.output_names}, []
+def _predict(model, batches, mask_classes):
+    """The model's outputs and the true masks, concatenated over ``batches``: ``label_probabilities`` and, for a
+    binary mask, ``mask_probabilities`` ``(n, H, W)`` and boolean ``true_masks``; for a multi-class mask,
+    ``mask_probabilities`` ``(n, H, W, K + 1)``, ``true_masks`` class maps and ``mask_classes``."""
+    heads = model_heads(model)
+    outputs, true_masks = {name: [] for name in heads}, []
     for images, targets in batches:
-        true_masks.append(targets["mask"].numpy()[..., 0] > 0.5)
+        true_masks.append(targets["mask"].numpy()[..., 0])
         for name, values in model.predict_on_batch(images).items():
             outputs[name].append(np.asarray(values, np.float32))
     predictions = {f"{name}_probabilities": np.concatenate(values) for name, values in outputs.items()}
-    if "mask_probabilities" in predictions:
+    mask_head = heads.get("mask")
+    if mask_head is not None and mask_head.type == "multiclass_mask":
+        predictions["true_masks"] = np.rint(np.concatenate(true_masks)).astype(np.uint8)
+        predictions["mask_classes"] = np.asarray(mask_classes, dtype=str)
+    elif mask_head is not None:
         predictions["mask_probabilities"] = predictions["mask_probabilities"][..., 0]
-        predictions["true_masks"] = np.concatenate(true_masks)
+        predictions["true_masks"] = np.concatenate(true_masks) > 0.5
     return predictions
+
+
+def _predicted_masks(predictions) -> np.ndarray:
+    """The predicted masks: thresholded probabilities, or the argmax class maps of a multi-class mask."""
+    if "mask_classes" in predictions:
+        return predictions["mask_probabilities"].argmax(axis=-1)
+    return predictions["mask_probabilities"] > predictions["threshold"]
 
 
 def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
@@ -113,9 +133,8 @@ def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
         table["true_class_probability"] = probabilities[np.arange(len(predicted)), predictions["labels"]]
     if dice is not None:
         table["dice"], table["iou"] = dice, iou
-        table["true_lesion_pixels"] = predictions["true_masks"].reshape(len(table), -1).sum(axis=1)
-        table["predicted_lesion_pixels"] = (predictions["mask_probabilities"] > predictions["threshold"]).reshape(
-            len(table), -1).sum(axis=1)
+        table["true_lesion_pixels"] = (predictions["true_masks"] > 0).reshape(len(table), -1).sum(axis=1)
+        table["predicted_lesion_pixels"] = (_predicted_masks(predictions) > 0).reshape(len(table), -1).sum(axis=1)
     return table
 
 
@@ -132,7 +151,8 @@ def _gallery(table: pd.DataFrame, predictions, batches, size: int):
             if offset + position in wanted:
                 images[offset + position] = batch_images[position]
         offset += len(batch_images)
-    threshold = float(predictions["threshold"])
+    masks = "true_masks" in predictions
+    predicted_masks = _predicted_masks(predictions) if masks else None
 
     def case(index):
         row = table.loc[index]
@@ -141,10 +161,9 @@ def _gallery(table: pd.DataFrame, predictions, batches, size: int):
             lines[1] += f" | predicted {row['predicted_class']} ({row['predicted_probability']:.2f})"
         if "dice" in row:
             lines.append(f"Dice {row['dice']:.3f}")
-        masks = "true_masks" in predictions
         return {"image": images[index], "title": "\n".join(lines),
                 "true_mask": predictions["true_masks"][index] if masks else None,
-                "predicted_mask": predictions["mask_probabilities"][index] > threshold if masks else None}
+                "predicted_mask": predicted_masks[index] if masks else None}
 
     return {name: [case(index) for index in indices] for name, indices in chosen.items()}
 
@@ -159,7 +178,7 @@ def _figures(predictions, metrics, dice, gallery) -> dict:
                                           metrics["class_names"])
     if dice is not None:
         figures["dice_histogram"] = plots.dice_histogram_figure(dice, metrics["empty_mask_rule_description"])
-    figures["gallery"] = plots.gallery_figure(gallery)
+    figures["gallery"] = plots.gallery_figure(gallery, mask_classes=predictions.get("mask_classes"))
     return {name: plots.figure_png(figure) for name, figure in figures.items()}
 
 
@@ -236,7 +255,7 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     predictions = {"ids": np.asarray([i for name in chosen for i in data.ids(name)], str),
                    "labels": np.concatenate([data.labels(name) for name in chosen]).astype(np.int64),
                    "class_names": np.asarray(data.info.class_names, str),
-                   "threshold": np.float64(threshold), **_predict(model, batches())}
+                   "threshold": np.float64(threshold), **_predict(model, batches(), data.info.mask_classes)}
     metrics, dice, iou = compute_metrics(predictions, threshold=threshold, empty=empty,
                                          bootstrap_resamples=bootstrap_resamples, seed=seed)
     if output_dir is None:

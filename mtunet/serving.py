@@ -6,9 +6,11 @@ to know nothing about it:
 - ``serving_default(images)``: ``uint8`` ``(batch, height, width, 1 | 3 | 4)``, one size per call;
 - ``predict_encoded(image_bytes)``: ``string`` ``(batch,)`` PNG, JPEG, GIF or BMP files of one size per call.
 
-Both return ``label_probabilities`` ``(batch, num_classes)`` float32, ``label`` ``(batch,)`` int64, ``class_name``
-``(batch,)`` string and ``mask_probabilities`` ``(batch, height, width, 1)`` float32 at the input's own size (only
-the outputs of the heads the model has).
+Both return what the model's heads declare (``mtunet.models.Head.serving_outputs``): for the class head
+``label_probabilities`` ``(batch, num_classes)`` float32, ``label`` ``(batch,)`` int64 and ``class_name`` ``(batch,)``
+string; for the binary mask ``mask_probabilities`` ``(batch, height, width, 1)`` float32 at the input's own size; for
+a multi-class mask ``mask_probabilities`` ``(batch, height, width, K + 1)`` and ``mask_class_map``
+``(batch, height, width)`` int64 (0 background, 1..K the mask classes).
 
 Images are prepared in the graph exactly as ``mtunet.data.images.letterbox`` prepared the training images: padded
 with zeros to a centred square, then resized to ``S`` with area averaging when shrinking and bilinear interpolation
@@ -26,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from mtunet.errors import ConfigError
+from mtunet.models import load_model, model_heads
+from mtunet.rundir import BEST_MODEL_FILE, CONFIG_FILE
 
 SAVED_MODEL_FILE, MODEL_INFO_FILE = "saved_model.pb", "model_info.json"
-OUTPUT_NAMES = ("label_probabilities", "label", "class_name", "mask_probabilities")
 
 
 @dataclasses.dataclass
@@ -39,11 +42,14 @@ class TrainedModel:
         model: the functional Keras model (outputs ``"label"`` and/or ``"mask"``).
         class_names: the class of each label index.
         info: JSON-serialisable facts: source, encoder, input size, task, training run and its test metrics.
+        heads: ``{output name: mtunet.models.Head}`` of the model as trained (kept when the model is replaced by
+            its BatchNorm-folded copy).
     """
 
     model: object
     class_names: list[str]
     info: dict
+    heads: dict
 
     @property
     def image_size(self) -> int:
@@ -70,9 +76,6 @@ def load_trained_model(model_or_run) -> TrainedModel:
     A ``.keras`` file inside a run directory is read with that run's ``config.json``; a ``.keras`` file elsewhere
     gets the class names ``class_0``, ``class_1``, ...
     """
-    from mtunet.model import load_model
-    from mtunet.training import BEST_MODEL_FILE, CONFIG_FILE
-
     path = pathlib.Path(model_or_run)
     if path.is_dir():
         run_dir, model_path = path, path / BEST_MODEL_FILE
@@ -85,11 +88,11 @@ def load_trained_model(model_or_run) -> TrainedModel:
     else:
         raise ConfigError(f"{path}: expected a .keras model file or a run directory")
     model = load_model(model_path)
+    heads = model_heads(model)
     info = {"source": str(model_path.resolve()), "model_name": model.name,
             "input_size": [int(size) for size in model.input_shape[1:]],
-            "outputs": list(model.output_names)}
-    output_shapes = dict(zip(model.output_names, model.output_shape))
-    num_classes = int(output_shapes["label"][-1]) if "label" in output_shapes else 0
+            "outputs": list(model.output_names), "heads": [head.get_config() for head in heads.values()]}
+    num_classes = next((head.num_classes for head in heads.values() if head.type == "classification"), 0)
     class_names = [f"class_{index}" for index in range(num_classes)]
     if run_dir is not None:
         config = json.loads((run_dir / CONFIG_FILE).read_text())
@@ -99,7 +102,7 @@ def load_trained_model(model_or_run) -> TrainedModel:
                      "dataset": options["dataset"], "data_dir": options["data_dir"],
                      "versions_at_training": config.get("versions"), "test_metrics": _test_metrics(run_dir)})
     info["class_names"] = class_names
-    return TrainedModel(model, class_names, info)
+    return TrainedModel(model, class_names, info, heads)
 
 
 def letterbox_images(images, image_size: int):
@@ -149,14 +152,13 @@ def build_serving_functions(trained: TrainedModel) -> dict:
         shape = tf.shape(images)
         outputs = model(letterbox_images(to_model_channels(images, channels), image_size), training=False)
         served = {}
-        if "label" in outputs:
-            probabilities = tf.cast(outputs["label"], tf.float32)
-            label = tf.argmax(probabilities, axis=1)
-            served.update(label_probabilities=probabilities, label=label,
-                          class_name=tf.gather(class_names, label))
-        if "mask" in outputs:
-            served["mask_probabilities"] = unletterbox_masks(tf.cast(outputs["mask"], tf.float32),
-                                                             shape[1], shape[2])
+        for name, head in trained.heads.items():
+            output = tf.cast(outputs[name], tf.float32)
+            if head.spatial:
+                output = unletterbox_masks(output, shape[1], shape[2])
+            served.update(head.serving_outputs(output))
+            for indices, names in head.class_index_outputs().items():
+                served[names] = tf.gather(class_names, served[indices])
         return served
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8, name="images")])

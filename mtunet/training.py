@@ -17,22 +17,23 @@ import tensorflow as tf
 
 from mtunet.averaging import AveragingAdam, SwapInAveragedWeights
 from mtunet.batchnorm import PreciseBatchNorm
-from mtunet.data.augment import FLIP_MODES
-from mtunet.distribute import STRATEGIES, is_chief, select_strategy
+from mtunet.distribute import is_chief, select_strategy
 from mtunet.errors import ConfigError, MtunetError
-from mtunet.losses import SEGMENTATION_LOSSES, SegmentationLoss, WeightedCategoricalCrossentropy
-from mtunet.metrics import MeanDice, MeanIoU
-from mtunet.model import TASKS, build_model, check_input_shape
+from mtunet.models import (
+    DECODERS, PRESETS, SKIPS, TASKS, LossSettings, ModelSpec, build_model_from_spec, check_input_shape, make_spec,
+    model_heads, set_encoder_trainable,
+)
+from mtunet.options import CLASS_WEIGHTS, FLIP_MODES, SEGMENTATION_LOSSES, STRATEGIES
+from mtunet.rundir import (
+    BACKUP_DIR, BACKUP_METADATA, BEST_MODEL_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, LOG_DIR, SPLITS_FILE,
+    SUMMARY_FILE, versions, write_atomically, write_json,
+)
 
 logger = logging.getLogger(__name__)
 
 # Adam at the paper's fixed 1e-3 leaves the validation loss of a from-scratch model swinging from epoch to epoch,
 # so early stopping keeps an early epoch; halving the rate when the validation loss stalls settles it.
 LR_REDUCTION_FACTOR, MIN_LR_FRACTION = 0.5, 0.01
-
-CONFIG_FILE, SPLITS_FILE, HISTORY_FILE, BEST_MODEL_FILE = "config.json", "splits.json", "history.csv", "best.keras"
-SUMMARY_FILE, CURVES_FILE, BACKUP_DIR, LOG_DIR = "summary.json", "curves.png", "backup", "logs"
-BACKUP_METADATA = "training_metadata.json"
 
 
 class TrainingDivergedError(MtunetError):
@@ -49,13 +50,19 @@ class TrainingInterrupted(MtunetError):
 class TrainConfig:
     """Every option of a training run; the defaults reproduce the paper.
 
+    The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder`` and ``skip`` instead of the
+    preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
+
     ``loss_weights`` is ``(segmentation, classification)``; ``output_dir`` is the run directory itself (default
     ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
     K-fold split out as the test split; ``split_seed`` seeds the split (None: ``seed``), so that runs trained with
     different seeds can share their splits.
     """
 
+    architecture: str = "unet"
     encoder: str = "mobilenetv2"
+    decoder: str | None = None
+    skip: str | None = None
     weights: str | None = "imagenet"
     freeze_encoder: bool = False
     unfreeze_after: int | None = None
@@ -95,11 +102,16 @@ class TrainConfig:
         if seg_weight < 0 or cls_weight < 0 or seg_weight + cls_weight == 0:
             raise ConfigError(f"--loss-weights {seg_weight:g}:{cls_weight:g}: weights must be non-negative and not "
                               "both zero")
-        choices = {"task": (self.task, TASKS), "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES),
-                   "class_weights": (self.class_weights, ("balanced", "none")), "strategy": (self.strategy, STRATEGIES),
+        choices = {"architecture": (self.architecture, PRESETS), "task": (self.task, TASKS),
+                   "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES),
+                   "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
                    "flip": (self.flip, FLIP_MODES)}
         for option, (value, valid) in choices.items():
             if value not in valid:
+                raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
+        overrides = {"decoder": (self.decoder, DECODERS), "skip": (self.skip, SKIPS)}
+        for option, (value, valid) in overrides.items():
+            if value is not None and value not in valid:
                 raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
         if self.reduce_lr_patience < 0:
             raise ConfigError(f"--reduce-lr-patience {self.reduce_lr_patience}: expected 0 (constant learning rate) "
@@ -145,30 +157,6 @@ class Run:
     @property
     def best_model_path(self) -> pathlib.Path:
         return self.directory / BEST_MODEL_FILE
-
-
-def write_atomically(path: pathlib.Path, write):
-    """Calls ``write(temporary_path)`` then renames it to ``path``, so ``path`` is never left half-written."""
-    path = pathlib.Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix="".join(path.suffixes))
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates the file private to its owner
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_json(path, content):
-    def write(temporary):
-        with open(temporary, "w") as file:
-            json.dump(content, file, indent=2, default=str)
-
-    write_atomically(path, write)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -312,21 +300,19 @@ def restore_backup(model, directory) -> dict | None:
 
 
 def compile_model(model, config, class_weights):
-    """Compiles ``model`` with the losses, loss weights, metrics, optimiser and XLA setting of ``config``."""
+    """Compiles ``model`` with its heads' losses and metrics, the loss weights, optimiser and XLA setting of
+    ``config``."""
     seg_weight, cls_weight = config.loss_weights
-    losses, loss_weights, metrics = {}, {}, {}
+    weight_of_role = {"segmentation": seg_weight, "classification": cls_weight}
+    settings = LossSettings(config.seg_loss, None if class_weights is None else tuple(float(w) for w in class_weights),
+                            config.label_smoothing)
+    heads = model_heads(model)
     # Keras prefixes metric names with the output's name only when there are several outputs; naming them here
     # keeps history.csv's columns (label_accuracy, mask_dice, ...) the same for single-task baselines.
-    prefix = {name: "" if len(model.output_names) > 1 else f"{name}_" for name in model.output_names}
-    if "label" in model.output_names:
-        losses["label"] = WeightedCategoricalCrossentropy(class_weights, config.label_smoothing)
-        loss_weights["label"] = cls_weight
-        metrics["label"] = [keras.metrics.CategoricalAccuracy(name=f"{prefix['label']}accuracy"),
-                            keras.metrics.AUC(name=f"{prefix['label']}auc")]
-    if "mask" in model.output_names:
-        losses["mask"] = SegmentationLoss(config.seg_loss)
-        loss_weights["mask"] = seg_weight
-        metrics["mask"] = [MeanDice(name=f"{prefix['mask']}dice"), MeanIoU(name=f"{prefix['mask']}iou")]
+    prefix = "" if len(heads) > 1 else f"{next(iter(heads))}_"
+    losses = {name: head.loss(settings) for name, head in heads.items()}
+    loss_weights = {name: weight_of_role[head.loss_role] for name, head in heads.items()}
+    metrics = {name: head.metrics(prefix) for name, head in heads.items()}
     optimizer = (AveragingAdam(config.learning_rate, ema_momentum=config.ema_momentum) if config.ema_momentum
                  else keras.optimizers.Adam(config.learning_rate))
     model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
@@ -387,15 +373,16 @@ def data_fingerprint(data) -> str:
     return digest.hexdigest()
 
 
-def versions() -> dict:
-    """Versions of mtunet, TensorFlow and Keras, as recorded in config.json and model_info.json."""
-    import mtunet
-
-    return {"mtunet": mtunet.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+def _select_targets(dataset, heads):
+    """``dataset``'s batches with, for each head, the target it learns from under the head's name."""
+    return dataset.map(lambda image, targets: (image, {name: targets[head.target] for name, head in heads.items()}))
 
 
-def _select_outputs(dataset, output_names):
-    return dataset.map(lambda image, targets: (image, {name: targets[name] for name in output_names}))
+def model_spec_for(config: TrainConfig, info) -> ModelSpec:
+    """The architecture ``config`` asks for, sized for the data described by ``info`` (a ``DatasetInfo``)."""
+    return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
+                     input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
+                     mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections)
 
 
 def load_config(run_dir) -> TrainConfig:
@@ -457,8 +444,8 @@ def _working_directory(run_dir, chief) -> pathlib.Path:
     return scratch
 
 
-def _pipelines(data, config, replicas, output_names) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
-    """The training, validation and BatchNorm-statistics pipelines, with the targets of ``output_names``; the last
+def _pipelines(data, config, replicas, heads) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset]:
+    """The training, validation and BatchNorm-statistics pipelines, with the targets of ``heads``; the last
     is the training split in order, not augmented, like the images the model will be used on.
 
     With several replicas, each global batch is split between them, and a replica given no example fails. So the
@@ -474,7 +461,7 @@ def _pipelines(data, config, replicas, output_names) -> tuple[tf.data.Dataset, t
     validation_data = data.pipeline("validation", batch_size=config.batch_size, training=False,
                                     drop_remainder=drop_validation)
     statistics_data = data.pipeline("train", batch_size=config.batch_size, training=False)
-    return tuple(_select_outputs(pipeline, output_names) for pipeline in (train_data, validation_data, statistics_data))
+    return tuple(_select_targets(pipeline, heads) for pipeline in (train_data, validation_data, statistics_data))
 
 
 def _phases(config) -> list[tuple[bool, int]]:
@@ -540,7 +527,7 @@ class _Training:
         """Trains epochs ``initial_epoch + 1`` to ``last_epoch`` (or until early stopping, returning True)."""
         config = self.config
         _truncate_history(self.work_dir / HISTORY_FILE, initial_epoch)
-        self.model.get_layer("encoder").trainable = not frozen
+        set_encoder_trainable(self.model, not frozen)
         with self.strategy.scope():
             compile_model(self.model, config, self.class_weights)
             restored = restore_backup(self.model, backup_dir)
@@ -601,6 +588,10 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
                           "same data or start a new run")
     info = data.info
     class_weights = data.class_weights() if config.class_weights == "balanced" else None
+    spec = model_spec_for(config, info)
+    with strategy.scope():  # before anything is written: a model that cannot be built leaves no run behind
+        model = build_model_from_spec(spec, weights=config.weights,
+                                      freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
     chief = is_chief()
     work_dir = _working_directory(run_dir, chief)
     try:
@@ -608,17 +599,13 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
             if not splits_path.exists():
                 write_atomically(splits_path, data.splits.save)
             write_json(run_dir / CONFIG_FILE, {
-                "options": dataclasses.asdict(config), "versions": versions(), "dataset": info.to_dict(),
-                "class_names": list(info.class_names), "split_seed": split_seed, "data_fingerprint": fingerprint,
+                "options": dataclasses.asdict(config), "model": spec.to_dict(), "versions": versions(),
+                "dataset": info.to_dict(), "class_names": list(info.class_names), "split_seed": split_seed,
+                "data_fingerprint": fingerprint,
                 "class_weights": None if class_weights is None else [float(w) for w in class_weights],
             })
-        with strategy.scope():
-            model = build_model(config.encoder, input_shape=(config.image_size, config.image_size, info.channels),
-                                num_classes=info.num_classes, weights=config.weights,
-                                skip_connections=config.skip_connections, task=config.task,
-                                freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
         training = _Training(model, strategy, config, class_weights,
-                             *_pipelines(data, config, strategy.num_replicas_in_sync, list(model.output_names)),
+                             *_pipelines(data, config, strategy.num_replicas_in_sync, model_heads(model)),
                              work_dir)
         try:
             stopped_early = training.run_phases()

@@ -6,7 +6,7 @@ import sys
 from click.testing import CliRunner
 
 import cli
-from mtunet.encoders import ENCODERS
+from mtunet.models.encoders import ENCODERS
 
 
 def test_help_and_version_do_not_import_tensorflow():

@@ -14,7 +14,7 @@ from scipy import stats
 
 import cli
 import mtunet.experiment
-from mtunet import encoders
+from mtunet.models import encoders
 from mtunet.errors import ConfigError
 from mtunet.experiment import Variant, run_experiment, summarize, task_variants
 from mtunet.stats import describe, paired_comparison, smallest_wilcoxon_p

@@ -8,8 +8,9 @@ from click.testing import CliRunner
 
 import cli
 from mtunet.errors import ConfigError
-from mtunet.encoders import get_encoder
-from mtunet.gradcam import MIN_CAM_SIDE, GradCam, localisation_scores, mass_in_lesion, pointing_game
+from mtunet.models.encoders import get_encoder
+from mtunet.gradcam import GradCam, localisation_scores, mass_in_lesion, pointing_game
+from mtunet.models import MIN_CAM_SIDE
 
 SIZE, CHANNELS, FEATURES, CLASSES = 4, 2, 3, 2
 
@@ -90,10 +91,12 @@ def test_unknown_layer_head_or_class_is_a_clear_error(weights, images):
         GradCam(model, layer="label_pool")
     with pytest.raises(ConfigError, match=r"--layer 'mask_logits' does not feed the label head"):
         GradCam(model, layer="mask_logits")
-    with pytest.raises(ConfigError, match=r"unknown head 'class'; expected one of: label, mask"):
+    with pytest.raises(ConfigError, match=r"--head class: model .* has no class head; expected one of its heads: "
+                                          r"label, mask"):
         GradCam(model, head="class")
     classifier = keras.Model(model.inputs, model.get_layer("label").output)
-    with pytest.raises(ConfigError, match=r"--head mask: model .* has no mask head \(layer 'mask_logits'\)"):
+    with pytest.raises(ConfigError, match=r"--head mask: model .* has no mask head; expected one of its heads: "
+                                          r"label$"):
         GradCam(classifier, head="mask")
     with pytest.raises(ConfigError, match=r"target class 2 out of range: the model has 2 classes \(0-1\)"):
         GradCam(model)(images, target_class=2)
@@ -145,7 +148,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_nested_encoder_layers_of_an_mtunet_model(run_dir):
-    from mtunet.model import load_model
+    from mtunet.models import load_model
 
     model = load_model(run_dir / "best.keras")
     images = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 1)).astype(np.float32)
@@ -169,7 +172,7 @@ def test_evaluate_reports_the_localisation_scores_of_its_images(run_dir, tmp_pat
     import json
 
     from mtunet.data import load_dataset
-    from mtunet.model import load_model
+    from mtunet.models import load_model
     from mtunet.run_evaluation import evaluate_run
 
     metrics = evaluate_run(run_dir, output_dir=tmp_path, bootstrap_resamples=10)  # Grad-CAM's section by default

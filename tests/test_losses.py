@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import keras
 
-from mtunet.losses import SegmentationLoss, WeightedCategoricalCrossentropy, soft_dice_loss
-from mtunet.metrics import MeanDice, MeanIoU
+from mtunet.models.losses import SegmentationLoss, WeightedCategoricalCrossentropy, soft_dice_loss
+from mtunet.models.metrics import MeanDice, MeanIoU
 
 
 def _value(tensor):

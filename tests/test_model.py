@@ -5,7 +5,7 @@ import pytest
 import keras
 
 import mtunet
-from mtunet.encoders import ENCODERS, SCRATCH_BN_MOMENTUM
+from mtunet.models.encoders import ENCODERS, SCRATCH_BN_MOMENTUM
 
 SIZE = 64
 NUM_CLASSES = 3
@@ -64,7 +64,8 @@ def test_bottleneck_and_stages_are_named(multi_model):
 
 def test_config_round_trip_gives_identical_predictions(multi_model):
     _, model = multi_model
-    clone = keras.Model.from_config(model.get_config())
+    clone = type(model).from_config(model.get_config())
+    assert clone.spec == model.spec
     clone.set_weights(model.get_weights())
     images = _images()
     expected, actual = model.predict(images, verbose=0), clone.predict(images, verbose=0)
@@ -144,7 +145,7 @@ def test_grayscale_input_is_adapted_inside_the_model():
     ],
 )
 def test_pixel_preprocessing_matches_keras_applications(scaling, pixel_rgb, expected):
-    from mtunet.layers import PixelPreprocessing
+    from mtunet.models.layers import PixelPreprocessing
 
     image = np.full((1, 2, 2, 3), pixel_rgb, dtype="float32")
     scaled = keras.ops.convert_to_numpy(PixelPreprocessing(scaling)(image))

@@ -305,7 +305,7 @@ def test_weight_average_is_validated_kept_and_resumed(dataset_dir, tmp_path, mon
     best = keras.saving.load_model(run.best_model_path).trainable_weights
     for kept, expected in zip([best[0].numpy(), best[-1].numpy()], record["epoch_end"][run.best_epoch - 1]):
         np.testing.assert_array_equal(kept, expected)
-    script = f"from mtunet.model import load_model; print(type(load_model({str(run.best_model_path)!r}).optimizer))"
+    script = f"from mtunet.models import load_model; print(type(load_model({str(run.best_model_path)!r}).optimizer))"
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0 and "AveragingAdam" in loaded.stdout, loaded.stderr[-2000:]
 

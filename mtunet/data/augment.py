@@ -12,7 +12,7 @@ from mtunet.errors import ConfigError
 
 # Left-right flips by default: ultrasound (transducer at the top, acoustic shadows below a lesion), chest X-rays and
 # MRI slices have an up and a down that a vertical flip makes unreal. Dermoscopy has none: "horizontal_and_vertical".
-FLIP_MODES = ("horizontal_and_vertical", "horizontal", "vertical", "none")
+from mtunet.options import FLIP_MODES
 ROTATION_DEGREES = 15.0
 SHEAR_FACTOR = 0.1  # shifts pixels up to 10% of the image across
 

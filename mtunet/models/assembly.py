@@ -1,55 +1,107 @@
-"""``build_model``: encoder + U-Net decoder + heads, as one functional Keras model."""
+"""``build_model``: a ``ModelSpec``'s encoder, skip modules, decoder and heads as one functional Keras model."""
 
 import keras
 
-from mtunet.decoder import apply_unet_decoder
-from mtunet.encoders import OUTPUT_STRIDE, build_encoder, get_encoder
-from mtunet.errors import ConfigError
-from mtunet.heads import apply_classification_head, apply_segmentation_head
-from mtunet.layers import PixelPreprocessing
+import mtunet.averaging  # noqa: F401  (registers the optimiser a compiled model refers to)
+from mtunet.models.decoders import DECODERS
+from mtunet.models.encoders import PYRAMID_LEVELS, build_encoder, get_encoder
+from mtunet.models.heads import Head, build_head
+from mtunet.models.heads.binary_mask import BinaryMaskHead
+from mtunet.models.heads.classification import ClassificationHead
+from mtunet.models.layers import PixelPreprocessing
+from mtunet.models.presets import BINARY_MASK_CLASSES, make_spec
+from mtunet.models.skips import SKIPS
+from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec
 
-TASKS = ("multi", "segmentation", "classification")
+
+def _model_name(spec: ModelSpec) -> str:
+    roles = {build_head(config).loss_role for config in spec.heads}
+    task = "multi" if len(roles) > 1 else ("segmentation" if "segmentation" in roles else "classification")
+    prefix = "mtunet" if spec.preset in (None, "unet") else spec.preset
+    return f"{prefix}_{spec.encoder}_{task}"
 
 
-def check_input_shape(input_shape) -> tuple[int, int, int]:
-    """Returns ``input_shape`` as a tuple if the encoders can take it, else raises ``ConfigError``.
+def _assemble(spec: ModelSpec, weights, freeze_encoder):
+    """``(inputs, {head name: output})`` of ``spec``."""
+    encoder = get_encoder(spec.encoder)
+    height, width, channels = spec.input_shape
 
-    Height and width must be multiples of the output stride (32) and at least 32; channels 1 or 3.
+    # === Layers ===
+    backbone = build_encoder(encoder, (height, width, 3), weights)
+    backbone.trainable = not freeze_encoder
+    skip_module = SKIPS.get(spec.skip)
+    heads = [build_head(config) for config in spec.heads]
+
+    # === Functional Model ===
+    images = keras.Input((height, width, channels), name="images")
+    scaled = PixelPreprocessing(encoder.input_scaling, name="preprocessing")(images)
+    features = dict(backbone(scaled))
+    features["P5"] = keras.layers.Identity(name="bottleneck")(features["P5"])
+    # the heads on the encoder first, then the decoder and its heads: layers are created (and their weights drawn
+    # from the seeded generator) in the order of the models trained before specs existed
+    outputs = {head.name: head.apply(features, None) for head in heads if not head.needs_decoder}
+    if any(head.needs_decoder for head in heads):
+        skips = {level: skip_module.apply(features[level], name=f"skip_{level}") if spec.skip_connections else None
+                 for level in PYRAMID_LEVELS[:-1]}
+        decoded = DECODERS.get(spec.decoder).apply(features, skips, spec.decoder_filters, encoder.needs_center_block)
+        outputs.update({head.name: head.apply(features, decoded) for head in heads if head.needs_decoder})
+    return images, {head.name: outputs[head.name] for head in heads}
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MultiTaskModel(keras.Model):
+    """The functional model of a ``ModelSpec``; ``get_config()`` returns the spec, so a ``.keras`` file reloads to
+    the same architecture.
+
+    Args:
+        spec: the architecture (a ``ModelSpec`` or its ``to_dict()``).
+        weights: the encoder's, ``"imagenet"``, None (random) or a weights file path; not part of the config (a
+            reloaded model takes its weights from the file).
+        freeze_encoder: make the encoder's weights non-trainable.
     """
-    try:
-        height, width, channels = (int(size) for size in input_shape)
-    except (TypeError, ValueError):
-        raise ConfigError(f"input_shape must be (height, width, channels); received {input_shape!r}") from None
-    for side in (height, width):
-        if side < OUTPUT_STRIDE or side % OUTPUT_STRIDE:
-            lower = max(OUTPUT_STRIDE, side // OUTPUT_STRIDE * OUTPUT_STRIDE)
-            upper = max(OUTPUT_STRIDE, -(-side // OUTPUT_STRIDE) * OUTPUT_STRIDE)
-            nearest = str(lower) if lower == upper else f"{lower} or {upper}"
-            raise ConfigError(
-                f"input_shape {tuple(input_shape)}: height and width must be multiples of {OUTPUT_STRIDE} "
-                f"and at least {OUTPUT_STRIDE}; the nearest valid size to {side} is {nearest}"
-            )
-    if channels not in (1, 3):
-        raise ConfigError(f"input_shape {tuple(input_shape)}: expected 1 (grayscale) or 3 (RGB) channels")
-    return height, width, channels
+
+    def __init__(self, spec, *, weights=None, freeze_encoder=False, **kwargs):
+        spec = (ModelSpec.from_dict(spec) if isinstance(spec, dict) else spec).validate()
+        inputs, outputs = _assemble(spec, weights, freeze_encoder)
+        super().__init__(inputs, outputs, **{"name": _model_name(spec), **kwargs})
+        self.spec = spec
+
+    def get_config(self):
+        return {"spec": self.spec.to_dict(), "name": self.name,
+                "freeze_encoder": not self.get_layer("encoder").trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model_from_spec(spec: ModelSpec, *, weights: str | None = "imagenet",
+                          freeze_encoder: bool = False) -> MultiTaskModel:
+    """The model of ``spec``, its encoder's weights from ``weights`` (``"imagenet"``, None or a file path)."""
+    return MultiTaskModel(spec, weights=weights, freeze_encoder=freeze_encoder)
 
 
 def build_model(
-    encoder: str,
+    encoder: str | None = None,
     *,
+    architecture: str = "unet",
     input_shape=(224, 224, 3),
     num_classes: int | None,
     weights: str | None = "imagenet",
     skip_connections: bool = True,
-    decoder_filters=(256, 128, 64, 32, 16),
+    decoder_filters=DEFAULT_DECODER_FILTERS,
     dropout: float = 0.3,
     freeze_encoder: bool = False,
     task: str = "multi",
-) -> keras.Model:
-    """Builds a multi-task U-Net (or one of its single-task baselines).
+    decoder: str | None = None,
+    skip: str | None = None,
+    mask_classes=BINARY_MASK_CLASSES,
+) -> MultiTaskModel:
+    """Builds a multi-task U-Net (or one of its single-task baselines) from a preset and overrides.
 
     Args:
-        encoder: a name from ``mtunet.ENCODERS``, e.g. ``"mobilenetv2"``.
+        encoder: a name from ``mtunet.ENCODERS``, e.g. ``"mobilenetv2"`` (None: the preset's).
+        architecture: a preset from ``mtunet.PRESETS`` (``"unet"``, ``"attention_unet"``).
         input_shape: ``(height, width, channels)``; height and width multiples of 32, channels 1 or 3.
         num_classes: number of diagnosis classes (at least 2); ignored, and may be None, for ``task="segmentation"``.
         weights: ``"imagenet"``, ``None`` (random initialisation) or the path of an encoder weights file.
@@ -58,49 +110,98 @@ def build_model(
         dropout: dropout rate before the class head's dense layer.
         freeze_encoder: make the encoder's weights non-trainable (its BatchNormalization then runs in inference mode).
         task: ``"multi"`` (both heads), ``"segmentation"`` or ``"classification"`` (single-task baselines).
+        decoder, skip: registry names overriding the preset's decoder and skip module.
+        mask_classes: names of the mask's lesion classes: one (a sigmoid mask) or several (a softmax mask over
+            background and these classes).
 
     Returns:
         A functional ``keras.Model`` taking raw 0-255 pixels ``(batch, H, W, C)`` and returning a dict with
-        ``"label"`` (softmax, ``(batch, num_classes)``) and/or ``"mask"`` (sigmoid, ``(batch, H, W, 1)``).
-        The encoder is the nested model ``"encoder"``; its deepest feature map is the layer ``"bottleneck"``.
+        ``"label"`` (softmax, ``(batch, num_classes)``) and/or ``"mask"`` (sigmoid ``(batch, H, W, 1)``, or softmax
+        ``(batch, H, W, K + 1)`` for K mask classes). The encoder is the nested model ``"encoder"``; its deepest
+        feature map is the layer ``"bottleneck"``. ``model.spec`` is its ``ModelSpec``.
 
     Examples::
 
         model = mtunet.build_model("mobilenetv2", input_shape=(224, 224, 3), num_classes=7, weights=None)
         model.output_shape  # [(None, 7), (None, 224, 224, 1)]
     """
-    spec = get_encoder(encoder)
-    height, width, channels = check_input_shape(input_shape)
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
-    if task != "segmentation" and (num_classes is None or int(num_classes) < 2):
-        raise ConfigError(f"num_classes must be at least 2 for task {task!r}; received {num_classes!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1); received {dropout!r}")
+    spec = make_spec(architecture, encoder=encoder, input_shape=input_shape, num_classes=num_classes,
+                     mask_classes=mask_classes, task=task, decoder=decoder, skip=skip,
+                     skip_connections=skip_connections, decoder_filters=decoder_filters, dropout=dropout)
+    return build_model_from_spec(spec, weights=weights, freeze_encoder=freeze_encoder)
 
-    # === Layers ===
-    backbone = build_encoder(spec, (height, width, 3), weights)
-    backbone.trainable = not freeze_encoder
 
-    # === Functional Model ===
-    images = keras.Input((height, width, channels), name="images")
-    scaled = PixelPreprocessing(spec.input_scaling, name="preprocessing")(images)
-    features = backbone(scaled)
-    features["P5"] = keras.layers.Identity(name="bottleneck")(features["P5"])
-    outputs = {}
-    if task in ("multi", "classification"):
-        outputs["label"] = apply_classification_head(features["P5"], int(num_classes), dropout)
-    if task in ("multi", "segmentation"):
-        decoded = apply_unet_decoder(features, decoder_filters, skip_connections, spec.needs_center_block)
-        outputs["mask"] = apply_segmentation_head(decoded)
-    return keras.Model(images, outputs, name=f"mtunet_{spec.name}_{task}")
+def model_spec(model) -> ModelSpec:
+    """The ``ModelSpec`` of an mtunet model; for a model saved before specs existed (a plain functional model with
+    outputs ``label`` and/or ``mask``), the U-Net spec it was built from."""
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, ModelSpec):
+        return spec
+    shapes = {name: tensor.shape for name, tensor in zip(model.output_names, model.outputs)}
+    heads = []
+    if "label" in shapes:
+        heads.append(ClassificationHead("label", num_classes=int(shapes["label"][-1])).get_config())
+    if "mask" in shapes:
+        channels = int(shapes["mask"][-1])
+        heads.append(BinaryMaskHead("mask").get_config() if channels == 1 else
+                     {"type": "multiclass_mask", "name": "mask",
+                      "mask_classes": [f"class_{index}" for index in range(1, channels)]})
+    encoder = next((layer for layer in model.layers if layer.name == "encoder"), None)
+    return ModelSpec(encoder=model.name.split("_")[1] if model.name.startswith("mtunet_") else "unknown",
+                     input_shape=model.input_shape[1:], heads=tuple(heads),
+                     decoder="unet" if "mask" in shapes else None, preset="unet" if encoder is not None else None)
+
+
+def model_heads(model) -> dict[str, Head]:
+    """``{output name: Head}`` of an mtunet model, in output order."""
+    return {config["name"]: build_head(config) for config in model_spec(model).heads}
+
+
+def set_encoder_trainable(model, trainable: bool) -> None:
+    """Freezes (``False``) or unfreezes the encoder of an mtunet model; a frozen encoder's BatchNormalization runs in
+    inference mode."""
+    model.get_layer("encoder").trainable = trainable
+
+
+# Grad-CAM is commonly taken at the last block of a CNN at 224 px, a 7 x 7 map (ResNet, MobileNetV2); a coarser map
+# cannot point at a lesion (upsampled, a 2 x 2 map peaks on a 16 x 16 corner block at 64 px). When the bottleneck is
+# under this many cells a side, the class head's Grad-CAM goes down to the deepest encoder feature (pyramid level)
+# that is at least this size: stride 16 at 128 px, stride 8 at 64 px, the bottleneck itself from 224 px. Measured on
+# the first 20-epoch demo model (README, Grad-CAM): the 4 x 4 stride-16 map at 64 px peaked in the lesion half as
+# often as stride 8.
+MIN_CAM_SIDE = 7
+
+
+def gradcam_layer(model, head_name: str) -> str:
+    """The layer Grad-CAM of head ``head_name`` explains by default: for a mask head its decoder's (the last stage
+    at stride 2); for a class head the bottleneck, or the deepest encoder level at least ``MIN_CAM_SIDE`` cells a
+    side when the bottleneck is smaller."""
+    spec = model_spec(model)
+    if model_heads(model)[head_name].needs_decoder:
+        return DECODERS.get(spec.decoder).gradcam_layer
+    if "encoder" not in (layer.name for layer in model.layers):
+        return "bottleneck"
+    side = min(size or MIN_CAM_SIDE for size in spec.input_shape[:2])
+    for level in reversed(PYRAMID_LEVELS):
+        if side // 2 ** int(level[1:]) >= MIN_CAM_SIDE:
+            return "bottleneck" if level == PYRAMID_LEVELS[-1] else pyramid_layer(model, level)
+    return "bottleneck"
+
+
+def pyramid_layer(model, level: str) -> str:
+    """The name of the encoder layer whose output is pyramid level ``level`` (``"P1"`` .. ``"P5"``)."""
+    encoder = model.get_layer("encoder")
+    feature = encoder.output[level]
+    for layer in encoder.layers:
+        try:
+            if layer.output is feature:
+                return layer.name
+        except (AttributeError, ValueError):  # a layer called more than once
+            continue
+    raise ValueError(f"no layer of the encoder outputs pyramid level {level}")
 
 
 def load_model(path) -> keras.Model:
     """Loads a ``.keras`` model saved by mtunet (``best.keras``), with its custom layers, losses, metrics and
     optimiser."""
-    import mtunet.averaging  # noqa: F401  (registers the classes a compiled model refers to)
-    import mtunet.losses  # noqa: F401
-    import mtunet.metrics  # noqa: F401
-
     return keras.saving.load_model(path)

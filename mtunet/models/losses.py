@@ -1,4 +1,4 @@
-"""Losses of the two heads, and the total loss of the paper (5 x segmentation + 1 x classification).
+"""Losses of the heads: the class head's weighted cross-entropy, the binary and the multi-class mask losses.
 
 All are computed in float32, also under mixed precision, and are registered so compiled models save and reload.
 """
@@ -6,7 +6,7 @@ All are computed in float32, also under mixed precision, and are registered so c
 import keras
 from keras import ops
 
-SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
+from mtunet.options import SEGMENTATION_LOSSES
 
 
 @keras.saving.register_keras_serializable(package="mtunet")
@@ -79,6 +79,55 @@ class SegmentationLoss(keras.losses.Loss):
         if self.kind == "dice":
             return soft_dice_loss(y_true, y_pred)
         return pixel_bce(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+def multiclass_soft_dice_loss(y_true, y_pred, smooth=1.0):
+    """Per image, the mean over foreground classes 1..K of ``1 - (2 |y_c p_c| + smooth) / (|y_c| + |p_c| + smooth)``;
+    a class absent from the image and predicted absent contributes 0, as an empty binary mask does.
+
+    Shapes: ``y_true`` one-hot ``(batch, H, W, K + 1)``, ``y_pred`` softmax ``(batch, H, W, K + 1)`` -> ``(batch,)``.
+    """
+    y_true = ops.cast(y_true, "float32")[..., 1:]
+    y_pred = ops.cast(y_pred, "float32")[..., 1:]
+    axes = tuple(range(1, len(y_pred.shape) - 1))
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return ops.mean(1.0 - (2.0 * intersection + smooth) / (total + smooth), axis=-1)
+
+
+def pixel_categorical_crossentropy(y_true, y_pred):
+    """Categorical cross-entropy averaged over each image's pixels; one-hot and softmax ``(batch, H, W, K + 1)`` ->
+    ``(batch,)``."""
+    per_pixel = keras.losses.categorical_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
+    return ops.mean(per_pixel, axis=tuple(range(1, len(per_pixel.shape))))
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MultiClassSegmentationLoss(keras.losses.Loss):
+    """Loss of a softmax mask over background and K classes: ``"bce"`` (here the categorical cross-entropy, the
+    multi-class form of the paper's loss), ``"dice"`` (multi-class soft Dice over the foreground classes) or
+    ``"bce_dice"`` (their sum).
+
+    Shapes: ``y_true`` ``(batch, H, W, 1)`` of class values 0..K, ``y_pred`` softmax ``(batch, H, W, K + 1)``.
+    """
+
+    def __init__(self, kind="bce", name=None, **kwargs):
+        if kind not in SEGMENTATION_LOSSES:
+            raise ValueError(f"unknown segmentation loss {kind!r}; expected one of: {', '.join(SEGMENTATION_LOSSES)}")
+        super().__init__(name=name or f"multiclass_segmentation_{kind}", **kwargs)
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        num_channels = y_pred.shape[-1]
+        y_true = ops.one_hot(ops.cast(ops.squeeze(y_true, axis=-1), "int32"), num_channels, dtype="float32")
+        if self.kind == "bce":
+            return pixel_categorical_crossentropy(y_true, y_pred)
+        if self.kind == "dice":
+            return multiclass_soft_dice_loss(y_true, y_pred)
+        return pixel_categorical_crossentropy(y_true, y_pred) + multiclass_soft_dice_loss(y_true, y_pred)
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind}

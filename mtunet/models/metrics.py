@@ -1,4 +1,4 @@
-"""Training-time metrics of the mask head (Dice, IoU), averaged over images.
+"""Training-time metrics of the mask heads (Dice, IoU of binary and multi-class masks), averaged over images.
 
 Evaluation computes its metrics from saved predictions with numpy and scikit-learn; these only follow training.
 """
@@ -62,4 +62,50 @@ class MeanIoU(_MeanOverImages):
     per_image = staticmethod(iou_per_image)
 
     def __init__(self, threshold=0.5, name="iou", **kwargs):
+        super().__init__(threshold=threshold, name=name, **kwargs)
+
+
+def _class_overlap(y_true, y_pred):
+    """Per image and foreground class: intersection, true area, predicted area, ``(batch, K)`` each; ``y_true``
+    ``(batch, H, W, 1)`` class values, ``y_pred`` softmax ``(batch, H, W, K + 1)`` taken at its argmax."""
+    num_channels = y_pred.shape[-1]
+    true_maps = ops.one_hot(ops.cast(ops.squeeze(y_true, axis=-1), "int32"), num_channels, dtype="float32")[..., 1:]
+    predicted_maps = ops.one_hot(ops.argmax(y_pred, axis=-1), num_channels, dtype="float32")[..., 1:]
+    axes = tuple(range(1, len(true_maps.shape) - 1))
+    return (ops.sum(true_maps * predicted_maps, axis=axes), ops.sum(true_maps, axis=axes),
+            ops.sum(predicted_maps, axis=axes))
+
+
+def class_dice_per_image(y_true, y_pred, threshold=None):
+    """Mean over foreground classes of each image's Dice of the argmax map; a class absent from both counts as 1.
+    ``(batch,)``; ``threshold`` is unused (the map is the argmax)."""
+    intersection, true_area, pred_area = _class_overlap(y_true, y_pred)
+    total = true_area + pred_area
+    return ops.mean(ops.where(total > 0, 2.0 * intersection / ops.maximum(total, 1.0), 1.0), axis=-1)
+
+
+def class_iou_per_image(y_true, y_pred, threshold=None):
+    """Mean over foreground classes of each image's IoU of the argmax map; a class absent from both counts as 1."""
+    intersection, true_area, pred_area = _class_overlap(y_true, y_pred)
+    union = true_area + pred_area - intersection
+    return ops.mean(ops.where(union > 0, intersection / ops.maximum(union, 1.0), 1.0), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MeanClassDice(_MeanOverImages):
+    """Mean over images of the mean Dice over foreground classes of a softmax mask's argmax map."""
+
+    per_image = staticmethod(class_dice_per_image)
+
+    def __init__(self, threshold=None, name="dice", **kwargs):
+        super().__init__(threshold=threshold, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MeanClassIoU(_MeanOverImages):
+    """Mean over images of the mean IoU over foreground classes of a softmax mask's argmax map."""
+
+    per_image = staticmethod(class_iou_per_image)
+
+    def __init__(self, threshold=None, name="iou", **kwargs):
         super().__init__(threshold=threshold, name=name, **kwargs)

@@ -2,14 +2,17 @@
 
 import keras
 
-from mtunet.encoders import PYRAMID_LEVELS
+from mtunet.models.decoders.base import DECODERS, DecoderSpec, apply_center_block, apply_conv_block
+from mtunet.models.encoders.base import PYRAMID_LEVELS
+
+SKIP_LEVELS = tuple(reversed(PYRAMID_LEVELS[:-1]))  # P4..P1: the skips of decoder stages 1..4
 
 
-def apply_conv_block(x, filters, name):
-    """3x3 convolution -> batch normalisation -> ReLU, layers named ``{name}_conv``, ``_bn``, ``_relu``."""
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
+def check_decoder_filters(decoder_filters):
+    if len(decoder_filters) != len(PYRAMID_LEVELS):
+        raise ValueError(
+            f"decoder_filters needs {len(PYRAMID_LEVELS)} values, one per stage; received {tuple(decoder_filters)}"
+        )
 
 
 def apply_decoder_block(x, skip, filters, name):
@@ -25,29 +28,27 @@ def apply_decoder_block(x, skip, filters, name):
     return apply_conv_block(x, filters, name=f"{name}_conv2")
 
 
-def apply_unet_decoder(features, decoder_filters, skip_connections=True, center_block=False):
+def apply_unet_decoder(features, skips, decoder_filters, center_block=False):
     """Decodes a feature pyramid to a map at the input resolution.
 
     Args:
         features: ``{"P1": ..., "P5": ...}``, P<n> 2**n times smaller than the input; P5 is the bottleneck.
+        skips: ``{"P1": ..., "P4": ...}`` concatenated into stages 4..1 (stage 5, at full resolution, has no encoder
+            feature of its scale); a value of None leaves that stage without skip (the paper's ablation).
         decoder_filters: filters of the 5 decoder stages, from the deepest (stride 16) to the finest (stride 1).
-        skip_connections: concatenate P4..P1 into stages 1..4 (stage 5, at full resolution, has no encoder
-            feature of its scale); ``False`` is the paper's ablation.
         center_block: two conv blocks on the bottleneck first, for encoders whose P5 is a bare pooling layer.
 
     Returns:
         The last stage's output, ``(batch, H, W, decoder_filters[-1])``; stage ``i`` is named ``decoder_stage{i}``.
     """
-    if len(decoder_filters) != len(PYRAMID_LEVELS):
-        raise ValueError(
-            f"decoder_filters needs {len(PYRAMID_LEVELS)} values, one per stage; received {tuple(decoder_filters)}"
-        )
-    x = features["P5"]
-    if center_block:
-        bottleneck_channels = x.shape[-1]
-        x = apply_conv_block(x, bottleneck_channels, name="decoder_center1")
-        x = apply_conv_block(x, bottleneck_channels, name="decoder_center2")
-    skips = [features[level] for level in reversed(PYRAMID_LEVELS[:-1])] + [None]
-    for stage, (filters, skip) in enumerate(zip(decoder_filters, skips), start=1):
-        x = apply_decoder_block(x, skip if skip_connections else None, filters, name=f"decoder_stage{stage}")
+    check_decoder_filters(decoder_filters)
+    x = apply_center_block(features["P5"]) if center_block else features["P5"]
+    stage_skips = [skips.get(level) for level in SKIP_LEVELS] + [None]
+    for stage, (filters, skip) in enumerate(zip(decoder_filters, stage_skips), start=1):
+        x = apply_decoder_block(x, skip, filters, name=f"decoder_stage{stage}")
     return x
+
+
+DECODERS.register("unet", DecoderSpec(
+    "unet", apply_unet_decoder, gradcam_layer="decoder_stage4_conv2_relu",
+    description="U-Net (Ronneberger et al. 2015): upsample, concatenate the skip, two 3x3 conv blocks per stage"))

@@ -1,0 +1,81 @@
+"""Presets: the published architectures by name, each a recipe for a ``ModelSpec``.
+
+A preset fixes the decoder and skip module (and whatever else defines the published model); the encoder, the task and
+the data's classes come from the caller, and any part can be overridden (``--decoder``, ``--skip`` ...).
+"""
+
+import dataclasses
+
+from mtunet.errors import ConfigError
+from mtunet.models.registry import Registry
+from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec
+
+PRESETS = Registry("architecture")
+from mtunet.options import TASKS
+BINARY_MASK_CLASSES = ("lesion",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A published architecture.
+
+    Attributes:
+        name: registry name, e.g. ``"unet"``.
+        description: one line for ``mtunet architectures``, with the reference.
+        decoder: the decoder of the multi-task and segmentation models.
+        skip: the skip module on every pyramid level.
+        encoder: the encoder used when the caller names none.
+    """
+
+    name: str
+    description: str
+    decoder: str = "unet"
+    skip: str = "identity"
+    encoder: str = "mobilenetv2"
+
+
+PRESETS.register("unet", Preset(
+    "unet", "multi-task U-Net: class head on the bottleneck, U-Net decoder with plain skips (the paper's model)"))
+PRESETS.register("attention_unet", Preset(
+    "attention_unet", "Attention U-Net (Oktay et al. 2018): additive attention gates on the skips; the paper's "
+                      "segmentation baseline with --task segmentation", decoder="attention_unet"))
+
+
+def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:
+    """The mask head for a dataset's mask classes: the sigmoid mask for one class, the softmax mask for several."""
+    if len(mask_classes) == 1:
+        return {"type": "binary_mask", "name": "mask"}
+    return {"type": "multiclass_mask", "name": "mask", "mask_classes": list(mask_classes)}
+
+
+def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_shape=(224, 224, 3),
+              num_classes: int | None = None, mask_classes=BINARY_MASK_CLASSES, task: str = "multi",
+              decoder: str | None = None, skip: str | None = None, skip_connections: bool = True,
+              decoder_filters=DEFAULT_DECODER_FILTERS, dropout: float = 0.3) -> ModelSpec:
+    """The ``ModelSpec`` of preset ``architecture`` for a dataset, with any part overridden.
+
+    Args:
+        architecture: a preset name (``mtunet.models.PRESETS``).
+        encoder, decoder, skip: registry names overriding the preset's (None: the preset's).
+        input_shape: ``(height, width, channels)`` of the raw images.
+        num_classes: diagnosis classes (at least 2; may be None for ``task="segmentation"``).
+        mask_classes: names of the mask's lesion classes: one for a binary mask, several for a softmax mask.
+        task: ``"multi"`` (class head and mask), ``"segmentation"`` or ``"classification"`` (single-task baselines;
+            a classification model has no decoder).
+        skip_connections, decoder_filters, dropout: as for ``build_model``.
+    """
+    preset = PRESETS.get(architecture)
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
+    if task != "segmentation" and (num_classes is None or int(num_classes) < 2):
+        raise ConfigError(f"num_classes must be at least 2 for task {task!r}; received {num_classes!r}")
+    heads = []
+    if task in ("multi", "classification"):
+        heads.append({"type": "classification", "name": "label", "num_classes": num_classes,
+                      "dropout": float(dropout), "levels": ["P5"]})
+    if task in ("multi", "segmentation"):
+        heads.append(mask_head_config(tuple(mask_classes)))
+    return ModelSpec(
+        encoder=encoder or preset.encoder, input_shape=input_shape, heads=tuple(heads),
+        decoder=None if task == "classification" else (decoder or preset.decoder), skip=skip or preset.skip,
+        skip_connections=skip_connections, decoder_filters=decoder_filters, preset=preset.name).validate()

@@ -1,0 +1,105 @@
+"""``ModelSpec``: the one description of an architecture, stored in ``config.json`` and in the ``.keras`` file.
+
+A spec names an encoder, the skip module on every pyramid level, a decoder (or none) and the heads, each a registry
+entry; ``mtunet.models.build_model_from_spec`` assembles it. Specs are plain JSON-ready data.
+"""
+
+import dataclasses
+
+from mtunet.errors import ConfigError
+from mtunet.models.decoders import DECODERS
+from mtunet.models.encoders import ENCODERS, OUTPUT_STRIDE, PYRAMID_LEVELS
+from mtunet.models.heads import build_head
+from mtunet.models.skips import SKIPS
+
+DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
+
+
+def check_input_shape(input_shape) -> tuple[int, int, int]:
+    """Returns ``input_shape`` as a tuple if the encoders can take it, else raises ``ConfigError``.
+
+    Height and width must be multiples of the output stride (32) and at least 32; channels 1 or 3.
+    """
+    try:
+        height, width, channels = (int(size) for size in input_shape)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input_shape must be (height, width, channels); received {input_shape!r}") from None
+    for side in (height, width):
+        if side < OUTPUT_STRIDE or side % OUTPUT_STRIDE:
+            lower = max(OUTPUT_STRIDE, side // OUTPUT_STRIDE * OUTPUT_STRIDE)
+            upper = max(OUTPUT_STRIDE, -(-side // OUTPUT_STRIDE) * OUTPUT_STRIDE)
+            nearest = str(lower) if lower == upper else f"{lower} or {upper}"
+            raise ConfigError(
+                f"input_shape {tuple(input_shape)}: height and width must be multiples of {OUTPUT_STRIDE} "
+                f"and at least {OUTPUT_STRIDE}; the nearest valid size to {side} is {nearest}"
+            )
+    if channels not in (1, 3):
+        raise ConfigError(f"input_shape {tuple(input_shape)}: expected 1 (grayscale) or 3 (RGB) channels")
+    return height, width, channels
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """An architecture.
+
+    Attributes:
+        encoder: a registered encoder (``mtunet.models.encoders.ENCODERS``).
+        input_shape: ``(height, width, channels)`` of the raw images.
+        heads: head configs (``{"type": ..., "name": ..., **options}``), one per model output.
+        decoder: a registered decoder, or None for models whose heads all read the encoder (classification only).
+        skip: the skip module on every pyramid level P1..P4.
+        skip_connections: False leaves the decoder without skips (the paper's ablation).
+        decoder_filters: filters of the 5 decoder stages, deepest first.
+        preset: the preset the spec was made from, if any (``mtunet.models.PRESETS``).
+    """
+
+    encoder: str
+    input_shape: tuple[int, int, int]
+    heads: tuple[dict, ...]
+    decoder: str | None = "unet"
+    skip: str = "identity"
+    skip_connections: bool = True
+    decoder_filters: tuple[int, ...] = DEFAULT_DECODER_FILTERS
+    preset: str | None = None
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(size) for size in self.input_shape)
+        self.heads = tuple(dict(head) for head in self.heads)
+        self.decoder_filters = tuple(int(filters) for filters in self.decoder_filters)
+
+    def validate(self) -> "ModelSpec":
+        """Returns the spec if every part exists and fits together, else raises ``ConfigError`` naming the first
+        that does not."""
+        ENCODERS.get(self.encoder)
+        check_input_shape(self.input_shape)
+        SKIPS.get(self.skip)
+        if self.decoder is not None:
+            DECODERS.get(self.decoder)
+            if len(self.decoder_filters) != len(PYRAMID_LEVELS):
+                raise ConfigError(f"decoder_filters needs {len(PYRAMID_LEVELS)} values, one per stage; received "
+                                  f"{self.decoder_filters}")
+        if not self.heads:
+            raise ConfigError("a model needs at least one head")
+        heads = [build_head(config) for config in self.heads]
+        names = [head.name for head in heads]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"head names must differ; received {', '.join(names)}")
+        for head in heads:
+            if head.needs_decoder and self.decoder is None:
+                raise ConfigError(f"head {head.name!r} ({head.type}) needs a decoder; the spec has none")
+        return self
+
+    def to_dict(self) -> dict:
+        """The spec as JSON values."""
+        return {**dataclasses.asdict(self), "input_shape": list(self.input_shape),
+                "decoder_filters": list(self.decoder_filters), "heads": [dict(head) for head in self.heads]}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelSpec":
+        """The spec ``to_dict`` gave; ``ConfigError`` naming unknown fields."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(f"unknown model spec field(s) {', '.join(unknown)}; expected: "
+                              f"{', '.join(sorted(fields))}")
+        return cls(**values)

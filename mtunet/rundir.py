@@ -1,0 +1,45 @@
+"""The run directory: the names of the files a training run writes, writing them atomically, and the versions it
+records."""
+
+import json
+import os
+import pathlib
+import tempfile
+
+import keras
+import tensorflow as tf
+
+import mtunet
+
+CONFIG_FILE, SPLITS_FILE, HISTORY_FILE, BEST_MODEL_FILE = "config.json", "splits.json", "history.csv", "best.keras"
+SUMMARY_FILE, CURVES_FILE, BACKUP_DIR, LOG_DIR = "summary.json", "curves.png", "backup", "logs"
+BACKUP_METADATA = "training_metadata.json"
+
+
+def write_atomically(path: pathlib.Path, write):
+    """Calls ``write(temporary_path)`` then renames it to ``path``, so ``path`` is never left half-written."""
+    path = pathlib.Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix="".join(path.suffixes))
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates the file private to its owner
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path, content):
+    def write(temporary):
+        with open(temporary, "w") as file:
+            json.dump(content, file, indent=2, default=str)
+
+    write_atomically(path, write)
+
+
+def versions() -> dict:
+    """Versions of mtunet, TensorFlow and Keras, as recorded in config.json and model_info.json."""
+    return {"mtunet": mtunet.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}

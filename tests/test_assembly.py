@@ -1,0 +1,243 @@
+"""The open model assembly: one shared test over every preset, decoder, skip module and head type (encoders: every
+one in test_model.py), the spec's round trips, the registries' errors, and the Attention U-Net's gates."""
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import mtunet
+from mtunet.errors import ConfigError
+from mtunet.gradcam import GradCam
+from mtunet.models import (
+    DECODERS, HEADS, PRESETS, SKIPS, ModelSpec, build_model_from_spec, gradcam_layer, load_model, make_spec,
+    model_heads, model_spec,
+)
+from mtunet.models.decoders.attention_unet import apply_attention_gate
+from mtunet.serving import TrainedModel, build_serving_functions, to_numpy
+from mtunet.training import TrainConfig, compile_model
+
+SIZE, NUM_CLASSES, MASK_CLASSES = 64, 3, ("rim", "core")
+DECODER_FILTERS = (16, 16, 8, 8, 8)
+
+# A model that exercises each head type: the task and mask classes to build it with.
+HEAD_CASES = {
+    "classification": {"task": "classification"},
+    "binary_mask": {"task": "segmentation"},
+    "multiclass_mask": {"mask_classes": MASK_CLASSES},
+}
+CASES = ([("preset", name, {"architecture": name}) for name in PRESETS]
+         + [("decoder", name, {"decoder": name}) for name in DECODERS]
+         + [("skip", name, {"skip": name}) for name in SKIPS]
+         + [("head", name, HEAD_CASES.get(name, {})) for name in HEADS])
+
+
+def _spec(**options) -> ModelSpec:
+    options = {"encoder": "mobilenetv2", "input_shape": (SIZE, SIZE, 1), "num_classes": NUM_CLASSES,
+               "decoder_filters": DECODER_FILTERS, **options}
+    return make_spec(options.pop("architecture", "unet"), **options)
+
+
+def _batch(spec: ModelSpec, seed=0):
+    """Images and targets for every head of ``spec``: one-hot labels, masks of class values."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (4, SIZE, SIZE, 1)).astype("float32")
+    targets = {}
+    for head in model_heads(build_model_from_spec(spec, weights=None)).values():
+        if head.target == "label":
+            targets[head.name] = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, 4)]
+        else:
+            values = len(getattr(head, "mask_classes", ("lesion",))) + 1
+            targets[head.name] = rng.integers(0, values, (4, SIZE, SIZE, 1)).astype("float32")
+    return images, targets
+
+
+def test_every_head_type_has_a_case():
+    assert set(HEAD_CASES) == set(HEADS), "add a line to HEAD_CASES for a new head type"
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{kind}-{name}" for kind, name, _ in CASES])
+def case(request):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    _, _, options = request.param
+    spec = _spec(**options)
+    return spec, build_model_from_spec(spec, weights=None)
+
+
+def test_outputs_have_each_heads_shape(case):
+    spec, model = case
+    outputs = model.predict(_batch(spec)[0], verbose=0)
+    for name, head in model_heads(model).items():
+        if head.type == "classification":
+            assert outputs[name].shape == (4, NUM_CLASSES)
+            np.testing.assert_allclose(outputs[name].sum(axis=1), 1.0, atol=1e-5)
+        elif head.type == "binary_mask":
+            assert outputs[name].shape == (4, SIZE, SIZE, 1)
+        else:
+            assert outputs[name].shape == (4, SIZE, SIZE, len(MASK_CLASSES) + 1)
+            np.testing.assert_allclose(outputs[name].sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_keras_file_reloads_to_the_same_spec_and_outputs(case, tmp_path):
+    spec, model = case
+    model.save(tmp_path / "model.keras")
+    reloaded = load_model(tmp_path / "model.keras")
+    assert model_spec(reloaded) == spec
+    images = _batch(spec, seed=1)[0]
+    expected, actual = model.predict(images, verbose=0), reloaded.predict(images, verbose=0)
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name])
+
+
+def test_training_steps_lower_the_loss(case):
+    spec, model = case
+    compile_model(model, TrainConfig(seg_loss="bce_dice"), class_weights=None)
+    images, targets = _batch(spec, seed=2)
+    first = model.train_on_batch(images, targets, return_dict=True)["loss"]
+    for _ in range(5):
+        last = model.train_on_batch(images, targets, return_dict=True)["loss"]
+    assert np.isfinite(first) and last < first
+
+
+def test_default_gradcam_layer_exists_and_explains_each_head(case):
+    spec, model = case
+    images = _batch(spec)[0][:2]
+    for name in model_heads(model):
+        layer = gradcam_layer(model, name)
+        result = GradCam(model, head=name)(images)
+        assert GradCam(model, head=name).layer == layer
+        assert result.heatmaps.shape == (2, SIZE, SIZE) and (result.heatmaps >= 0).all()
+
+
+def test_serving_outputs_follow_the_heads(case):
+    spec, model = case
+    heads = model_heads(model)
+    names = [f"class_{index}" for index in range(NUM_CLASSES)]
+    served = to_numpy(build_serving_functions(TrainedModel(model, names, {}, heads))["serving_default"](
+        tf.constant(np.full((1, 50, 70, 3), 128, np.uint8))))
+    expected = set()
+    for name, head in heads.items():
+        expected |= {f"{name}_probabilities"}
+        if head.type == "classification":
+            expected |= {name, "class_name"}
+            assert served["class_name"][0] == names[served[name][0]]
+        elif head.type == "multiclass_mask":
+            expected |= {f"{name}_class_map"}
+            assert served[f"{name}_class_map"].shape == (1, 50, 70)
+            np.testing.assert_array_equal(served[f"{name}_class_map"], served[f"{name}_probabilities"].argmax(-1))
+        else:
+            assert served[f"{name}_probabilities"].shape == (1, 50, 70, 1)
+    assert set(served) == expected
+
+
+def test_spec_round_trips_through_json():
+    spec = _spec(architecture="attention_unet", mask_classes=MASK_CLASSES)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    assert spec.decoder == "attention_unet" and spec.heads[1] == {"type": "multiclass_mask", "name": "mask",
+                                                                  "mask_classes": ["rim", "core"]}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"architecture": "transunet"}, r"unknown architecture 'transunet'; expected one of: unet, attention_unet"),
+    ({"decoder": "fpn"}, r"unknown decoder 'fpn'; expected one of: .*attention_unet"),
+    ({"skip": "dense"}, r"unknown skip module 'dense'; expected one of: identity"),
+    ({"encoder": "resnet"}, r"unknown encoder 'resnet'; expected one of: vgg16, mobilenetv2"),
+    ({"mask_classes": ()}, r"a multi-class mask needs at least 2 lesion classes"),
+])
+def test_unknown_parts_list_the_valid_names(options, message):
+    with pytest.raises(ConfigError, match=message):
+        _spec(**options)
+
+
+def test_unknown_head_type_and_spec_field_are_named():
+    with pytest.raises(ConfigError, match=r"unknown head type 'regression'; expected one of: binary_mask, "
+                                          r"classification, multiclass_mask"):
+        ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "regression", "name": "size"},)).validate()
+    with pytest.raises(ConfigError, match=r"unknown model spec field\(s\) encoders"):
+        ModelSpec.from_dict({**_spec().to_dict(), "encoders": ["vgg16"]})
+    with pytest.raises(ConfigError, match=r"head 'mask' \(binary_mask\) needs a decoder"):
+        ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "binary_mask", "name": "mask"},), decoder=None).validate()
+
+
+def test_classification_model_has_no_decoder():
+    model = build_model_from_spec(_spec(task="classification"), weights=None)
+    assert model.output_names == ["label"]
+    assert not [layer for layer in model.layers if layer.name.startswith("decoder_")]
+
+
+def test_model_of_a_plain_functional_file_gets_the_unet_spec(tiny_model_file):
+    # best.keras files written before specs existed hold a plain functional model
+    legacy = keras.saving.load_model(tiny_model_file)
+    legacy = keras.Model(legacy.inputs, dict(zip(legacy.output_names, legacy.outputs)), name=legacy.name)
+    spec = model_spec(legacy)
+    assert spec.encoder == "mobilenetv2" and spec.decoder == "unet"
+    assert [head["type"] for head in spec.heads] == ["classification", "binary_mask"]
+    assert gradcam_layer(legacy, "mask") == "decoder_stage4_conv2_relu"
+
+
+def test_class_head_can_pool_several_levels():
+    spec = _spec(task="classification")
+    spec.heads = ({**spec.heads[0], "levels": ["P4", "P5"]},)
+    model = build_model_from_spec(spec, weights=None)
+    pooled = model.get_layer("label_pool")
+    assert isinstance(pooled, keras.layers.Concatenate)
+    assert pooled.output.shape[-1] == sum(model.get_layer("encoder").output[level].shape[-1] for level in ("P4", "P5"))
+
+
+# === Attention U-Net ===
+
+def _gate_model(channels=6):
+    skip, gating = keras.Input((8, 8, channels)), keras.Input((4, 4, 10))
+    return keras.Model([skip, gating], apply_attention_gate(skip, gating, name="gate"))
+
+
+def test_attention_gate_keeps_the_skips_shape_and_exposes_its_coefficients():
+    gate = _gate_model()
+    assert gate.output.shape == (None, 8, 8, 6)
+    assert gate.get_layer("gate_attention").output.shape == (None, 4, 4, 1)
+    assert gate.get_layer("gate_theta").output.shape == (None, 4, 4, 3)
+
+
+def test_attention_gate_multiplies_the_skip_by_its_coefficients():
+    gate = _gate_model()
+    rng = np.random.default_rng(0)
+    skip, gating = rng.normal(size=(2, 8, 8, 6)).astype("float32"), rng.normal(size=(2, 4, 4, 10)).astype("float32")
+    coefficients = keras.Model(gate.inputs, gate.get_layer("gate_attention").output).predict([skip, gating], verbose=0)
+    assert ((coefficients > 0) & (coefficients < 1)).all()
+    resampled = tf.image.resize(coefficients, (8, 8), method="bilinear").numpy()
+    np.testing.assert_allclose(gate.predict([skip, gating], verbose=0), skip * resampled, rtol=1e-5, atol=1e-6)
+
+
+def _attention_decoder():
+    """The attention_unet decoder alone, on inputs P1..P5 of a 64 px image with 4 channels each."""
+    features = {f"P{level}": keras.Input((SIZE // 2 ** level, SIZE // 2 ** level, 4), name=f"P{level}")
+                for level in range(1, 6)}
+    skips = {level: features[level] for level in ("P1", "P2", "P3", "P4")}
+    output = DECODERS.get("attention_unet").apply(features, skips, DECODER_FILTERS, False)
+    return keras.Model(list(features.values()), output)
+
+
+def test_closed_gates_remove_the_skips():
+    decoder = _attention_decoder()
+    assert [layer.name for layer in decoder.layers if layer.name.endswith("_gate_attention")] == [
+        f"decoder_stage{stage}_gate_attention" for stage in range(1, 5)]
+    rng = np.random.default_rng(0)
+    features = [rng.normal(size=(1, *tensor.shape[1:])).astype("float32") for tensor in decoder.inputs]
+    other_skips = [rng.normal(size=array.shape).astype("float32") for array in features[:4]] + features[4:]
+    # an open gate lets the skip through
+    assert not np.allclose(decoder.predict(features, verbose=0), decoder.predict(other_skips, verbose=0))
+    for layer in decoder.layers:  # every gate's coefficients to 0: psi's kernel 0, its bias very negative
+        if layer.name.endswith("_gate_psi"):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([np.zeros_like(kernel), np.full_like(bias, -1e4)])
+    # the output then depends on the bottleneck alone
+    np.testing.assert_array_equal(decoder.predict(features, verbose=0), decoder.predict(other_skips, verbose=0))
+
+
+def test_build_model_keeps_todays_arguments_and_adds_the_architecture():
+    model = mtunet.build_model("mobilenetv2", architecture="attention_unet", input_shape=(SIZE, SIZE, 3),
+                               num_classes=2, weights=None, decoder_filters=DECODER_FILTERS)
+    assert model.name == "attention_unet_mobilenetv2_multi" and model.spec.preset == "attention_unet"
+    assert mtunet.build_model("vgg16", input_shape=(SIZE, SIZE, 3), num_classes=2, weights=None,
+                              decoder_filters=DECODER_FILTERS).name == "mtunet_vgg16_multi"
