@@ -203,8 +203,11 @@ class Gallery:
     def _index_html(self, entries, summary) -> str:
         if self.cam.kind == "binary_mask":
             explained = "Seg-Grad-CAM of the mask logits summed over the image"
+        elif self.cam.kind == "multiclass_mask" and isinstance(self.target_class, str):
+            explained = "Seg-Grad-CAM of the logits of each image's most predicted mask class, summed over the image"
         elif self.cam.kind == "multiclass_mask":
-            explained = "Seg-Grad-CAM of one mask class's logits summed over the image"
+            name = model_heads(self.cam.model)[self.head].mask_classes[self.target_class - 1]
+            explained = f"Seg-Grad-CAM of the logits of mask class {self.target_class} ({name}), summed over the image"
         elif isinstance(self.target_class, str):
             explained = "Grad-CAM of the class score (before the softmax) of each image's predicted class"
         else:
@@ -247,7 +250,8 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
         split: split of the run's splits.json, when no ``images`` are given.
         output_dir: default ``RUN_DIR/gradcam`` (or ``gradcam`` beside the model file).
         num_images: at most this many images (default: every file given, or 16 of a split).
-        target_class: ``"predicted"``, a class name or a class index (class head only).
+        target_class: ``"predicted"``, a class name or a class index (of the class head, or a mask class of a
+            multi-class mask).
         layer, head: as for ``mtunet.gradcam.GradCam``.
 
     Raises:
