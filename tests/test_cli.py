@@ -39,3 +39,48 @@ def test_invalid_image_size_is_a_one_line_error():
     assert result.output.strip() == ("Error: input_shape (100, 100, 3): height and width must be multiples of 32 "
                                      "and at least 32; the nearest valid size to 100 is 96 or 128")
     assert "Traceback" not in result.output
+
+
+def test_architectures_lists_presets_and_every_registered_part():
+    from mtunet.models import DECODERS, HEADS, PRESETS, SKIPS
+
+    result = CliRunner().invoke(cli.main, ["architectures"])
+    assert result.exit_code == 0, result.output
+    names = {line.split()[0] for line in result.output.splitlines() if line.startswith("  ")}
+    assert names == set(PRESETS) | set(ENCODERS) | set(SKIPS) | set(DECODERS) | set(HEADS)
+    assert "attention_unet    decoder attention_unet, skip identity" in result.output
+
+
+def test_train_options_have_the_library_choices_and_defaults():
+    # the CLI's options are the library's: the same choices as mtunet.options and TrainConfig's defaults
+    import dataclasses
+
+    from mtunet import options
+    from mtunet.evaluation import EMPTY_MASK_RULES
+    from mtunet.models import PRESETS, TASKS
+    from mtunet.training import TrainConfig
+
+    import click
+
+    context = click.Context(cli.train)
+    parameters = {parameter.name: parameter for parameter in cli.train.params}
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    for name, parameter in parameters.items():
+        if name in defaults and name != "loss_weights":
+            assert parameter.get_default(context) == defaults[name], name
+    assert parameters["loss_weights"].get_default(context) == "{:g}:{:g}".format(*defaults["loss_weights"])
+    assert list(parameters["task"].type.choices) == list(TASKS) == list(options.TASKS)
+    assert list(parameters["seg_loss"].type.choices) == list(options.SEGMENTATION_LOSSES)
+    assert list(parameters["strategy"].type.choices) == list(options.STRATEGIES)
+    assert list(parameters["flip"].type.choices) == list(options.FLIP_MODES)
+    assert tuple(EMPTY_MASK_RULES) == options.EMPTY_MASK_RULES
+    assert parameters["architecture"].default in PRESETS
+
+
+def test_unknown_architecture_or_decoder_is_a_one_line_error(tmp_path):
+    for option, value, expected in [("--architecture", "transunet", "unet, attention_unet"),
+                                    ("--decoder", "fpn", "unet, attention_unet")]:
+        result = CliRunner().invoke(cli.main, ["train", option, value, "--output-dir", str(tmp_path / value)])
+        assert result.exit_code == 1, result.output
+        assert result.output.strip() == (f"Error: {option} {value!r}: expected one of: {expected}")
+        assert not (tmp_path / value).exists()
