@@ -6,9 +6,10 @@ preset and encoder.
                                   [--mixed-precision]
 
 By default the unet preset on every encoder of the registry at 128 and 224 px. Random images in memory (the input
-pipeline is measured by benchmarks/pipeline.py), the paper's loss (5 x BCE + class-weighted cross-entropy), Adam; timed steps follow 3
-warm-up steps that trace and compile. Each configuration runs in a fresh process so that peak resident memory is its
-own; one that fails (e.g. out of memory) is reported as such and the sweep goes on. Prints a Markdown table.
+pipeline is measured by benchmarks/pipeline.py), the paper's loss (5 x BCE + class-weighted cross-entropy), Adam;
+timed steps follow 3 warm-up steps that trace and compile. Each configuration runs in a fresh process so that peak
+resident memory is its own; one that fails (e.g. out of memory) is reported as such and the sweep goes on. Prints a
+Markdown table.
 """
 
 import argparse
