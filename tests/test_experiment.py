@@ -15,6 +15,7 @@ from scipy import stats
 import cli
 import mtunet.experiment
 from mtunet.models import encoders
+from mtunet.models.encoders.applications import ApplicationEncoder
 from mtunet.errors import ConfigError
 from mtunet.experiment import Variant, run_experiment, summarize, task_variants
 from mtunet.stats import describe, paired_comparison, smallest_wilcoxon_p
@@ -132,8 +133,8 @@ def _tiny_encoder(include_top, weights, input_shape):
     return keras.Model(inputs, features, name="tiny")
 
 
-TINY = encoders.EncoderSpec("tiny", _tiny_encoder, tuple(f"tiny_p{level}" for level in range(1, 6)), "tf",
-                            imagenet_weights=False)
+TINY = ApplicationEncoder("tiny", "tf", imagenet_weights=False, constructor=_tiny_encoder,
+                          pyramid_layers=tuple(f"tiny_p{level}" for level in range(1, 6)))
 VARIANTS = ["multi", "classification"]
 RUNS = [f"runs/{variant}/fold{fold}-seed1" for fold in range(2) for variant in VARIANTS]  # in training order
 

@@ -4,13 +4,14 @@ An entry registers itself where it is defined (``@DECODERS.register("unet")``); 
 lists the valid names, so a misspelt option names its choices.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, MutableMapping
 
 from mtunet.errors import ConfigError
 
 
-class Registry(Mapping):
-    """Entries of one ``kind`` by name, in the order they were registered; read like a ``dict``."""
+class Registry(MutableMapping):
+    """Entries of one ``kind`` by name, in the order they were registered; read (and, e.g. for a test's temporary
+    entry, written) like a ``dict``."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -25,11 +26,14 @@ class Registry(Mapping):
         self._entries[name] = entry
         return entry
 
-    def get(self, name: str):
-        """The entry named ``name``; ``ConfigError`` listing the valid names if there is none."""
+    def get(self, name: str, *default):
+        """The entry named ``name``; if there is none, ``default`` when given (as ``dict.get``), else ``ConfigError``
+        listing the valid names."""
         try:
             return self._entries[name]
         except (KeyError, TypeError):
+            if default:
+                return default[0]
             raise ConfigError(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self._entries)}") from None
 
     def names(self) -> tuple[str, ...]:
@@ -37,6 +41,12 @@ class Registry(Mapping):
 
     def __getitem__(self, name: str):
         return self._entries[name]
+
+    def __setitem__(self, name: str, entry):
+        self._entries[name] = entry
+
+    def __delitem__(self, name: str):
+        del self._entries[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
