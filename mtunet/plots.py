@@ -130,53 +130,54 @@ def gallery_figure(rows: dict, mask_classes=None) -> Figure:
     """
     if mask_classes is not None:
         return _class_map_gallery(rows, [str(name) for name in mask_classes])
-    columns = max(1, *(len(cases) for cases in rows.values()))
-    figure = Figure(figsize=(2.7 * columns, 3.2 * len(rows)))
-    axes = figure.subplots(len(rows), columns, squeeze=False)
-    for axis_row, (name, cases) in zip(axes, rows.items()):
-        axis_row[0].set_ylabel(name, fontsize=13)
-        for axis in axis_row:
-            axis.set(xticks=[], yticks=[])
-            axis.set_frame_on(False)
-        for axis, case in zip(axis_row, cases):
-            image = np.clip(np.asarray(case["image"], float), 0, 255).astype(np.uint8)
-            if image.shape[-1] == 1:
-                axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-            else:
-                axis.imshow(image)
-            if case.get("true_mask") is not None:
-                _outline(axis, case["true_mask"], TRUE_COLOUR, "solid")
-            if case.get("predicted_mask") is not None:
-                _outline(axis, case["predicted_mask"], PREDICTED_COLOUR, "dashed")
-            axis.set_title(case["title"], fontsize=8)
+    figure, placed = _gallery_grid(rows)
+    for axis, case in placed:
+        image = np.clip(np.asarray(case["image"], float), 0, 255).astype(np.uint8)
+        if image.shape[-1] == 1:
+            axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            axis.imshow(image)
+        if case.get("true_mask") is not None:
+            _outline(axis, case["true_mask"], TRUE_COLOUR, "solid")
+        if case.get("predicted_mask") is not None:
+            _outline(axis, case["predicted_mask"], PREDICTED_COLOUR, "dashed")
+        axis.set_title(case["title"], fontsize=8)
     figure.text(0.5, 0.005, f"outlines: ground truth ({TRUE_COLOUR}, solid), prediction ({PREDICTED_COLOUR}, dashed)",
                 ha="center", fontsize=9)
     figure.tight_layout(rect=(0, 0.03, 1, 1))
     return figure
 
 
-def _class_map_gallery(rows: dict, mask_classes: list) -> Figure:
-    """``gallery_figure`` of multi-class masks."""
-    num_classes = len(mask_classes)
-    colours = class_colours(num_classes) / 255
+def _gallery_grid(rows: dict, extra_height: float = 0.0):
+    """``(figure, [(axis, case), ...])``: one row of bare axes per ``rows`` entry, labelled with its name."""
     columns = max(1, *(len(cases) for cases in rows.values()))
-    figure = Figure(figsize=(2.7 * columns, 3.2 * len(rows) + 0.4))
+    figure = Figure(figsize=(2.7 * columns, 3.2 * len(rows) + extra_height))
     axes = figure.subplots(len(rows), columns, squeeze=False)
+    placed = []
     for axis_row, (name, cases) in zip(axes, rows.items()):
         axis_row[0].set_ylabel(name, fontsize=13)
         for axis in axis_row:
             axis.set(xticks=[], yticks=[])
             axis.set_frame_on(False)
-        for axis, case in zip(axis_row, cases):
-            image = np.clip(np.asarray(case["image"], float), 0, 255)
-            predicted = case.get("predicted_mask")
-            if predicted is None:
-                predicted = np.zeros(image.shape[:2], int)
-            axis.imshow(class_map_overlay(image, predicted, num_classes))
-            if case.get("true_mask") is not None:
-                for index in range(num_classes):
-                    _outline(axis, np.asarray(case["true_mask"]) == index + 1, [colours[index]], "solid")
-            axis.set_title(case["title"], fontsize=8)
+        placed += list(zip(axis_row, cases))
+    return figure, placed
+
+
+def _class_map_gallery(rows: dict, mask_classes: list) -> Figure:
+    """``gallery_figure`` of multi-class masks."""
+    num_classes = len(mask_classes)
+    colours = class_colours(num_classes) / 255
+    figure, placed = _gallery_grid(rows, extra_height=0.4)
+    for axis, case in placed:
+        image = np.clip(np.asarray(case["image"], float), 0, 255)
+        predicted = case.get("predicted_mask")
+        if predicted is None:
+            predicted = np.zeros(image.shape[:2], int)
+        axis.imshow(class_map_overlay(image, predicted, num_classes))
+        if case.get("true_mask") is not None:
+            for index in range(num_classes):
+                _outline(axis, np.asarray(case["true_mask"]) == index + 1, [colours[index]], "solid")
+        axis.set_title(case["title"], fontsize=8)
     figure.legend(handles=[Patch(color=colours[index], label=name) for index, name in enumerate(mask_classes)],
                   loc="lower center", ncol=min(num_classes, 6), fontsize=8, frameon=False,
                   bbox_to_anchor=(0.5, 0.03))
