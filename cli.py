@@ -5,6 +5,7 @@ at once. Errors the user can fix (``mtunet.errors.MtunetError``) are printed on 
 """
 
 import collections
+import dataclasses
 import functools
 import importlib.metadata
 import itertools
@@ -17,15 +18,19 @@ from mtunet.options import (
     CLASS_WEIGHTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, SEGMENTATION_LOSSES, STRATEGIES,
     TASKS,
 )
+from mtunet.training.config import TrainConfig
+
+# The defaults of the training options are TrainConfig's, so that the CLI and the Python API cannot drift apart.
+TRAIN_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 # === Shared options: defined once, the same meaning in every command ===
 ARCHITECTURE = click.option(
-    "--architecture", default="unet", show_default=True,
+    "--architecture", default=TRAIN_DEFAULTS["architecture"], show_default=True,
     help="Architecture preset (see `mtunet architectures`): unet, attention_unet, ...; --encoder, --decoder and "
          "--skip replace its parts.",
 )
 ENCODER = click.option(
-    "--encoder", default="mobilenetv2", show_default=True,
+    "--encoder", default=TRAIN_DEFAULTS["encoder"], show_default=True,
     help="Encoder from the registry (see `mtunet encoders`).",
 )
 DECODER = click.option(
@@ -36,7 +41,7 @@ SKIP = click.option(
     help="Skip module on every pyramid level instead of the preset's (see `mtunet architectures`).",
 )
 IMAGE_SIZE = click.option(
-    "--image-size", type=click.IntRange(min=32), default=224, show_default=True,
+    "--image-size", type=click.IntRange(min=32), default=TRAIN_DEFAULTS["image_size"], show_default=True,
     help="Square input size in pixels; a multiple of 32.",
 )
 NUM_CLASSES = click.option(
@@ -44,7 +49,7 @@ NUM_CLASSES = click.option(
 )
 
 DATASET = click.option(
-    "--dataset", default="synthetic", show_default=True,
+    "--dataset", default=TRAIN_DEFAULTS["dataset"], show_default=True,
     help="Dataset from the registry: synthetic (generated, no files), folder, or a downloaded one: isic2018, lgg, "
          "panda, siim_acr (NAME/CONFIG picks a builder config, e.g. isic2018/task1_512).",
 )
@@ -89,14 +94,14 @@ def main():
 
 
 @main.command()
-@click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True,
+@click.option("--image-size", type=click.IntRange(min=32), default=TRAIN_DEFAULTS["image_size"], show_default=True,
               help="Input size the parameters are counted at (they do not depend on it).")
 @NUM_CLASSES
 @user_errors_as_messages
 def encoders(image_size, num_classes):
     """List the encoders: parameters of the multi-task model, ImageNet weights, input scaling."""
-    from mtunet.models.catalog import encoder_table
     from mtunet.models import check_input_shape
+    from mtunet.models.catalog import encoder_table
 
     check_input_shape((image_size, image_size, 3))
     rows = encoder_table(num_classes=num_classes, image_size=image_size)
@@ -223,7 +228,7 @@ def prepare(name, manual_dir, config):
 
 
 WEIGHTS = click.option(
-    "--weights", default="imagenet", show_default=True,
+    "--weights", default=TRAIN_DEFAULTS["weights"], show_default=True,
     help="Encoder weights: 'imagenet', 'none' (random initialisation) or the path of a weights file.",
 )
 
@@ -234,6 +239,13 @@ def _parse_loss_weights(ctx, param, value):
     except ValueError:
         raise click.BadParameter(f"{value!r}: expected SEG:CLS, e.g. 5:1") from None
     return segmentation, classification
+
+
+def _train_option(field: str, declaration: str | None = None, **attributes):
+    """The click option of ``TrainConfig`` field ``field`` (``--field-name`` unless ``declaration`` is given), with
+    the field's default."""
+    declaration = declaration or f"--{field.replace('_', '-')}"
+    return click.option(declaration, field, default=TRAIN_DEFAULTS[field], show_default=True, **attributes)
 
 
 # The options of a training run, shared by `train` and `experiment`: the same names, types and defaults everywhere.
@@ -249,42 +261,37 @@ TRAIN_OPTIONS = [
     DATASET,
     DATA_DIR,
     IMAGE_SIZE,
-    click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-                 help="Global batch size, divided over replicas."),
-    click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True),
-    click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-                 help="Adam learning rate."),
-    click.option("--loss-weights", default="5:1", show_default=True, callback=_parse_loss_weights,
+    _train_option("batch_size", type=click.IntRange(min=1), help="Global batch size, divided over replicas."),
+    _train_option("epochs", type=click.IntRange(min=1)),
+    _train_option("learning_rate", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate."),
+    click.option("--loss-weights", default=":".join(f"{weight:g}" for weight in TRAIN_DEFAULTS["loss_weights"]),
+                 show_default=True, callback=_parse_loss_weights,
                  help="SEG:CLS weights of the segmentation and classification losses."),
-    click.option("--seg-loss", type=click.Choice(SEGMENTATION_LOSSES), default="bce", show_default=True),
-    click.option("--class-weights", type=click.Choice(CLASS_WEIGHTS), default="balanced", show_default=True,
-                 help="Weights of the classification loss per class (scikit-learn's 'balanced')."),
-    click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True),
-    click.option("--task", type=click.Choice(TASKS), default="multi",
-                 show_default=True, help="Both heads, or a single-task baseline."),
+    _train_option("seg_loss", type=click.Choice(SEGMENTATION_LOSSES)),
+    _train_option("class_weights", type=click.Choice(CLASS_WEIGHTS),
+                  help="Weights of the classification loss per class (scikit-learn's 'balanced')."),
+    _train_option("label_smoothing", type=click.FloatRange(0, 1, max_open=True)),
+    _train_option("task", type=click.Choice(TASKS), help="Both heads, or a single-task baseline."),
     click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation)."),
     click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images."),
-    click.option("--flip", type=click.Choice(FLIP_MODES),
-                 default="horizontal", show_default=True,
-                 help="Flips of the augmentation; left-right only by default (ultrasound, X-ray and MRI have an up "
-                      "and a down); 'horizontal_and_vertical' for dermoscopy."),
-    click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
-                 help="Epochs without a better validation loss before early stopping."),
-    click.option("--reduce-lr-patience", type=click.IntRange(min=0), default=3, show_default=True,
-                 help="Halve the learning rate after N epochs without a better validation loss (0: constant rate)."),
-    click.option("--seed", type=int, default=0, show_default=True,
-                 help="Seed of splits, initialisation, augmentation."),
-    click.option("--deterministic/--no-deterministic", default=False, show_default=True,
-                 help="Deterministic TensorFlow ops (slower): the same seed gives the same numbers."),
+    _train_option("flip", type=click.Choice(FLIP_MODES),
+                  help="Flips of the augmentation; left-right only by default (ultrasound, X-ray and MRI have an up "
+                       "and a down); 'horizontal_and_vertical' for dermoscopy."),
+    _train_option("patience", type=click.IntRange(min=1),
+                  help="Epochs without a better validation loss before early stopping."),
+    _train_option("reduce_lr_patience", type=click.IntRange(min=0),
+                  help="Halve the learning rate after N epochs without a better validation loss (0: constant rate)."),
+    _train_option("seed", type=int, help="Seed of splits, initialisation, augmentation."),
+    _train_option("deterministic", "--deterministic/--no-deterministic",
+                  help="Deterministic TensorFlow ops (slower): the same seed gives the same numbers."),
     click.option("--mixed-precision", is_flag=True, help="mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU."),
     click.option("--jit-compile", is_flag=True, help="Compile the training step with XLA."),
-    click.option("--precise-bn/--no-precise-bn", default=True, show_default=True,
-                 help="Re-estimate BatchNorm statistics on the training images before each validation."),
-    click.option("--ema-momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-                 help="Validate, keep and export an exponential moving average of the weights with this momentum, "
-                      "warmed up over the first steps (0: the weights as trained)."),
-    click.option("--strategy", type=click.Choice(STRATEGIES),
-                 default="auto", show_default=True),
+    _train_option("precise_bn", "--precise-bn/--no-precise-bn",
+                  help="Re-estimate BatchNorm statistics on the training images before each validation."),
+    _train_option("ema_momentum", type=click.FloatRange(0, 1, max_open=True),
+                  help="Validate, keep and export an exponential moving average of the weights with this momentum, "
+                       "warmed up over the first steps (0: the weights as trained)."),
+    _train_option("strategy", type=click.Choice(STRATEGIES)),
     SKIP_BAD_FILES,
 ]
 
@@ -331,7 +338,8 @@ def _refuse_options_with_resume(ctx) -> None:
 @user_errors_as_messages
 def train(ctx, resume_dir, **options):
     """Train a multi-task U-Net (or a single-task baseline) and write a run directory."""
-    from mtunet.training import TrainConfig, train as run_training
+    from mtunet.training.config import TrainConfig
+    from mtunet.training.loop import train as run_training
 
     if resume_dir is not None:
         _refuse_options_with_resume(ctx)
@@ -364,7 +372,7 @@ def train(ctx, resume_dir, **options):
 @user_errors_as_messages
 def evaluate(run_dir, **options):
     """Evaluate a run's model on a split it never trained on: metrics.json, plots and report.html."""
-    from mtunet.run_evaluation import evaluate_run
+    from mtunet.evaluation.run import evaluate_run
 
     results = evaluate_run(run_dir, **options)
     _echo_evaluation(results)
@@ -408,14 +416,14 @@ def _echo_export(result) -> None:
 @user_errors_as_messages
 def export(model_or_run, output_dir, model_version, export_format):
     """Export a .keras model or a run's best model for TF Serving (checked in a fresh process) or TFLite."""
-    from mtunet.export import export_model
+    from mtunet.deploy.export import export_model
 
     _echo_export(export_model(model_or_run, output_dir, version=model_version, format=export_format))
 
 
 def _predict_with_progress(model_or_export, inputs, output_dir, threshold, batch_size):
     """Runs ``mtunet.predict_files`` with a progress bar; returns its result."""
-    from mtunet.predict import list_images, load_predictor, predict_files
+    from mtunet.deploy.predict import list_images, load_predictor, predict_files
 
     files = list_images(inputs)
     predictor = load_predictor(model_or_export)
@@ -471,7 +479,7 @@ def gradcam(ctx, run_or_model, images, split, output_dir, num_images, target_cla
     RUN_OR_MODEL is a run directory (its best.keras and class names) or a .keras model file. Unreadable IMAGES are
     reported and skipped.
     """
-    from mtunet.gradcam_gallery import prepare_gallery
+    from mtunet.explain.gallery import prepare_gallery
 
     if images and ctx.get_parameter_source("split") != click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give either --split or IMAGES, not both")
@@ -590,7 +598,7 @@ def experiment_command(command):
 def _run_experiment(ctx, variants, parameters):
     """Runs (or, with --resume, finishes) the experiment and prints its variant table and files."""
     from mtunet.experiment import SUMMARY_MARKDOWN, Variant, run_experiment
-    from mtunet.training import TrainConfig
+    from mtunet.training.config import TrainConfig
 
     resume_dir = parameters.pop("resume_dir")
     folds, seeds, output_dir = parameters.pop("folds"), parameters.pop("seeds"), parameters.pop("output_dir")

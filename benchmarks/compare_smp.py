@@ -62,9 +62,10 @@ class MtunetWorker:
         tf.config.threading.set_inter_op_parallelism_threads(options["inter_op_threads"] or threads)
         import keras
 
-        from mtunet.batchnorm import fold_batchnorm
+        from mtunet.deploy.folding import fold_batchnorm
         from mtunet.models import build_model
-        from mtunet.training import TrainConfig, compile_model
+        from mtunet.training.config import TrainConfig
+        from mtunet.training.loop import compile_model
 
         if options["mixed_precision"]:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")

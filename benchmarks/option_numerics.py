@@ -41,7 +41,8 @@ def train_and_predict(size, steps, batch_size, jit_compile, mixed_precision, out
     import keras
 
     from mtunet.models import build_model
-    from mtunet.training import TrainConfig, compile_model
+    from mtunet.training.config import TrainConfig
+    from mtunet.training.loop import compile_model
 
     num_classes = 3
     if mixed_precision:

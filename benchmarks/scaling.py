@@ -33,7 +33,8 @@ def measure(data_dir, image_size, batch_size, steps, memory_limit):
     """One point: load time, the input pipeline's epoch, seconds per training step, epoch estimate, peak RSS."""
     from mtunet.data import load_dataset
     from mtunet.models import build_model
-    from mtunet.training import TrainConfig, compile_model
+    from mtunet.training.config import TrainConfig
+    from mtunet.training.loop import compile_model
 
     start = time.perf_counter()
     data = load_dataset("folder", data_dir=data_dir, image_size=image_size, memory_limit=memory_limit)

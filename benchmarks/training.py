@@ -33,7 +33,8 @@ def measure(architecture, encoder, image_size, batch_size, steps, jit_compile, m
     import numpy as np
 
     from mtunet.models import build_model
-    from mtunet.training import TrainConfig, compile_model
+    from mtunet.training.config import TrainConfig
+    from mtunet.training.loop import compile_model
 
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")

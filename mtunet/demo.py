@@ -15,9 +15,9 @@ import pathlib
 import typing
 
 if typing.TYPE_CHECKING:  # TensorFlow is imported when the demo runs, so the CLI can read the defaults at once
-    from mtunet.export import ExportResult
-    from mtunet.predict import PredictionResult
-    from mtunet.training import Run
+    from mtunet.deploy.export import ExportResult
+    from mtunet.deploy.predict import PredictionResult
+    from mtunet.training.loop import Run
 
 DEMO_IMAGE_SIZE = 64
 DEMO_EPOCHS = 20  # at 10 the class head had barely learned (test balanced accuracy 0.40, 3 classes)
@@ -62,11 +62,13 @@ def run_demo(output_dir=None, *, epochs: int = DEMO_EPOCHS, image_size: int = DE
     """
     from mtunet.data.splits import Splits
     from mtunet.data.synthetic import write_example_images
-    from mtunet.export import export_model
-    from mtunet.gradcam_gallery import prepare_gallery
-    from mtunet.predict import load_predictor, predict_files
-    from mtunet.run_evaluation import evaluate_run
-    from mtunet.training import SPLITS_FILE, TrainConfig, train
+    from mtunet.deploy.export import export_model
+    from mtunet.deploy.predict import load_predictor, predict_files
+    from mtunet.evaluation.run import evaluate_run
+    from mtunet.explain.gallery import prepare_gallery
+    from mtunet.rundir import SPLITS_FILE
+    from mtunet.training.config import TrainConfig
+    from mtunet.training.loop import train
 
     run = train(TrainConfig(encoder="mobilenetv2", weights=None, dataset="synthetic", data_dir=data_dir,
                             image_size=image_size, epochs=epochs, output_dir=output_dir))

@@ -19,12 +19,15 @@ import shutil
 import keras
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from mtunet.errors import ConfigError
+from mtunet.evaluation.run import evaluate_run
+from mtunet.evaluation.stats import CONFIDENCE, describe, paired_comparison, smallest_wilcoxon_p
 from mtunet.models import TASKS
-from mtunet.run_evaluation import evaluate_run
-from mtunet.stats import CONFIDENCE, describe, paired_comparison, smallest_wilcoxon_p
-from mtunet.training import CONFIG_FILE, SUMMARY_FILE, TrainConfig, train, write_atomically, write_json
+from mtunet.rundir import CONFIG_FILE, SUMMARY_FILE, write_atomically, write_json
+from mtunet.training.config import TrainConfig
+from mtunet.training.loop import train
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,8 @@ def task_variants(tasks=TASKS) -> list[Variant]:
     ``"classification"``); ``ConfigError`` for an unknown task."""
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
-        raise ConfigError(f"unknown variant(s) {', '.join(map(repr, unknown))}; expected tasks from: {', '.join(TASKS)}")
+        raise ConfigError(f"unknown variant(s) {', '.join(map(repr, unknown))}; expected tasks from: "
+                          f"{', '.join(TASKS)}")
     return [Variant(task, {"task": task}) for task in tasks]
 
 
@@ -164,7 +168,7 @@ def _json_ready(value):
 
 def summarize(results: pd.DataFrame, variants: list[str], *, folds: int, seeds: int) -> dict:
     """Per variant and metric: mean, sd and 95% t interval across folds; per pair of variants and shared metric: the
-    paired comparison of ``mtunet.stats.paired_comparison``; warnings when folds or seeds are too few.
+    paired comparison of ``mtunet.evaluation.stats.paired_comparison``; warnings when folds or seeds are too few.
 
     A fold's value is the mean over its seeds: seeds are repeated trainings of the same fold, not more data, so the
     tests pair the ``folds`` per-fold values. A metric a variant has no value for (Dice of a classification-only
@@ -252,15 +256,10 @@ def summary_markdown(summary: dict, title: str, setup: str) -> str:
 
 def plot_summary(results: pd.DataFrame, variants: list[str], path) -> None:
     """summary.png: per metric, a box plot of each variant's per-fold values with the values drawn over it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     per_fold = results.groupby(["variant", "fold"])[[name for name in SUMMARY_METRICS if name in results]].mean()
     metrics = [name for name in per_fold if per_fold[name].notna().any()]
-    figure, axes = plt.subplots(1, max(len(metrics), 1), figsize=(1.2 + 1.1 * len(variants) * max(len(metrics), 1),
-                                                                  3.8), squeeze=False)
+    figure = Figure(figsize=(1.2 + 1.1 * len(variants) * max(len(metrics), 1), 3.8))
+    axes = figure.subplots(1, max(len(metrics), 1), squeeze=False)
     offsets = np.random.default_rng(0).uniform(-0.12, 0.12, size=len(per_fold))  # seeded jitter: same picture
     for axis, name in zip(axes[0], metrics):
         shown = [(position, per_fold.loc[variant][name].dropna().to_numpy())
@@ -275,7 +274,6 @@ def plot_summary(results: pd.DataFrame, variants: list[str], path) -> None:
         axis.set(title=SUMMARY_METRICS[name], xlim=(0.4, len(variants) + 0.6))
     figure.tight_layout()
     write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
-    plt.close(figure)
 
 
 def _setup_line(config: TrainConfig, variants) -> str:

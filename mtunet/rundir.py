@@ -6,9 +6,6 @@ import os
 import pathlib
 import tempfile
 
-import keras
-import tensorflow as tf
-
 import mtunet
 
 CONFIG_FILE, SPLITS_FILE, HISTORY_FILE, BEST_MODEL_FILE = "config.json", "splits.json", "history.csv", "best.keras"
@@ -42,4 +39,7 @@ def write_json(path, content):
 
 def versions() -> dict:
     """Versions of mtunet, TensorFlow and Keras, as recorded in config.json and model_info.json."""
+    import keras  # here, not at the top: the CLI reads the run-file names above without importing TensorFlow
+    import tensorflow as tf
+
     return {"mtunet": mtunet.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}

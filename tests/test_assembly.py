@@ -7,15 +7,17 @@ import keras
 import tensorflow as tf
 
 import mtunet
+from mtunet.deploy.serving import TrainedModel, build_serving_functions, to_numpy
 from mtunet.errors import ConfigError
-from mtunet.gradcam import GradCam
+from mtunet.explain.decoder_maps import DecoderMaps
+from mtunet.explain.gradcam import GradCam
 from mtunet.models import (
-    DECODERS, HEADS, PRESETS, SKIPS, ModelSpec, build_model_from_spec, gradcam_layer, load_model, make_spec,
-    model_heads, model_spec,
+    DECODERS, HEADS, PRESETS, SKIPS, ModelSpec, build_model_from_spec, explained_layers, gradcam_layer, load_model,
+    make_spec, model_heads, model_spec,
 )
 from mtunet.models.decoders.attention_unet import apply_attention_gate
-from mtunet.serving import TrainedModel, build_serving_functions, to_numpy
-from mtunet.training import TrainConfig, compile_model
+from mtunet.training.config import TrainConfig
+from mtunet.training.loop import compile_model
 
 SIZE, NUM_CLASSES, MASK_CLASSES = 64, 3, ("rim", "core")
 DECODER_FILTERS = (16, 16, 8, 8, 8)
@@ -233,6 +235,21 @@ def test_closed_gates_remove_the_skips():
             layer.set_weights([np.zeros_like(kernel), np.full_like(bias, -1e4)])
     # the output then depends on the bottleneck alone
     np.testing.assert_array_equal(decoder.predict(features, verbose=0), decoder.predict(other_skips, verbose=0))
+
+
+def test_decoder_maps_are_the_gates_coefficients_at_the_image_size():
+    model = build_model_from_spec(_spec(architecture="attention_unet"), weights=None)
+    gates = [f"decoder_stage{stage}_gate_attention" for stage in range(1, 5)]
+    assert explained_layers(model) == gates
+    assert explained_layers(build_model_from_spec(_spec(), weights=None)) == []
+    images = np.random.default_rng(0).uniform(0, 255, size=(2, SIZE, SIZE, 1)).astype("float32")
+    maps = DecoderMaps(model)(images)
+    assert list(maps) == gates and [maps[name].stride for name in gates] == [32, 16, 8, 4]
+    coefficients = keras.Model(model.input, model.get_layer(gates[2]).output).predict(images, verbose=0)
+    expected = tf.image.resize(coefficients, (SIZE, SIZE), method="bilinear").numpy()[..., 0]
+    assert maps[gates[2]].values.shape == (2, SIZE, SIZE)
+    np.testing.assert_allclose(maps[gates[2]].values, expected, rtol=1e-5, atol=1e-6)
+    assert DecoderMaps(build_model_from_spec(_spec(), weights=None))(images) == {}
 
 
 def test_build_model_keeps_todays_arguments_and_adds_the_architecture():

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtunet.batchnorm import batchnorm_layers, estimate_batchnorm_statistics, fold_batchnorm
+from mtunet.deploy.folding import fold_batchnorm
+from mtunet.training.batchnorm import batchnorm_layers, estimate_batchnorm_statistics
 
 
 def _batches(arrays):

@@ -56,9 +56,9 @@ def test_train_options_have_the_library_choices_and_defaults():
     import dataclasses
 
     from mtunet import options
-    from mtunet.evaluation import EMPTY_MASK_RULES
+    from mtunet.evaluation.metrics import EMPTY_MASK_RULES
     from mtunet.models import PRESETS, TASKS
-    from mtunet.training import TrainConfig
+    from mtunet.training.config import TrainConfig
 
     import click
 

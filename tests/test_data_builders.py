@@ -77,7 +77,7 @@ def test_cli_missing_file_is_one_line_without_traceback(tmp_path):
 
 
 def test_a_run_of_a_builder_config_gets_a_flat_default_directory():
-    from mtunet.training import TrainConfig
+    from mtunet.training.config import TrainConfig
 
     directory = TrainConfig(dataset="isic2018/task1_512").default_output_dir()
     assert directory.parent.name == "runs" and directory.name.endswith("-mobilenetv2-isic2018-task1_512")

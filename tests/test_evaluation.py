@@ -10,12 +10,12 @@ from isic_challenge_scoring.segmentation import SegmentationScore
 from sklearn import metrics as sk_metrics
 
 from mtunet.errors import ConfigError, DataError
-from mtunet.evaluation import (MACRO_AVERAGE, bootstrap_intervals, bootstrap_statistics, classification_metrics,
+from mtunet.evaluation.metrics import (MACRO_AVERAGE, bootstrap_intervals, bootstrap_statistics, classification_metrics,
                                compute_metrics, load_predictions, mask_class_names, metrics_from_predictions,
                                overlap_per_class, overlap_per_image, save_predictions, segmentation_metrics,
                                thresholded_jaccard)
-from mtunet.plots import class_colours, class_map_overlay, figure_png, gallery_figure
-from mtunet.report import render_report
+from mtunet.evaluation.plots import class_colours, class_map_overlay, figure_png, gallery_figure
+from mtunet.evaluation.report import render_report
 
 # 6 images, 3 classes; class 2 is never predicted
 LABELS = np.array([0, 0, 1, 1, 2, 2])
@@ -74,7 +74,8 @@ def test_thresholded_jaccard_zeroes_scores_below_065():
 def test_thresholded_jaccard_dice_and_iou_match_the_isic_challenge_scoring_package():
     true, predicted = _masks_with_overlaps()
     pairs = [types.SimpleNamespace(truth_image=true[index].astype(np.uint8) * 255,
-                                   prediction_image=predicted[index].astype(np.uint8) * 255, image_id=f"ISIC_{index:07d}")
+                                   prediction_image=predicted[index].astype(np.uint8) * 255,
+                                   image_id=f"ISIC_{index:07d}")
              for index in range(len(true))]
     isic = SegmentationScore(pairs).macro_average
     ours, dice, iou = segmentation_metrics(true, predicted.astype(np.float32), empty="one")

@@ -14,12 +14,14 @@ from scipy import stats
 
 import cli
 import mtunet.experiment
+from mtunet.errors import ConfigError
+from mtunet.evaluation.stats import describe, paired_comparison, smallest_wilcoxon_p
+from mtunet.experiment import Variant, run_experiment, summarize, task_variants
 from mtunet.models import encoders
 from mtunet.models.encoders.applications import ApplicationEncoder
-from mtunet.errors import ConfigError
-from mtunet.experiment import Variant, run_experiment, summarize, task_variants
-from mtunet.stats import describe, paired_comparison, smallest_wilcoxon_p
-from mtunet.training import BestModelCheckpoint, TrainConfig, TrainingInterrupted
+from mtunet.training.callbacks import BestModelCheckpoint
+from mtunet.training.config import TrainConfig
+from mtunet.training.loop import TrainingInterrupted
 
 # === Statistics ===
 # per-fold values of two variants on the same 5 folds

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 import cli
 import mtunet
-from mtunet.batchnorm import batchnorm_layers
 from mtunet.data.images import letterbox
+from mtunet.deploy.export import check_agreement, reload_in_fresh_process, sample_images
 from mtunet.errors import ConfigError, ExportError
-from mtunet.evaluation import overlap_per_image
-from mtunet.export import check_agreement, reload_in_fresh_process, sample_images
+from mtunet.evaluation.metrics import overlap_per_image
+from mtunet.training.batchnorm import batchnorm_layers
 from tests.conftest import TINY_CLASSES
 
 
@@ -141,7 +141,7 @@ def test_failed_export_leaves_no_version_folder(tiny_model_file, tmp_path, monke
         (directory / "saved_model.pb").write_bytes(b"half")
         raise ExportError("self-check failed")
 
-    monkeypatch.setattr("mtunet.export._write_saved_model", fail_after_writing)
+    monkeypatch.setattr("mtunet.deploy.export._write_saved_model", fail_after_writing)
     with pytest.raises(ExportError, match="self-check failed"):
         mtunet.export_model(tiny_model_file, tmp_path, version=3)
     assert list(tmp_path.iterdir()) == []

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 import cli
 from mtunet.errors import ConfigError
-from mtunet.models.encoders import get_encoder
-from mtunet.gradcam import GradCam, localisation_scores, mass_in_lesion, pointing_game
+from mtunet.explain.gradcam import GradCam, localisation_scores, mass_in_lesion, pointing_game
 from mtunet.models import MIN_CAM_SIDE
+from mtunet.models.encoders import get_encoder
 
 SIZE, CHANNELS, FEATURES, CLASSES = 4, 2, 3, 2
 
@@ -138,7 +138,7 @@ def test_localisation_scores_on_images_whose_answer_is_known():
 def run_dir(tmp_path_factory):
     """A one-epoch run of a MobileNetV2 multi-task U-Net at 32 px on a fake folder dataset."""
     from conftest import write_folder_dataset
-    from mtunet.training import train
+    from mtunet.training.loop import train
 
     root = tmp_path_factory.mktemp("gradcam")
     data_dir = write_folder_dataset(root / "lesions", num_patients=8, images_per_patient=2)
@@ -172,8 +172,8 @@ def test_evaluate_reports_the_localisation_scores_of_its_images(run_dir, tmp_pat
     import json
 
     from mtunet.data import load_dataset
+    from mtunet.evaluation.run import evaluate_run
     from mtunet.models import load_model
-    from mtunet.run_evaluation import evaluate_run
 
     metrics = evaluate_run(run_dir, output_dir=tmp_path, bootstrap_resamples=10)  # Grad-CAM's section by default
     data = load_dataset("folder", data_dir=json.loads((run_dir / "config.json").read_text())["options"]["data_dir"],
@@ -198,6 +198,7 @@ def test_cli_writes_a_gallery_of_the_test_split(run_dir):
     index = (gallery / "index.html").read_text()
     assert all(f'src="{png.name}"' in index for png in pngs)
     assert "pointing game hit rate" in index and "true " in index and "predicted " in index
+    assert "bottom row" not in index  # the U-Net decoder has no attention maps to show
     assert f"gallery: {gallery / 'index.html'}" in result.output
 
 

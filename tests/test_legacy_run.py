@@ -14,12 +14,13 @@ import pytest
 
 import mtunet
 from conftest import write_folder_dataset
-from mtunet.export import export_model
-from mtunet.gradcam_gallery import prepare_gallery
+from mtunet.deploy.export import export_model
+from mtunet.deploy.predict import load_predictor, predict_files
+from mtunet.evaluation.run import evaluate_run
+from mtunet.explain.gallery import prepare_gallery
 from mtunet.models import model_spec
-from mtunet.predict import load_predictor, predict_files
-from mtunet.run_evaluation import evaluate_run
-from mtunet.training import load_config, train
+from mtunet.training.config import load_config
+from mtunet.training.loop import train
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "legacy_run"
 

@@ -90,7 +90,8 @@ def test_dice_and_iou_metrics_average_over_images():
 
 def test_total_loss_is_five_times_segmentation_plus_classification():
     import mtunet
-    from mtunet.training import TrainConfig, compile_model
+    from mtunet.training.config import TrainConfig
+    from mtunet.training.loop import compile_model
 
     model = mtunet.build_model("mobilenetv2", input_shape=(32, 32, 3), num_classes=2, weights=None,
                                decoder_filters=(8, 8, 8, 8, 8))

@@ -246,7 +246,8 @@ def test_saved_compiled_model_loads_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
 
-    from mtunet.training import TrainConfig, compile_model
+    from mtunet.training.config import TrainConfig
+    from mtunet.training.loop import compile_model
 
     model = _build("mobilenetv2")
     compile_model(model, TrainConfig(), class_weights=[1.0, 2.0, 1.0])

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from conftest import write_folder_dataset
-from mtunet.export import export_model
-from mtunet.gradcam_gallery import prepare_gallery
+from mtunet.deploy.export import export_model
+from mtunet.deploy.predict import load_predictor, predict_files
+from mtunet.deploy.serving import to_numpy
+from mtunet.evaluation.run import evaluate_run
+from mtunet.explain.gallery import prepare_gallery
 from mtunet.models import load_model, model_heads
-from mtunet.predict import load_predictor, predict_files
-from mtunet.run_evaluation import evaluate_run
-from mtunet.serving import to_numpy
-from mtunet.training import train
+from mtunet.training.loop import train
 from test_run_evaluation import IMAGE_CHECK, _chromium
 
 MASK_CLASSES = ("rim", "core")
@@ -112,4 +112,8 @@ def test_seg_gradcam_explains_a_chosen_mask_class(run, tmp_path):
     assert gallery.target_class == 2
     summary = gallery.write()
     assert len(summary["images"]) == 2 and summary["index"].is_file()
-    assert "mask class 2" in summary["index"].read_text()
+    index = summary["index"].read_text()
+    assert "mask class 2" in index
+    # the Attention U-Net's gate coefficients are a second row of panels under the image and its heatmap
+    assert "bottom row: decoder_stage1_gate_attention, decoder_stage2_gate_attention" in index
+    assert cv2.imread(str(summary["images"][0])).shape[:2] == (720, 800)

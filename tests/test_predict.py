@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 import cli
 import mtunet
+from mtunet.deploy.predict import Predictor
 from mtunet.errors import ConfigError
-from mtunet.predict import Predictor
 from tests.conftest import TINY_CLASSES
 
 

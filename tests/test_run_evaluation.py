@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 import cli
 from conftest import write_folder_dataset
-from mtunet.evaluation import load_predictions, metrics_from_predictions
-from mtunet.report import ReportSection
-from mtunet.run_evaluation import evaluate_run
-from mtunet.training import train
+from mtunet.evaluation.metrics import load_predictions, metrics_from_predictions
+from mtunet.evaluation.report import ReportSection
+from mtunet.evaluation.run import evaluate_run
+from mtunet.training.loop import train
 
 EVALUATION_FILES = ["predictions.npz", "per_image.csv", "confusion_matrix.png", "roc.png", "dice_histogram.png",
                     "training_curves.png", "gallery.png", "metrics.json", "report.html"]

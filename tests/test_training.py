@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 import cli
 from mtunet.errors import ConfigError, DataError
-from mtunet.training import TrainConfig, TrainingDivergedError, TrainingInterrupted, load_config, train
+from mtunet.training.config import TrainConfig, load_config
+from mtunet.training.loop import TrainingDivergedError, TrainingInterrupted, train
 
 RUN_FILES = ["config.json", "splits.json", "history.csv", "best.keras", "curves.png", "summary.json"]
 
@@ -77,7 +78,7 @@ class ScriptedValidation(keras.callbacks.Callback):
 
 
 def _script_validation(monkeypatch, losses, interrupt_at=None):
-    from mtunet import training
+    from mtunet.training import loop as training
 
     original = training._callbacks
     monkeypatch.setattr(training, "_callbacks",
@@ -162,7 +163,7 @@ def test_unfreeze_after_trains_heads_then_everything(dataset_dir, tmp_path):
 def test_resume_after_the_process_is_killed(dataset_dir, tmp_path):
     run_dir = tmp_path / "run"
     script = textwrap.dedent(f"""
-        from mtunet.training import train
+        from mtunet.training.loop import train
         train(**{_options(dataset_dir, run_dir, epochs=4)!r})
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -218,7 +219,7 @@ def test_early_stopping_state_survives_resume(dataset_dir, tmp_path, monkeypatch
     assert state["early_stopping"] == {"wait": 1, "best": 0.5, "best_epoch": 1}
     assert state["reduce_lr"] == {"wait": 1, "best": 0.5, "cooldown_counter": 0}
 
-    from mtunet import training
+    from mtunet.training import loop as training
 
     monkeypatch.undo()
     models, original = [], training.compile_model
@@ -263,7 +264,7 @@ class RecordWeights(keras.callbacks.Callback):
 
 
 def test_weight_average_is_validated_kept_and_resumed(dataset_dir, tmp_path, monkeypatch):
-    from mtunet import training
+    from mtunet.training import loop as training
 
     record, run_dir = {}, tmp_path / "run"
     original = training._callbacks
@@ -311,7 +312,7 @@ def test_weight_average_is_validated_kept_and_resumed(dataset_dir, tmp_path, mon
 
 
 def test_resume_between_phases_and_refusal_of_changed_data(folder_dataset, tmp_path, monkeypatch):
-    from mtunet import training
+    from mtunet.training import loop as training
 
     data_dir = folder_dataset(num_patients=12, images_per_patient=2)
     run_dir = tmp_path / "run"
@@ -331,8 +332,9 @@ def test_resume_between_phases_and_refusal_of_changed_data(folder_dataset, tmp_p
 
     labels = (data_dir / "labels.csv").read_text()
     (data_dir / "labels.csv").write_text(labels.replace("benign", "malignant", 1))
-    with pytest.raises(ConfigError, match=rf"^--resume {run_dir}: the data of --dataset folder changed since the "
-                                          r"run started .*config.json\); resume with the same data or start a new run$"):
+    changed = (rf"^--resume {run_dir}: the data of --dataset folder changed since the run started .*config.json\); "
+               r"resume with the same data or start a new run$")
+    with pytest.raises(ConfigError, match=changed):
         train(resume=run_dir)
     (data_dir / "labels.csv").write_text(labels)
 
@@ -359,7 +361,7 @@ def _free_ports(count):
 WORKER_SCRIPT = """
 import hashlib, sys
 import numpy as np
-from mtunet import training
+from mtunet.training import loop as training
 
 models, original = [], training.compile_model
 training.compile_model = lambda model, *args: (models.append(model), original(model, *args))
@@ -369,7 +371,7 @@ print("DIGEST", hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w 
 """
 
 
-def test_multi_worker_training_gives_every_worker_the_same_trainable_weights_and_one_run_directory(dataset_dir, tmp_path):
+def test_multi_worker_training_gives_every_worker_the_same_weights_and_one_run_directory(dataset_dir, tmp_path):
     run_dir, scratch = tmp_path / "run", tmp_path / "tmp"
     scratch.mkdir()
     options = _options(dataset_dir, run_dir, epochs=1, strategy="multi_worker", augment=False)
@@ -403,7 +405,7 @@ def test_mirrored_strategy_over_two_cpu_devices(dataset_dir, tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from mtunet.errors import ConfigError
-        from mtunet.training import train
+        from mtunet.training.loop import train
         try:
             train(**{_options(dataset_dir, tmp_path / "odd", batch_size=7, strategy="mirrored")!r})
         except ConfigError as error:
@@ -418,7 +420,7 @@ def test_mirrored_strategy_over_two_cpu_devices(dataset_dir, tmp_path):
 
 
 def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_model(dataset_dir, tmp_path, monkeypatch):
-    from mtunet import training
+    from mtunet.training import loop as training
 
     class PoisonedAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -7,11 +7,11 @@ Examples::
     train = ds.pipeline("train", batch_size=8, training=True)
 """
 
-from mtunet.data.builders import left_out, prepare_dataset
+from mtunet.data.builders import left_out
 from mtunet.data.dataset import DatasetInfo, LoadedDataset, load_dataset
 from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.inspect import inspect_dataset
-from mtunet.data.registry import DATASETS, DatasetSpec, get_dataset
+from mtunet.data.registry import DATASETS, DatasetSpec, get_dataset, prepare_dataset
 from mtunet.data.splits import SPLIT_NAMES, Splits
 
 __all__ = [

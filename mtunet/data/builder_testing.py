@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import constants
 
 from mtunet.data.builders import left_out, prepare_builder
 from mtunet.data.fake_downloads import FakeDownload
@@ -27,8 +28,7 @@ class BuilderTestCase(tfds.testing.DatasetBuilderTestCase):
 def tfds_default_dir(path):
     """Makes ``path`` TFDS's default data directory (``$TFDS_DATA_DIR`` is read when TFDS is imported), so that
     ``load_dataset`` prepares there."""
-    import pytest
-    from tensorflow_datasets.core import constants
+    import pytest  # a test-only dependency: imported when a test calls this
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(constants, "DATA_DIR", str(path))

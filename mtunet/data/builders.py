@@ -53,7 +53,7 @@ def prepare_builder(builder, data_dir=None, *, config: str | None = None, manual
     ``manual_dir`` is the hand download a manual-download builder reads when its records are not there yet;
     ``DataError`` if that folder is missing or empty.
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # imported here: it takes seconds, and only preparing needs it
 
     instance = builder(data_dir=None if data_dir is None else str(data_dir), config=config)
     if manual_dir is not None:
@@ -72,30 +72,3 @@ def left_out(info) -> list[tuple[str, str]]:
     if metadata is None:
         return []
     return [(str(example_id), str(reason)) for example_id, reason in dict(metadata.items()).get("left_out", [])]
-
-
-def prepare_dataset(name: str, manual_dir, *, config: str | None = None):
-    """Prepares the TFDS records of a manual-download dataset from its hand download; returns the prepared builder.
-
-    Args:
-        name: a registry name whose data comes from a download, e.g. ``"isic2018"`` (or ``"isic2018/task1_512"``).
-        manual_dir: the folder holding the download, laid out as ``datasets/<name>/README.md`` says.
-        config: a builder config, e.g. ``"task1_512"`` (None: the one in ``name``, else the default).
-
-    Examples::
-
-        builder = prepare_dataset("lgg", "~/data/lgg-mri-segmentation", config="histology")
-        builder.info.splits["train"].num_examples, left_out(builder.info)
-    """
-    from mtunet.data.registry import DATASETS, split_name
-
-    base, named_config = split_name(name)
-    spec = DATASETS.get(base)
-    if spec is None or not spec.manual_download:
-        choices = [spec.name for spec in DATASETS.values() if spec.manual_download]
-        raise ConfigError(f"dataset {name!r} is not prepared from a download; expected one of: {', '.join(choices)}")
-    if named_config and config and named_config != config:
-        raise ConfigError(f"dataset {name!r} and --config {config!r} name different configs; give one")
-    builder = builder_class(base)
-    config = check_config(builder, base, config or named_config)
-    return prepare_builder(builder, config=config, manual_dir=manual_dir)

@@ -164,7 +164,7 @@ class LoadedDataset:
 
     def _examples(self, split: str):
         """``(dataset of (image, mask, label), shuffle buffer)`` of ``split``, from memory or a filled cache file."""
-        import tensorflow as tf
+        import tensorflow as tf  # imported here: reading and inspecting a dataset do not need it
 
         positions = self._split_positions(split)
         labels = self._store.labels[positions].astype(np.int32)
@@ -199,7 +199,7 @@ class LoadedDataset:
         every pipeline of the split then reads; training shuffles it in a buffer of as many examples as the memory
         limit holds (at least ``MIN_SHUFFLE_BUFFER``).
         """
-        from mtunet.data.pipeline import build_pipeline
+        from mtunet.data.pipeline import build_pipeline  # imports TensorFlow: reading and inspecting do not need it
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer; received {batch_size!r}")

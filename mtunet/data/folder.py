@@ -220,7 +220,7 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
     files = [row["files"] for row in rows]
     streamer = None
     if not in_memory:
-        from mtunet.data.stream import file_streamer
+        from mtunet.data.stream import file_streamer  # imports TensorFlow: only streaming needs it
 
         streamer = file_streamer(lambda position: _decode_again(*files[position], image_size, num_mask_classes),
                                  image_size)

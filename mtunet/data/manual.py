@@ -18,6 +18,7 @@ import inspect
 import logging
 
 import numpy as np
+import pandas as pd
 import tensorflow_datasets as tfds
 from etils import epath
 
@@ -58,8 +59,6 @@ def require(root, *sources: Source, folder: bool = False):
 def read_table(path, columns, source: Source):
     """``path`` read as a CSV (comma- or, as spreadsheets re-save them in many locales, semicolon-separated) with every
     column stripped of spaces and read as text; ``DataError`` unless it has ``columns``."""
-    import pandas as pd
-
     try:
         with open(path, encoding="utf-8") as file:
             header = file.readline()

@@ -9,37 +9,31 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
+from mtunet.data.builders import builder_class, check_config, prepare_builder
+from mtunet.data.folder import read_folder
 from mtunet.data.store import ExampleStore
+from mtunet.data.tfds_source import read_tfds
 from mtunet.errors import ConfigError
 
 
+# The synthetic builders import tensorflow_datasets, which takes seconds: imported on first read, so that the CLI's
+# --help and config checks, which read this registry, do not pay for it.
 def _read_synthetic(data_dir, **options) -> ExampleStore:
     from mtunet.data.synthetic_tfds import MtunetSynthetic
-    from mtunet.data.tfds_source import read_tfds
 
     return read_tfds(MtunetSynthetic, data_dir, **options)
 
 
 def _read_synthetic_multiclass(data_dir, **options) -> ExampleStore:
     from mtunet.data.synthetic_tfds import MtunetSyntheticMulticlass
-    from mtunet.data.tfds_source import read_tfds
 
     return read_tfds(MtunetSyntheticMulticlass, data_dir, **options)
-
-
-def _read_folder(data_dir, **options) -> ExampleStore:
-    from mtunet.data.folder import read_folder
-
-    return read_folder(data_dir, **options)
 
 
 def _read_download(name: str) -> Callable[..., ExampleStore]:
     """``read(data_dir, *, config=None, ...)`` of the builder ``datasets/<name>/``: ``data_dir`` is the download."""
 
     def read(data_dir, *, config: str | None = None, **options) -> ExampleStore:
-        from mtunet.data.builders import builder_class, check_config
-        from mtunet.data.tfds_source import read_tfds
-
         builder = builder_class(name)
         return read_tfds(builder, None, config=check_config(builder, name, config), manual_dir=data_dir, **options)
 
@@ -78,7 +72,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     "no files needed (TFDS builder mtunet_synthetic_multiclass)", _read_synthetic_multiclass,
                     needs_data_dir=False),
         DatasetSpec("folder", "your images: data_dir with images/, masks/ and labels.csv (id,label[,patient])",
-                    _read_folder, needs_data_dir=True),
+                    read_folder, needs_data_dir=True),
         DatasetSpec("isic2018", "ISIC 2018 dermoscopy, 7 diagnoses, lesion masks: data_dir is the ISIC 2018 / "
                     "HAM10000 download (datasets/isic2018/README.md)", _read_download("isic2018"),
                     needs_data_dir=True, manual_download=True),
@@ -116,3 +110,28 @@ def get_dataset(name: str) -> DatasetSpec:
     if not spec.manual_download:
         raise ConfigError(f"dataset {base!r} has no configs; received {name!r}")
     return dataclasses.replace(spec, name=name, read=functools.partial(spec.read, config=config))
+
+
+def prepare_dataset(name: str, manual_dir, *, config: str | None = None):
+    """Prepares the TFDS records of a manual-download dataset from its hand download; returns the prepared builder.
+
+    Args:
+        name: a registry name whose data comes from a download, e.g. ``"isic2018"`` (or ``"isic2018/task1_512"``).
+        manual_dir: the folder holding the download, laid out as ``datasets/<name>/README.md`` says.
+        config: a builder config, e.g. ``"task1_512"`` (None: the one in ``name``, else the default).
+
+    Examples::
+
+        builder = prepare_dataset("lgg", "~/data/lgg-mri-segmentation", config="histology")
+        builder.info.splits["train"].num_examples, left_out(builder.info)
+    """
+    base, named_config = split_name(name)
+    spec = DATASETS.get(base)
+    if spec is None or not spec.manual_download:
+        choices = [spec.name for spec in DATASETS.values() if spec.manual_download]
+        raise ConfigError(f"dataset {name!r} is not prepared from a download; expected one of: {', '.join(choices)}")
+    if named_config and config and named_config != config:
+        raise ConfigError(f"dataset {name!r} and --config {config!r} name different configs; give one")
+    builder = builder_class(base)
+    config = check_config(builder, base, config or named_config)
+    return prepare_builder(builder, config=config, manual_dir=manual_dir)

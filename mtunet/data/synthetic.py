@@ -17,6 +17,8 @@ tissue around it new), so that splitting by image would leak. Examples are drawn
 seeded by ``(seed, patient)``: the same seed gives the same bytes (with the same NumPy and OpenCV versions).
 """
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -195,8 +197,6 @@ def synthetic_examples(num_patients: int = NUM_PATIENTS, size: int = NATIVE_SIZE
 def write_example_images(ids, folder, seed: int = SEED) -> list:
     """Writes the images (not the masks) of the examples ``ids`` of ``synthetic_examples(seed=seed)`` as
     ``<folder>/<id>.png`` at their native size and returns the paths, in the order of ``ids``."""
-    from pathlib import Path
-
     wanted = set(ids)
     last_patient = max(int(example_id[1:].split("_")[0]) for example_id in wanted)
     folder = Path(folder)

@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from mtunet.data.builders import left_out, prepare_builder
 from mtunet.data.images import BINARY_MASK_CLASSES, MaskError, lesion_fraction, mask_fractions, prepare_pair
 from mtunet.data.problems import Problems
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
@@ -33,9 +34,7 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
         memory_limit: bytes the decoded examples may take in memory (None: ``store.default_memory_limit()``); more
             are streamed from the TFDS files.
     """
-    import tensorflow_datasets as tfds
-
-    from mtunet.data.builders import left_out, prepare_builder
+    import tensorflow_datasets as tfds  # imported here: it takes seconds, and only a TFDS read needs it
 
     builder = prepare_builder(builder_class, data_dir, config=config, manual_dir=manual_dir)
     channels = builder.info.features["image"].shape[-1] or 3
@@ -67,7 +66,7 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
     skipped = left_out(builder.info) + problems.resolve()
     streamer = None
     if not in_memory:
-        from mtunet.data.stream import tfds_streamer
+        from mtunet.data.stream import tfds_streamer  # imports TensorFlow: only streaming needs it
 
         streamer = tfds_streamer(builder, np.array(read_positions), prepare, image_size)
     class_names = builder.info.features["label"].names

@@ -11,8 +11,8 @@ Examples::
 """
 
 from mtunet.models.assembly import (
-    MIN_CAM_SIDE, MultiTaskModel, build_model, build_model_from_spec, gradcam_layer, load_model, model_heads,
-    model_spec, set_encoder_trainable,
+    MIN_CAM_SIDE, MultiTaskModel, build_model, build_model_from_spec, explained_layers, gradcam_layer, load_model,
+    model_heads, model_spec, set_encoder_trainable,
 )
 from mtunet.models.decoders import DECODERS, DecoderSpec
 from mtunet.models.encoders import ENCODERS, INPUT_SCALINGS, PYRAMID_LEVELS, EncoderSpec, get_encoder
@@ -25,6 +25,6 @@ __all__ = [
     "BINARY_MASK_CLASSES", "DECODERS", "ENCODERS", "HEADS", "INPUT_SCALINGS", "MIN_CAM_SIDE", "PRESETS",
     "PYRAMID_LEVELS", "SKIPS", "TASKS", "DecoderSpec", "EncoderSpec", "Head", "LossSettings", "ModelSpec",
     "MultiTaskModel", "Preset", "SkipSpec", "build_head", "build_model", "build_model_from_spec", "check_input_shape",
-    "get_encoder", "gradcam_layer", "load_model", "make_spec", "mask_head_config", "model_heads", "model_spec",
-    "set_encoder_trainable",
+    "explained_layers", "get_encoder", "gradcam_layer", "load_model", "make_spec", "mask_head_config", "model_heads",
+    "model_spec", "set_encoder_trainable",
 ]

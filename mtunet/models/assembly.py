@@ -2,7 +2,7 @@
 
 import keras
 
-import mtunet.averaging  # noqa: F401  (registers the optimiser a compiled model refers to)
+import mtunet.training.averaging  # noqa: F401  (registers the optimiser a compiled model refers to)
 from mtunet.models.decoders import DECODERS
 from mtunet.models.encoders import PYRAMID_LEVELS, build_encoder, get_encoder
 from mtunet.models.heads import Head, build_head
@@ -186,6 +186,18 @@ def gradcam_layer(model, head_name: str) -> str:
         if side // 2 ** int(level[1:]) >= MIN_CAM_SIDE:
             return "bottleneck" if level == PYRAMID_LEVELS[-1] else pyramid_layer(model, level)
     return "bottleneck"
+
+
+def explained_layers(model) -> list[str]:
+    """The layers of the model that its decoder declares worth showing beside Grad-CAM (``DecoderSpec``'s
+    ``explained_layers``: e.g. the attention coefficients of the Attention U-Net's gates), shallowest stage last."""
+    spec = model_spec(model)
+    if spec.decoder is None:
+        return []
+    names = {layer.name for layer in model.layers}
+    patterns = DECODERS.get(spec.decoder).explained_layers
+    return [name for pattern in patterns for stage in range(1, len(spec.decoder_filters) + 1)
+            if (name := pattern.format(stage=stage)) in names]
 
 
 def pyramid_layer(model, level: str) -> str:

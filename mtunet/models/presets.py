@@ -9,9 +9,9 @@ import dataclasses
 from mtunet.errors import ConfigError
 from mtunet.models.registry import Registry
 from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec
+from mtunet.options import TASKS
 
 PRESETS = Registry("architecture")
-from mtunet.options import TASKS
 BINARY_MASK_CLASSES = ("lesion",)
 
 

@@ -464,7 +464,7 @@ def save_predictions(path, predictions: dict, write=None) -> None:
     """Writes the arrays of ``predictions`` (see ``compute_metrics``) compressed to ``path``, in their own dtypes
     (``mask_classes`` as a string array).
 
-    ``write(path, function)`` writes through a temporary file (``mtunet.training.write_atomically``); default: in
+    ``write(path, function)`` writes through a temporary file (``mtunet.rundir.write_atomically``); default: in
     place.
     """
     def save(target):

@@ -10,13 +10,17 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from mtunet import plots
+from mtunet.data import load_dataset
 from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.splits import SPLIT_NAMES
 from mtunet.errors import ConfigError
-from mtunet.evaluation import PREDICTIONS_FILE, check_empty_rule, compute_metrics, save_predictions
+from mtunet.evaluation import plots
+from mtunet.evaluation.metrics import PREDICTIONS_FILE, check_empty_rule, compute_metrics, save_predictions
+from mtunet.evaluation.report import ReportSection, render_report
+from mtunet.explain.gradcam import gradcam_section
 from mtunet.models import load_model, model_heads
-from mtunet.report import ReportSection, render_report
+from mtunet.rundir import BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE, SPLITS_FILE, write_atomically, write_json
+from mtunet.training.config import load_config
 
 ALL_SPLITS = "all"
 METRICS_FILE, PER_IMAGE_FILE, REPORT_FILE = "metrics.json", "per_image.csv", "report.html"
@@ -28,7 +32,7 @@ class EvaluationContext:
 
     Attributes:
         model: the evaluated Keras model.
-        predictions: the arrays of ``predictions.npz`` (see ``mtunet.evaluation.compute_metrics``).
+        predictions: the arrays of ``predictions.npz`` (see ``mtunet.evaluation.metrics.compute_metrics``).
         metrics: the metrics computed so far.
         batches: ``batches()`` iterates ``(images, {"label", "mask"})`` batches of the evaluated examples, in the
             order of ``predictions["ids"]``.
@@ -54,8 +58,6 @@ def _json_safe(value):
 
 
 def _load_run(run_dir: pathlib.Path, model_path):
-    from mtunet.training import BEST_MODEL_FILE, CONFIG_FILE, load_config
-
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist; expected the folder `mtunet train` wrote")
     options = load_config(run_dir)
@@ -168,8 +170,8 @@ def _gallery(table: pd.DataFrame, predictions, batches, size: int):
     return {name: [case(index) for index in indices] for name, indices in chosen.items()}
 
 
-def _figures(predictions, metrics, dice, gallery) -> dict:
-    """``{name: PNG bytes}`` of the plots that the predictions allow (see ``mtunet.report.FIGURES``)."""
+def _figures(predictions, metrics, dice, gallery, history) -> dict:
+    """``{name: PNG bytes}`` of the plots that the predictions allow (see ``mtunet.evaluation.report.FIGURES``)."""
     figures = {}
     if "label_probabilities" in predictions:
         figures["confusion_matrix"] = plots.confusion_matrix_figure(
@@ -179,12 +181,12 @@ def _figures(predictions, metrics, dice, gallery) -> dict:
     if dice is not None:
         figures["dice_histogram"] = plots.dice_histogram_figure(dice, metrics["empty_mask_rule_description"])
     figures["gallery"] = plots.gallery_figure(gallery, mask_classes=predictions.get("mask_classes"))
+    if history:
+        figures["training_curves"] = plots.training_curves_figure(history)
     return {name: plots.figure_png(figure) for name, figure in figures.items()}
 
 
 def _training_history(run_dir: pathlib.Path) -> list[dict]:
-    from mtunet.training import HISTORY_FILE
-
     path = run_dir / HISTORY_FILE
     if not path.is_file() or path.stat().st_size == 0:
         return []
@@ -205,23 +207,20 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
             with the run's seed.
         threshold: mask probability above which a pixel is lesion.
         empty: ``"one"`` or ``"skip"``: images whose true and predicted masks are both empty count as Dice 1, or
-            are left out (``mtunet.evaluation.EMPTY_MASK_RULES``).
+            are left out (``mtunet.evaluation.metrics.EMPTY_MASK_RULES``).
         output_dir: default ``RUN_DIR/evaluation/<split>``, or ``RUN_DIR/evaluation/<dataset>[-<data dir
             name>]/<split>`` for another dataset.
         batch_size: images predicted at once.
         bootstrap_resamples, seed: of the 95% bootstrap intervals.
         gallery_size: cases in each of the best and worst rows of the gallery.
         sections: functions ``(EvaluationContext) -> ReportSection`` adding sections to metrics.json and
-            report.html; default: Grad-CAM's localisation scores (``mtunet.gradcam.gradcam_section``, key
+            report.html; default: Grad-CAM's localisation scores (``mtunet.explain.gradcam.gradcam_section``, key
             ``"gradcam"``); ``()`` for none.
 
     Files written to the output folder: ``predictions.npz`` (``mtunet.metrics_from_predictions`` recomputes the
     metrics from it), ``per_image.csv``, ``confusion_matrix.png``, ``roc.png``, ``dice_histogram.png``,
     ``training_curves.png``, ``gallery.png``, ``metrics.json`` and, last, ``report.html``.
     """
-    from mtunet.data import load_dataset
-    from mtunet.training import SPLITS_FILE, plot_curves, write_atomically, write_json
-
     check_empty_rule(empty)
     if not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold {threshold}: expected a probability in [0, 1]")
@@ -272,18 +271,14 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     table = _per_image_table(predictions, dice, iou)
     write_atomically(output_dir / PER_IMAGE_FILE, lambda temporary: table.to_csv(temporary, index=False))
 
-    pngs = _figures(predictions, metrics, dice, _gallery(table, predictions, batches(), gallery_size))
+    pngs = _figures(predictions, metrics, dice, _gallery(table, predictions, batches(), gallery_size),
+                    _training_history(run_dir))
     for name, png in pngs.items():
-        write_atomically(output_dir / f"{name}.png", lambda temporary, png=png: pathlib.Path(temporary).write_bytes(png))
-    history = _training_history(run_dir)
-    if history:
-        plot_curves(history, output_dir / "training_curves.png")
-        pngs["training_curves"] = (output_dir / "training_curves.png").read_bytes()
+        write_atomically(output_dir / f"{name}.png",
+                         lambda temporary, png=png: pathlib.Path(temporary).write_bytes(png))
 
     built = []
     if sections is None:
-        from mtunet.gradcam import gradcam_section
-
         sections = (gradcam_section,)
     for build in sections:
         section = build(EvaluationContext(model, predictions, metrics, batches, output_dir))

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtunet.errors import ConfigError
+from mtunet.evaluation.report import ReportSection
 from mtunet.models import gradcam_layer, model_heads
 
 @dataclasses.dataclass
@@ -290,8 +291,6 @@ def gradcam_section(context, *, layer: str = "auto", head: str | None = None):
     ``evaluate_run(run_dir, sections=[gradcam_section])``. ``head`` None: the class head, or the mask head of a
     segmentation-only model. The heatmaps explain each image's predicted class.
     """
-    from mtunet.report import ReportSection
-
     if head is None:
         heads = model_heads(context.model)
         classifiers = [name for name, explained in heads.items() if explained.type == "classification"]

@@ -180,7 +180,7 @@ def render_report(*, metrics: dict, run: dict, config: dict, figures: dict, sect
     """The HTML of ``report.html``.
 
     Args:
-        metrics: the content of ``metrics.json`` (``mtunet.evaluation.compute_metrics`` plus run facts).
+        metrics: the content of ``metrics.json`` (``mtunet.evaluation.metrics.compute_metrics`` plus run facts).
         run: facts shown at the top, ``{label: value}`` (run directory, model, dataset, split, ...).
         config: the run's ``config.json`` (its ``options`` and ``versions`` are tabulated).
         figures: ``{name: PNG bytes}`` with names from ``FIGURES``.

@@ -1,17 +1,21 @@
-"""Figures of an evaluation: confusion matrix, ROC curves, Dice histogram and the best/worst gallery.
+"""Figures of an evaluation: confusion matrix, ROC curves, Dice histogram, the best/worst gallery and the training
+curves.
 
 Each function returns a ``matplotlib.figure.Figure`` made without pyplot (no global state, no display needed);
-``figure_png`` turns it into PNG bytes for a file or the HTML report. ``class_map_overlay`` colours a multi-class
-mask over its image.
+``figure_png`` turns it into PNG bytes for a file or the HTML report, ``save_png`` into a file;
+``training_curves_figure`` plots history.csv; ``class_map_overlay`` colours a multi-class mask over its image.
 """
 
 import io
+import pathlib
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+from mtunet.rundir import write_atomically
 
 TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
 
@@ -21,6 +25,11 @@ def figure_png(figure: Figure, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def save_png(figure: Figure, path) -> None:
+    """Writes the figure to ``path`` as a PNG, atomically."""
+    write_atomically(path, lambda temporary: pathlib.Path(temporary).write_bytes(figure_png(figure)))
 
 
 def confusion_matrix_figure(counts, normalized, class_names) -> Figure:
@@ -184,4 +193,19 @@ def _class_map_gallery(rows: dict, mask_classes: list) -> Figure:
     figure.text(0.5, 0.005, "fill: prediction; solid outline: ground truth, in the colour of its class",
                 ha="center", fontsize=9)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
+    return figure
+
+
+def training_curves_figure(history: list[dict]) -> Figure:
+    """Loss, accuracy and Dice per epoch, training and validation, from the rows of history.csv."""
+    panels = [(name, title) for name, title in [("loss", "loss"), ("label_accuracy", "accuracy"),
+                                                ("mask_dice", "Dice")] if history and name in history[0]]
+    figure = Figure(figsize=(4.5 * len(panels), 3.5))
+    epochs = [row["epoch"] + 1 for row in history]
+    for axis, (name, title) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        axis.plot(epochs, [row[name] for row in history], marker="o", label="training")
+        axis.plot(epochs, [row[f"val_{name}"] for row in history], marker="o", label="validation")
+        axis.set(title=title, xlabel="epoch")
+        axis.legend()
+    figure.tight_layout()
     return figure

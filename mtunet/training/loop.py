@@ -1,8 +1,8 @@
-"""Training: the paper's 5:1 class-balanced multi-task recipe, single-task baselines, resumable run directories."""
+"""The training loop: the paper's 5:1 class-balanced multi-task recipe, single-task baselines, resumable run
+directories."""
 
 import csv
 import dataclasses
-import datetime
 import hashlib
 import json
 import logging
@@ -15,25 +15,24 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from mtunet.averaging import AveragingAdam, SwapInAveragedWeights
-from mtunet.batchnorm import PreciseBatchNorm
-from mtunet.distribute import is_chief, select_strategy
+from mtunet.data import load_dataset
 from mtunet.errors import ConfigError, MtunetError
-from mtunet.models import (
-    DECODERS, PRESETS, SKIPS, TASKS, LossSettings, ModelSpec, build_model_from_spec, check_input_shape, make_spec,
-    model_heads, set_encoder_trainable,
-)
-from mtunet.options import CLASS_WEIGHTS, FLIP_MODES, SEGMENTATION_LOSSES, STRATEGIES
+from mtunet.evaluation.plots import save_png, training_curves_figure
+from mtunet.models import LossSettings, ModelSpec, build_model_from_spec, make_spec, model_heads, set_encoder_trainable
 from mtunet.rundir import (
-    BACKUP_DIR, BACKUP_METADATA, BEST_MODEL_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, LOG_DIR, SPLITS_FILE,
-    SUMMARY_FILE, versions, write_atomically, write_json,
+    BACKUP_DIR, BEST_MODEL_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, LOG_DIR, SPLITS_FILE, SUMMARY_FILE, versions,
+    write_atomically, write_json,
 )
+from mtunet.training.averaging import AveragingAdam, SwapInAveragedWeights
+from mtunet.training.batchnorm import PreciseBatchNorm
+from mtunet.training.callbacks import (
+    BestModelCheckpoint, EpochBackup, ResumableEarlyStopping, ResumableReduceLROnPlateau, StopOnNonFiniteLoss,
+    read_backup, restore_backup,
+)
+from mtunet.training.config import TrainConfig, load_config
+from mtunet.training.distribute import is_chief, select_strategy
 
 logger = logging.getLogger(__name__)
-
-# Adam at the paper's fixed 1e-3 leaves the validation loss of a from-scratch model swinging from epoch to epoch,
-# so early stopping keeps an early epoch; halving the rate when the validation loss stalls settles it.
-LR_REDUCTION_FACTOR, MIN_LR_FRACTION = 0.5, 0.01
 
 
 class TrainingDivergedError(MtunetError):
@@ -44,104 +43,6 @@ class TrainingInterrupted(MtunetError):
     """Training was stopped with Ctrl-C after the last finished epoch was saved."""
 
     exit_code = 130  # the shell's status of a process ended by SIGINT
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every option of a training run; the defaults reproduce the paper.
-
-    The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder`` and ``skip`` instead of the
-    preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
-
-    ``loss_weights`` is ``(segmentation, classification)``; ``output_dir`` is the run directory itself (default
-    ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
-    K-fold split out as the test split; ``split_seed`` seeds the split (None: ``seed``), so that runs trained with
-    different seeds can share their splits.
-    """
-
-    architecture: str = "unet"
-    encoder: str = "mobilenetv2"
-    decoder: str | None = None
-    skip: str | None = None
-    weights: str | None = "imagenet"
-    freeze_encoder: bool = False
-    unfreeze_after: int | None = None
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    image_size: int = 224
-    batch_size: int = 32
-    epochs: int = 50
-    learning_rate: float = 1e-3
-    loss_weights: tuple[float, float] = (5.0, 1.0)
-    seg_loss: str = "bce"
-    class_weights: str = "balanced"
-    label_smoothing: float = 0.0
-    task: str = "multi"
-    skip_connections: bool = True
-    augment: bool = True
-    flip: str = "horizontal"
-    patience: int = 10
-    reduce_lr_patience: int = 3
-    seed: int = 0
-    split_seed: int | None = None
-    fold: int | None = None
-    num_folds: int | None = None
-    deterministic: bool = False
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    precise_bn: bool = True
-    ema_momentum: float = 0.0
-    strategy: str = "auto"
-    output_dir: str | None = None
-    skip_bad_files: bool = False
-
-    def validate(self):
-        """Raises ``ConfigError`` naming the first invalid option or combination."""
-        check_input_shape((self.image_size, self.image_size, 3))
-        seg_weight, cls_weight = self.loss_weights
-        if seg_weight < 0 or cls_weight < 0 or seg_weight + cls_weight == 0:
-            raise ConfigError(f"--loss-weights {seg_weight:g}:{cls_weight:g}: weights must be non-negative and not "
-                              "both zero")
-        choices = {"architecture": (self.architecture, PRESETS), "task": (self.task, TASKS),
-                   "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES),
-                   "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
-                   "flip": (self.flip, FLIP_MODES)}
-        for option, (value, valid) in choices.items():
-            if value not in valid:
-                raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
-        overrides = {"decoder": (self.decoder, DECODERS), "skip": (self.skip, SKIPS)}
-        for option, (value, valid) in overrides.items():
-            if value is not None and value not in valid:
-                raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
-        if self.reduce_lr_patience < 0:
-            raise ConfigError(f"--reduce-lr-patience {self.reduce_lr_patience}: expected 0 (constant learning rate) "
-                              "or a positive number of epochs")
-        if self.batch_size < 1 or self.epochs < 1 or self.learning_rate <= 0:
-            raise ConfigError("--batch-size, --epochs and --learning-rate must be positive")
-        if not 0.0 <= self.ema_momentum < 1.0:
-            raise ConfigError(f"--ema-momentum {self.ema_momentum}: expected a value in [0, 1) (0: no averaging)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"--label-smoothing {self.label_smoothing}: expected a value in [0, 1)")
-        if self.unfreeze_after is not None and not 0 < self.unfreeze_after < self.epochs:
-            raise ConfigError(f"--unfreeze-after {self.unfreeze_after}: expected an epoch between 1 and "
-                              f"{self.epochs - 1} (--epochs {self.epochs})")
-
-    @classmethod
-    def from_options(cls, options: dict) -> "TrainConfig":
-        """A config from options as stored in JSON (``loss_weights`` may be a list); ``ConfigError`` names unknown
-        options."""
-        fields = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - fields)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
-        options = dict(options)
-        if "loss_weights" in options:
-            options["loss_weights"] = tuple(options["loss_weights"])
-        return cls(**options)
-
-    def default_output_dir(self) -> pathlib.Path:
-        dataset = self.dataset.replace("/", "-")  # a builder config, e.g. isic2018/task1_512
-        return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{dataset}"
 
 
 @dataclasses.dataclass
@@ -157,146 +58,6 @@ class Run:
     @property
     def best_model_path(self) -> pathlib.Path:
         return self.directory / BEST_MODEL_FILE
-
-
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Saves the model whenever the validation loss improves, atomically.
-
-    Keras's ModelCheckpoint writes the ``.keras`` file in place, so a kill during the write would leave a corrupt
-    ``best.keras``; this writes a temporary file and renames it.
-    """
-
-    def __init__(self, path, best=math.inf, monitor="val_loss"):
-        super().__init__()
-        self.path, self.best, self.monitor = pathlib.Path(path), best, monitor
-        self.best_epoch = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value) or value >= self.best:
-            return
-        self.best, self.best_epoch = value, epoch + 1
-        write_atomically(self.path, self.model.save)
-
-
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first batch whose loss is NaN or infinite and remembers the epoch (1-based)."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch, self.failed_epoch = 0, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.failed_epoch = self.epoch + 1
-            self.model.stop_training = True
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Early stopping on the validation loss, best weights restored at the end, that a resumed run continues.
-
-    Keras's EarlyStopping starts afresh at every ``fit``: a resumed run would forget how many epochs it has waited,
-    its best validation loss and its best weights. ``restored`` (``state()`` plus ``"best_weights"``, a list of
-    arrays as ``model.get_weights()`` returns) is taken up when training begins.
-    """
-
-    STATE = ("wait", "best", "best_epoch")
-
-    def __init__(self, patience, restored=None):
-        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
-        self.restored = restored
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.restored is not None:
-            self.wait, self.best, self.best_epoch = (self.restored[name] for name in self.STATE)
-            self.best_weights = self.restored["best_weights"]
-
-    def state(self) -> dict:
-        """The counters to restore, as JSON values."""
-        return {"wait": int(self.wait), "best": None if self.best is None else float(self.best),
-                "best_epoch": int(self.best_epoch)}
-
-
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """Halves the learning rate after ``patience`` epochs without a better validation loss; a resumed run continues
-    its count (Keras's callback starts afresh at every ``fit``; the rate itself is restored with the optimizer)."""
-
-    STATE = ("wait", "best", "cooldown_counter")
-
-    def __init__(self, patience, learning_rate, restored=None):
-        super().__init__(monitor="val_loss", factor=LR_REDUCTION_FACTOR, patience=patience,
-                         min_lr=learning_rate * MIN_LR_FRACTION)
-        self.restored = restored
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.restored is not None:
-            self.wait, self.best, self.cooldown_counter = (self.restored[name] for name in self.STATE)
-
-    def state(self) -> dict:
-        """The counters to restore, as JSON values."""
-        return {"wait": int(self.wait), "best": None if self.best is None else float(self.best),
-                "cooldown_counter": int(self.cooldown_counter)}
-
-
-class EpochBackup(keras.callbacks.Callback):
-    """After every finished epoch, saves what resuming needs: model and optimizer weights, the number of finished
-    epochs, whether early stopping ended the phase, the early-stopping state and its best weights.
-
-    Written by hand because keras.callbacks.BackupAndRestore overwrites its weights file in place (a kill during the
-    write leaves no usable backup) and keeps no callback state. Here each epoch's weights go to a new file, written
-    atomically; ``training_metadata.json``, replaced atomically after them, is the commit point naming the files it
-    needs, and older files are removed only then. An epoch whose loss is not finite is not saved.
-    """
-
-    def __init__(self, directory, early_stopping: ResumableEarlyStopping,
-                 reduce_lr: ResumableReduceLROnPlateau | None = None):
-        super().__init__()
-        self.directory, self.early_stopping, self.reduce_lr = pathlib.Path(directory), early_stopping, reduce_lr
-
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        weights = f"epoch{epoch + 1}.weights.h5"
-        write_atomically(self.directory / weights, self.model.save_weights)
-        best_weights = f"epoch{self.early_stopping.best_epoch + 1}.weights.h5"
-        write_json(self.directory / BACKUP_METADATA, {
-            "epoch": epoch + 1, "stopped_early": bool(self.model.stop_training), "weights": weights,
-            "best_weights": best_weights, "early_stopping": self.early_stopping.state(),
-            "reduce_lr": None if self.reduce_lr is None else self.reduce_lr.state()})
-        for path in self.directory.glob("*.weights.h5"):
-            if path.name not in (weights, best_weights):
-                path.unlink()
-
-
-def read_backup(directory) -> dict | None:
-    """The metadata of the last epoch ``EpochBackup`` saved in ``directory``, or None if it saved none."""
-    path = pathlib.Path(directory) / BACKUP_METADATA
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def restore_backup(model, directory) -> dict | None:
-    """Loads the weights (and optimizer state) of the last epoch saved in ``directory`` into the compiled ``model``.
-
-    Returns the early-stopping state to give ``ResumableEarlyStopping`` (with its best weights, and under
-    ``"reduce_lr"`` the state of ``ResumableReduceLROnPlateau``), or None if the directory holds no backup.
-    """
-    backup = read_backup(directory)
-    if backup is None:
-        return None
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(pathlib.Path(directory) / backup["best_weights"])
-    best_weights = model.get_weights()
-    model.load_weights(pathlib.Path(directory) / backup["weights"])
-    return {**backup["early_stopping"], "best_weights": best_weights, "reduce_lr": backup.get("reduce_lr")}
 
 
 def compile_model(model, config, class_weights):
@@ -344,27 +105,6 @@ def _truncate_history(path, epochs):
         write_atomically(path, write)
 
 
-def plot_curves(history: list[dict], path):
-    """Writes loss, accuracy and Dice per epoch, training and validation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(name, title) for name, title in [("loss", "loss"), ("label_accuracy", "accuracy"),
-                                                ("mask_dice", "Dice")] if history and name in history[0]]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
-    epochs = [row["epoch"] + 1 for row in history]
-    for axis, (name, title) in zip(axes[0], panels):
-        axis.plot(epochs, [row[name] for row in history], marker="o", label="training")
-        axis.plot(epochs, [row[f"val_{name}"] for row in history], marker="o", label="validation")
-        axis.set(title=title, xlabel="epoch")
-        axis.legend()
-    figure.tight_layout()
-    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
-    plt.close(figure)
-
-
 def data_fingerprint(data) -> str:
     """SHA-256 over every split's example ids and labels: the same data gives the same fingerprint."""
     digest = hashlib.sha256()
@@ -383,14 +123,6 @@ def model_spec_for(config: TrainConfig, info) -> ModelSpec:
     return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
                      input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
                      mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections)
-
-
-def load_config(run_dir) -> TrainConfig:
-    """Reads the options of the run in ``run_dir``."""
-    path = pathlib.Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} not found")
-    return TrainConfig.from_options(json.loads(path.read_text())["options"])
 
 
 def _start_or_resume(config, resume, options) -> tuple[TrainConfig, pathlib.Path]:
@@ -572,8 +304,6 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
         TrainingInterrupted: on Ctrl-C; every finished epoch is saved and ``resume`` continues.
         TrainingDivergedError: when the loss becomes NaN or infinite.
     """
-    from mtunet.data import load_dataset
-
     config, run_dir = _start_or_resume(config, resume, options)
     strategy = _set_up_tensorflow(config)
     splits_path = run_dir / SPLITS_FILE
@@ -618,7 +348,7 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
         best = min(history, key=lambda row: row["val_loss"])
         run = Run(run_dir, config, history, best["epoch"] + 1,
                   {key[4:]: value for key, value in best.items() if key.startswith("val_")})
-        plot_curves(history, work_dir / CURVES_FILE)
+        save_png(training_curves_figure(history), work_dir / CURVES_FILE)
         write_json(work_dir / SUMMARY_FILE, {"best_epoch": run.best_epoch, "best_validation_metrics": run.best_metrics,
                                               "epochs_trained": len(history), "stopped_early": stopped_early})
     finally:

@@ -18,12 +18,18 @@ import subprocess
 import sys
 import tempfile
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from mtunet.data.images import letterbox
+from mtunet.data.synthetic import synthetic_examples
+from mtunet.deploy.folding import fold_batchnorm
+from mtunet.deploy.serving import MODEL_INFO_FILE, TrainedModel, build_serving_functions, load_trained_model, to_numpy
 from mtunet.errors import ConfigError, ExportError
+from mtunet.evaluation.metrics import overlap_per_image
 from mtunet.options import EXPORT_FORMATS
 from mtunet.rundir import versions
-from mtunet.serving import MODEL_INFO_FILE, TrainedModel, build_serving_functions, load_trained_model, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,6 @@ class ExportResult:
 def sample_images(trained: TrainedModel, count: int = 2) -> np.ndarray:
     """``count`` synthetic ultrasound-like images, ``uint8`` ``(count, 128, 100, channels)``: neither square nor of
     the model's input size, so that comparing on them also exercises the in-graph padding and resizing."""
-    from mtunet.data.synthetic import synthetic_examples
-
     examples = synthetic_examples(num_patients=count, seed=0)
     images = [next(examples)["image"][:, 14:114] for _ in range(count)]
     return np.repeat(np.stack(images), trained.channels, axis=3)
@@ -114,11 +118,6 @@ def reload_in_fresh_process(export_dir, images: np.ndarray) -> dict:
 
 def _write_saved_model(trained: TrainedModel, directory: pathlib.Path) -> dict:
     """Writes the SavedModel with both signatures into ``directory``, checks it and returns the check's figures."""
-    import keras
-    import tensorflow as tf
-
-    from mtunet.batchnorm import fold_batchnorm
-
     folded_model, folded = fold_batchnorm(trained.model)
     served = dataclasses.replace(trained, model=folded_model)
     archive = keras.export.ExportArchive()
@@ -148,7 +147,6 @@ def check_agreement(reference: dict, reloaded: dict) -> dict:
 
 
 def _convert_tflite(saved_model_dir, variant: str) -> bytes:
-    import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     if variant != "float32":
@@ -160,7 +158,6 @@ def _convert_tflite(saved_model_dir, variant: str) -> bytes:
 
 def _run_tflite(content: bytes, images: np.ndarray) -> dict:
     """``{"label": ..., "mask": ...}`` of a TFLite model on ``images``, one image at a time."""
-    import tensorflow as tf
 
     runner = tf.lite.Interpreter(model_content=content).get_signature_runner()
     outputs = [runner(images=image[None]) for image in images]
@@ -169,11 +166,6 @@ def _run_tflite(content: bytes, images: np.ndarray) -> dict:
 
 def _write_tflite(trained: TrainedModel, directory: pathlib.Path, variants) -> dict:
     """Writes ``model_<variant>.tflite`` files into ``directory`` and returns their size and agreement figures."""
-    import keras
-    import tensorflow as tf
-
-    from mtunet.data.images import letterbox
-    from mtunet.evaluation import overlap_per_image
 
     size, channels = trained.image_size, trained.channels
     images = np.stack([letterbox(image, size, nearest=False) for image in sample_images(trained, 4)])
@@ -230,8 +222,8 @@ def export_model(model_or_run, output_dir, *, version: int = 1, format: str = "s
         output_dir: the model base folder TF Serving is pointed at; created if missing.
         version: the version folder's number; refused if it exists.
         format: ``"saved_model"``: a SavedModel with the signatures ``serving_default`` and ``predict_encoded``
-            (see ``mtunet.serving``), every BatchNormalization that follows a convolution folded into it
-            (``mtunet.batchnorm.fold_batchnorm``); reloaded in a fresh process and compared with the Keras model,
+            (see ``mtunet.deploy.serving``), every BatchNormalization that follows a convolution folded into it
+            (``mtunet.deploy.folding.fold_batchnorm``); reloaded in a fresh process and compared with the Keras model,
             raising ``ExportError`` on a difference of ``TOLERANCE`` or more. ``"tflite"``: one ``.tflite`` file per
             variant in ``tflite_variants`` (``"float32"``, ``"float16"``, ``"dynamic_range"``), each compared with
             the Keras model (size, largest difference, same class, mask Dice).

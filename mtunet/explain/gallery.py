@@ -14,12 +14,18 @@ import re
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure
 
+from mtunet.data import SPLIT_NAMES, load_dataset
 from mtunet.data.images import expand_channels, letterbox
+from mtunet.deploy.predict import list_images, read_image_file
+from mtunet.deploy.serving import load_trained_model
 from mtunet.errors import ConfigError, DataError
-from mtunet.gradcam import GradCam, mass_in_lesion, pointing_game
+from mtunet.explain.decoder_maps import DecoderMaps
+from mtunet.explain.gradcam import GradCam, mass_in_lesion, pointing_game
 from mtunet.models import model_heads
-from mtunet.rundir import write_atomically
+from mtunet.rundir import SPLITS_FILE, write_atomically
+from mtunet.training.config import load_config
 
 GALLERY_DIR = "gradcam"
 INDEX_FILE = "index.html"
@@ -47,8 +53,6 @@ def prepare_image(image: np.ndarray, image_size: int, channels: int) -> np.ndarr
 def read_image_files(inputs, image_size: int, channels: int) -> tuple[list[Example], list[tuple[str, str]]]:
     """``(examples, skipped)``: the readable image files of ``inputs`` (files, or folders of images), prepared for the
     model; ``(file, reason)`` for the rest."""
-    from mtunet.predict import list_images, read_image_file
-
     examples, skipped = [], []
     for path in list_images(inputs):
         image, reason = read_image_file(path)
@@ -61,9 +65,6 @@ def read_image_files(inputs, image_size: int, channels: int) -> tuple[list[Examp
 
 def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[Example]:
     """The first ``num_images`` examples of ``split`` of the run's dataset (its splits.json), masks and labels too."""
-    from mtunet.data import load_dataset
-    from mtunet.training import SPLITS_FILE, load_config
-
     config = load_config(run_dir)
     data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=config.seed,
                         splits_path=run_dir / SPLITS_FILE)
@@ -105,6 +106,7 @@ class Gallery:
         self.examples, self.skipped, self.output_dir = examples, skipped, pathlib.Path(output_dir)
         self.class_names, self.source, self.head = class_names, source, head
         self.cam = GradCam(model, layer=layer, head=head)
+        self.decoder_maps = DecoderMaps(model)
         if self.cam.kind == "classification":
             self.target_class = _target_index(target_class, class_names)
         elif self.cam.kind == "multiclass_mask":
@@ -122,26 +124,21 @@ class Gallery:
         ``progress``: called with 1 after each image. Returns ``index`` (path of index.html), ``images`` (PNG paths)
         and, when the true masks are known, ``mass_in_lesion`` and ``pointing_game_hit_rate`` over them.
         """
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         self.output_dir.mkdir(parents=True, exist_ok=True)
         index_path = self.output_dir / INDEX_FILE
         index_path.unlink(missing_ok=True)
         entries = []
         for start in range(0, len(self.examples), batch_size):
             batch = self.examples[start:start + batch_size]
-            result = self.cam(np.stack([example.image for example in batch]).astype(np.float32),
-                              target_class=self.target_class)
+            images = np.stack([example.image for example in batch]).astype(np.float32)
+            result = self.cam(images, target_class=self.target_class)
+            maps = self.decoder_maps(images)
             for offset, example in enumerate(batch):
                 entry = self._describe(example, result, offset)
                 entry["file"] = _file_name(start + offset, example.id)
-                figure = self._figure(example, result, offset, entry)
+                figure = self._figure(example, result, offset, entry, maps)
                 write_atomically(self.output_dir / entry["file"],
                                  lambda temporary: figure.savefig(temporary, format="png", dpi=100))
-                plt.close(figure)
                 entries.append(entry)
                 if progress is not None:
                     progress(1)
@@ -175,15 +172,16 @@ class Gallery:
             entry["pointing_game"] = float(pointing_game(heatmap, mask)[0])
         return entry
 
-    def _figure(self, example, result, offset, entry):
-        """The image with the true lesion (green), and the heatmap over it with the predicted mask (yellow)."""
-        import matplotlib.pyplot as plt
-
+    def _figure(self, example, result, offset, entry, maps):
+        """The image with the true lesion (green), and the heatmap over it with the predicted mask (yellow); below,
+        the decoder's explained maps (attention coefficients, 0 to 1) where it has any."""
         image = example.image.astype(np.uint8)
         image = image[..., 0] if image.shape[2] == 1 else image
         heatmap = result.heatmaps[offset]
         heatmap = heatmap / heatmap.max() if heatmap.max() > 0 else heatmap
-        figure, (left, right) = plt.subplots(1, 2, figsize=(8, 4.8), layout="constrained")
+        figure = Figure(figsize=(8, 7.2 if maps else 4.8), layout="constrained")
+        top, bottom = figure.subfigures(2, 1, height_ratios=(2, 1)) if maps else (figure, None)
+        left, right = top.subplots(1, 2)
         for axis in (left, right):
             axis.imshow(image, cmap="gray", vmin=0, vmax=255)
             axis.set_axis_off()
@@ -197,6 +195,14 @@ class Gallery:
                 axis.contour(example.mask, levels=[0.5], colors="lime", linewidths=1.2, linestyles="dashed")
         left.set_title("image" + (" (true lesion: green)" if example.mask is not None else ""), fontsize=9)
         right.set_title(f"{entry['explained']}\n{', '.join(outlines)}", fontsize=9)
+        if maps:
+            axes = np.atleast_1d(bottom.subplots(1, len(maps)))
+            for axis, (name, decoder_map) in zip(axes, maps.items()):
+                axis.imshow(image, cmap="gray", vmin=0, vmax=255)
+                shown = axis.imshow(decoder_map.values[offset], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                axis.set_title(f"{name.removeprefix('decoder_')}\n(stride {decoder_map.stride})", fontsize=8)
+                axis.set_axis_off()
+            bottom.colorbar(shown, ax=list(axes), shrink=0.8, label="attention coefficient")
         figure.suptitle(_caption(entry), fontsize=11)
         return figure
 
@@ -217,6 +223,9 @@ class Gallery:
         if "pointing_game_hit_rate" in summary:
             facts.append(f"Grad-CAM mass inside the true lesion (mean): {summary['mass_in_lesion']:.3f}; "
                          f"pointing game hit rate: {summary['pointing_game_hit_rate']:.3f}")
+        if self.decoder_maps.layers:
+            facts.append(f"bottom row: {', '.join(self.decoder_maps.layers)}, the attention coefficients of the "
+                         "decoder's gates from 0 (skip removed) to 1 (skip kept), deepest stage first")
         facts += [f"skipped {file}: {reason}" for file, reason in self.skipped]
         figures = "\n".join(
             f'<figure><img src="{html.escape(entry["file"])}" alt="{html.escape(entry["id"])}">'
@@ -252,14 +261,12 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
         num_images: at most this many images (default: every file given, or 16 of a split).
         target_class: ``"predicted"``, a class name or a class index (of the class head, or a mask class of a
             multi-class mask).
-        layer, head: as for ``mtunet.gradcam.GradCam``.
+        layer, head: as for ``mtunet.explain.gradcam.GradCam``.
 
     Raises:
         ConfigError: no such run or model, a split without a run, an unknown class, layer or head.
         DataError: none of the image files could be read.
     """
-    from mtunet.serving import load_trained_model
-
     if num_images is not None and num_images < 1:
         raise ConfigError(f"--num-images {num_images}: expected a positive number")
     trained = load_trained_model(run_or_model)
@@ -274,8 +281,6 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
                             + "; ".join(f"{file}: {reason}" for file, reason in skipped))
         source = f"{trained.info['source']}, {len(examples)} image file(s)"
     else:
-        from mtunet.data import SPLIT_NAMES
-
         if split not in SPLIT_NAMES:
             raise ConfigError(f"--split {split!r}: expected one of: {', '.join(SPLIT_NAMES)}")
         examples, skipped = _split_examples(run_dir, split, num_images or DEFAULT_SPLIT_IMAGES), []

@@ -3,7 +3,8 @@
 Images are read as for training (``mtunet.data.images``: any bit depth stretched to 8 bits, colour with equal
 channels as grayscale, alpha dropped) and predicted through the model's ``serving_default`` function, which
 letterboxes them in the graph and returns the mask at each image's own size; a ``.keras`` model or run directory is
-wrapped in the same function as an export (``mtunet.serving``), so every kind of model gives the same predictions.
+wrapped in the same function as an export (``mtunet.deploy.serving``), so every kind of model gives the same
+predictions.
 """
 
 import dataclasses
@@ -14,15 +15,18 @@ import pathlib
 import cv2
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from mtunet.data.folder import IMAGE_SUFFIXES
 from mtunet.data.images import (
     BINARY_MASK_CLASSES, expand_channels, has_unsupported_layout, read_image, to_rgb_or_gray, to_uint8,
 )
+from mtunet.deploy.serving import (
+    SAVED_MODEL_FILE, build_serving_functions, load_trained_model, read_model_info, to_numpy,
+)
 from mtunet.errors import ConfigError
-from mtunet.plots import class_map_overlay
+from mtunet.evaluation.plots import class_map_overlay
 from mtunet.rundir import write_atomically
-from mtunet.serving import SAVED_MODEL_FILE, build_serving_functions, load_trained_model, read_model_info, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ OVERLAY_OPACITY = 0.35
 @dataclasses.dataclass
 class Predictor:
     """A model ready to predict: ``serve(images)`` takes ``uint8`` ``(B, H, W, C)`` images of one size and returns
-    the serving outputs as numpy arrays (see ``mtunet.serving``).
+    the serving outputs as numpy arrays (see ``mtunet.deploy.serving``).
 
     Attributes:
         serve: the function.
@@ -77,14 +81,10 @@ def _saved_model_dir(path: pathlib.Path) -> pathlib.Path | None:
 
 
 def _call_signature(loaded, images):
-    import tensorflow as tf
-
     return to_numpy(loaded.signatures["serving_default"](images=tf.constant(images)))
 
 
 def _call_function(function, images):
-    import tensorflow as tf
-
     return to_numpy(function(tf.constant(images)))
 
 
@@ -96,8 +96,6 @@ def load_predictor(model_or_export) -> Predictor:
         raise ConfigError(f"{path} not found: expected a .keras model, a run directory or an exported SavedModel")
     saved_model = _saved_model_dir(path) if path.is_dir() else None
     if saved_model is not None:
-        import tensorflow as tf
-
         info = read_model_info(saved_model)
         # the closure keeps the loaded object, whose variables the signature reads, alive
         serve = functools.partial(_call_signature, tf.saved_model.load(str(saved_model)))

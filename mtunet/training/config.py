@@ -1,0 +1,122 @@
+"""The options of a training run (``TrainConfig``) and reading them back from a run directory.
+
+This module imports neither Keras nor TensorFlow, so that the CLI builds its options from these fields and
+``mtunet --help`` stays instant; ``TrainConfig.validate`` reads the model registries, which import Keras.
+"""
+
+import dataclasses
+import datetime
+import json
+import pathlib
+
+from mtunet.errors import ConfigError
+from mtunet.options import CLASS_WEIGHTS, FLIP_MODES, SEGMENTATION_LOSSES, STRATEGIES, TASKS
+from mtunet.rundir import CONFIG_FILE
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every option of a training run; the defaults reproduce the paper.
+
+    The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder`` and ``skip`` instead of the
+    preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
+
+    ``loss_weights`` is ``(segmentation, classification)``; ``output_dir`` is the run directory itself (default
+    ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
+    K-fold split out as the test split; ``split_seed`` seeds the split (None: ``seed``), so that runs trained with
+    different seeds can share their splits.
+    """
+
+    architecture: str = "unet"
+    encoder: str = "mobilenetv2"
+    decoder: str | None = None
+    skip: str | None = None
+    weights: str | None = "imagenet"
+    freeze_encoder: bool = False
+    unfreeze_after: int | None = None
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    image_size: int = 224
+    batch_size: int = 32
+    epochs: int = 50
+    learning_rate: float = 1e-3
+    loss_weights: tuple[float, float] = (5.0, 1.0)
+    seg_loss: str = "bce"
+    class_weights: str = "balanced"
+    label_smoothing: float = 0.0
+    task: str = "multi"
+    skip_connections: bool = True
+    augment: bool = True
+    flip: str = "horizontal"
+    patience: int = 10
+    reduce_lr_patience: int = 3
+    seed: int = 0
+    split_seed: int | None = None
+    fold: int | None = None
+    num_folds: int | None = None
+    deterministic: bool = False
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    precise_bn: bool = True
+    ema_momentum: float = 0.0
+    strategy: str = "auto"
+    output_dir: str | None = None
+    skip_bad_files: bool = False
+
+    def validate(self):
+        """Raises ``ConfigError`` naming the first invalid option or combination."""
+        from mtunet.models import DECODERS, PRESETS, SKIPS, check_input_shape  # Keras: see the docstring
+
+        check_input_shape((self.image_size, self.image_size, 3))
+        seg_weight, cls_weight = self.loss_weights
+        if seg_weight < 0 or cls_weight < 0 or seg_weight + cls_weight == 0:
+            raise ConfigError(f"--loss-weights {seg_weight:g}:{cls_weight:g}: weights must be non-negative and not "
+                              "both zero")
+        choices = {"architecture": (self.architecture, PRESETS), "task": (self.task, TASKS),
+                   "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES),
+                   "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
+                   "flip": (self.flip, FLIP_MODES)}
+        for option, (value, valid) in choices.items():
+            if value not in valid:
+                raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
+        overrides = {"decoder": (self.decoder, DECODERS), "skip": (self.skip, SKIPS)}
+        for option, (value, valid) in overrides.items():
+            if value is not None and value not in valid:
+                raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
+        if self.reduce_lr_patience < 0:
+            raise ConfigError(f"--reduce-lr-patience {self.reduce_lr_patience}: expected 0 (constant learning rate) "
+                              "or a positive number of epochs")
+        if self.batch_size < 1 or self.epochs < 1 or self.learning_rate <= 0:
+            raise ConfigError("--batch-size, --epochs and --learning-rate must be positive")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError(f"--ema-momentum {self.ema_momentum}: expected a value in [0, 1) (0: no averaging)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing {self.label_smoothing}: expected a value in [0, 1)")
+        if self.unfreeze_after is not None and not 0 < self.unfreeze_after < self.epochs:
+            raise ConfigError(f"--unfreeze-after {self.unfreeze_after}: expected an epoch between 1 and "
+                              f"{self.epochs - 1} (--epochs {self.epochs})")
+
+    @classmethod
+    def from_options(cls, options: dict) -> "TrainConfig":
+        """A config from options as stored in JSON (``loss_weights`` may be a list); ``ConfigError`` names unknown
+        options."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
+        options = dict(options)
+        if "loss_weights" in options:
+            options["loss_weights"] = tuple(options["loss_weights"])
+        return cls(**options)
+
+    def default_output_dir(self) -> pathlib.Path:
+        dataset = self.dataset.replace("/", "-")  # a builder config, e.g. isic2018/task1_512
+        return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{dataset}"
+
+
+def load_config(run_dir) -> TrainConfig:
+    """Reads the options of the run in ``run_dir``."""
+    path = pathlib.Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG_FILE} not found")
+    return TrainConfig.from_options(json.loads(path.read_text())["options"])
