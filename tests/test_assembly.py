@@ -143,7 +143,7 @@ def test_spec_round_trips_through_json():
 @pytest.mark.parametrize("options, message", [
     ({"architecture": "transunet"}, r"unknown architecture 'transunet'; expected one of: unet, attention_unet"),
     ({"decoder": "fpn"}, r"unknown decoder 'fpn'; expected one of: .*attention_unet"),
-    ({"skip": "dense"}, r"unknown skip module 'dense'; expected one of: identity"),
+    ({"skip": "dense"}, r"unknown skip module 'dense'; expected one of: identity, dfe$"),
     ({"encoder": "resnet"}, r"unknown encoder 'resnet'; expected one of: vgg16, mobilenetv2"),
     ({"mask_classes": ()}, r"a multi-class mask needs at least 2 lesion classes"),
 ])

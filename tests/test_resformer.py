@@ -1,0 +1,140 @@
+"""The ResFormer's parts: the Swin block against a token-by-token NumPy computation (windows, relative position bias,
+shifted-window mask, padding), and the dilated feature enhancement (DFE) skip module."""
+
+import keras
+import numpy as np
+import pytest
+
+from mtunet.models.encoders.swin import MASKED_LOGIT, SwinBlock, window_regions
+from mtunet.models.skips import SKIPS
+from mtunet.models.skips.dfe import ChannelPooling
+
+
+def _layer_norm(x, gamma, beta, epsilon=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(-1, keepdims=True) + epsilon) * gamma + beta
+
+
+def _gelu(x):
+    from scipy.special import erf
+
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def _softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return np.exp(x) / np.exp(x).sum(-1, keepdims=True)
+
+
+def swin_block_numpy(block: SwinBlock, x: np.ndarray) -> np.ndarray:
+    """The block's output computed one token at a time: each token attends to the tokens of its window (of the
+    padded, rolled map) that lie in its own region, with the bias of their relative offset."""
+    window, shift, heads = block.window, block.shift, block.num_heads
+    _, height, width, channels = x.shape
+    padded_height, padded_width = block.padded
+    head_channels = channels // heads
+    table = np.asarray(block.relative_bias_table)
+
+    def weight(layer, kind):
+        return np.asarray(getattr(getattr(block, layer), kind))
+
+    normed = _layer_norm(x, weight("norm1", "gamma"), weight("norm1", "beta"))
+    padded = np.zeros((x.shape[0], padded_height, padded_width, channels), "float64")
+    padded[:, :height, :width] = normed
+    rolled = np.roll(padded, (-shift, -shift), axis=(1, 2))
+    regions = window_regions(padded_height, padded_width, window, shift) if shift else \
+        np.zeros((padded_height, padded_width), "int64")
+    qkv = rolled @ weight("qkv", "kernel") + weight("qkv", "bias")
+    query, key, value = np.split(qkv, 3, axis=-1)
+    attended = np.zeros_like(rolled)
+    for row in range(padded_height):
+        for column in range(padded_width):
+            top, left = row // window * window, column // window * window
+            others = [(r, c) for r in range(top, top + window) for c in range(left, left + window)]
+            for head in range(heads):
+                part = slice(head * head_channels, (head + 1) * head_channels)
+                q = query[:, row, column, part] * head_channels ** -0.5
+                logits = np.stack([
+                    (q * key[:, r, c, part]).sum(-1)
+                    + table[(row - r + window - 1) * (2 * window - 1) + (column - c + window - 1), head]
+                    + (MASKED_LOGIT if regions[r, c] != regions[row, column] else 0.0)
+                    for r, c in others], axis=-1)
+                attention = _softmax(logits)
+                attended[:, row, column, part] = sum(attention[:, [index]] * value[:, r, c, part]
+                                                     for index, (r, c) in enumerate(others))
+    projected = attended @ weight("projection", "kernel") + weight("projection", "bias")
+    x = x + np.roll(projected, (shift, shift), axis=(1, 2))[:, :height, :width]
+    hidden = _gelu(_layer_norm(x, weight("norm2", "gamma"), weight("norm2", "beta")) @ weight("mlp_hidden", "kernel")
+                   + weight("mlp_hidden", "bias"))
+    return x + hidden @ weight("mlp_output", "kernel") + weight("mlp_output", "bias")
+
+
+def _random_block(shape, **options):
+    keras.utils.set_random_seed(0)
+    block = SwinBlock(name="swin", **options)
+    block.build(shape)
+    rng = np.random.default_rng(1)
+    for variable in block.weights:  # random biases and norms too, so that every term is checked
+        variable.assign(rng.normal(0, 0.5, variable.shape).astype("float32"))
+    return block
+
+
+@pytest.mark.parametrize("shape, options, expected_window, expected_shift", [
+    ((2, 6, 6, 4), {"num_heads": 2, "window_size": 3, "shifted": False}, 3, 0),   # 4 windows
+    ((2, 6, 6, 4), {"num_heads": 2, "window_size": 3, "shifted": True}, 3, 1),    # shifted, masked
+    ((1, 5, 7, 4), {"num_heads": 1, "window_size": 3, "shifted": True}, 3, 1),    # padded to 6 x 9
+    ((1, 4, 4, 4), {"num_heads": 2, "window_size": 7, "shifted": True}, 4, 0),    # map within one window
+])
+def test_swin_block_matches_a_token_by_token_computation(shape, options, expected_window, expected_shift):
+    block = _random_block(shape, **options)
+    x = np.random.default_rng(2).normal(size=shape).astype("float32")
+    output = keras.ops.convert_to_numpy(block(x))
+    assert (block.window, block.shift) == (expected_window, expected_shift)
+    assert output.shape == shape
+    np.testing.assert_allclose(output, swin_block_numpy(block, x.astype("float64")), rtol=1e-4, atol=1e-4)
+
+
+def test_a_shifted_window_never_attends_across_the_border():
+    # 6 x 6 map, windows of 3, shift 1: after the roll, the bottom-right window holds tokens from all four corners
+    # of the image; token (5, 5) of the rolled map is image token (0, 0), whose region is its own.
+    block = _random_block((1, 6, 6, 4), num_heads=1, window_size=3, shifted=True)
+    for variable in (block.mlp_output.kernel, block.mlp_output.bias):  # the output is then the attention's alone
+        variable.assign(np.zeros(variable.shape, "float32"))
+    x = np.random.default_rng(3).normal(size=(1, 6, 6, 4)).astype("float32")
+    base = keras.ops.convert_to_numpy(block(x))
+    changed = x.copy()
+    changed[0, 5, 5] = [3.0, -2.0, 0.5, 4.0]  # image token (5, 5): in the same rolled window as (0, 0), another region
+    moved = keras.ops.convert_to_numpy(block(changed))
+    np.testing.assert_allclose(moved[0, 0, 0], base[0, 0, 0], atol=1e-5)
+    assert np.abs(moved[0, 4, 4] - base[0, 4, 4]).max() > 1e-3  # (4, 4) shares (5, 5)'s region and window
+
+
+def _dfe_model(shape=(20, 20, 8)):
+    keras.utils.set_random_seed(0)
+    feature = keras.Input(shape)
+    output = SKIPS.get("dfe").apply(feature, name="skip_P2")
+    return keras.Model(feature, output)
+
+
+def test_dfe_keeps_the_features_shape_with_three_dilated_branches():
+    model = _dfe_model()
+    assert model.output.shape == (None, 20, 20, 8)
+    rates = {layer.name: layer.dilation_rate for layer in model.layers
+             if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (3, 3)}
+    assert rates == {"skip_P2_d6_conv": (6, 6), "skip_P2_d12_conv": (12, 12), "skip_P2_d18_conv": (18, 18)}
+    assert model.get_layer("skip_P2_attention_map").kernel_size == (7, 7)
+
+
+def test_dfe_multiplies_the_summed_branches_by_the_spatial_attention_map():
+    model = _dfe_model()
+    probe = keras.Model(model.input, [model.get_layer("skip_P2_d6_project_bn").output,
+                                      model.get_layer("skip_P2_d12_project_bn").output,
+                                      model.get_layer("skip_P2_d18_project_bn").output,
+                                      model.get_layer("skip_P2_attention_map").output, model.output])
+    feature = np.random.default_rng(0).normal(size=(2, 20, 20, 8)).astype("float32")
+    *branches, attention, output = (np.asarray(value) for value in probe(feature))
+    enhanced = np.maximum(sum(branches), 0.0)
+    assert attention.shape == (2, 20, 20, 1) and ((attention > 0) & (attention < 1)).all()
+    np.testing.assert_allclose(output, enhanced * attention, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ChannelPooling()(enhanced)),
+                               np.stack([enhanced.mean(-1), enhanced.max(-1)], axis=-1), rtol=1e-5, atol=1e-6)
