@@ -16,6 +16,8 @@ from mtunet.models import (
     make_spec, model_heads, model_spec,
 )
 from mtunet.models.decoders.attention_unet import apply_attention_gate
+from mtunet.models.encoders import ENCODERS
+from mtunet.models.encoders.applications import ApplicationEncoder
 from mtunet.training.config import TrainConfig
 from mtunet.training.loop import compile_model
 
@@ -185,6 +187,38 @@ def test_class_head_can_pool_several_levels():
     pooled = model.get_layer("label_pool")
     assert isinstance(pooled, keras.layers.Concatenate)
     assert pooled.output.shape[-1] == sum(model.get_layer("encoder").output[level].shape[-1] for level in ("P4", "P5"))
+
+
+def _depth4_encoder(include_top, weights, input_shape):
+    features = inputs = keras.Input(input_shape)
+    for level in range(1, 5):
+        features = keras.layers.Conv2D(4 * level, 3, strides=2, padding="same", name=f"depth4_p{level}")(features)
+    return keras.Model(inputs, features, name="depth4")
+
+
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_an_encoder_of_depth_4_gets_its_bottleneck_at_stride_16_and_four_decoder_stages(decoder, monkeypatch):
+    # the ResFormer's pyramid: four levels, the deepest at 1/16
+    monkeypatch.setitem(ENCODERS, "depth4", ApplicationEncoder(
+        "depth4", "tf", imagenet_weights=False, depth=4, constructor=_depth4_encoder,
+        pyramid_layers=tuple(f"depth4_p{level}" for level in range(1, 5))))
+    spec = _spec(encoder="depth4", decoder=decoder)
+    assert spec.heads[0]["levels"] == ["P4"]
+    model = build_model_from_spec(spec, weights=None)
+    assert model.get_layer("bottleneck").output.shape[1:] == (SIZE // 16, SIZE // 16, 16)
+    stages = sorted(layer.name for layer in model.layers if layer.name.endswith("_conv2_relu"))
+    assert stages == [f"decoder_stage{stage}_conv2_relu" for stage in range(2, 6)]
+    for stage, (level, filters) in zip(range(2, 5), [("P3", 16), ("P2", 8), ("P1", 8)]):
+        assert model.get_layer(f"decoder_stage{stage}_concat").input[1].shape == \
+            model.get_layer("encoder").output[level].shape
+        assert model.get_layer(f"decoder_stage{stage}_conv2_relu").output.shape[-1] == filters
+    outputs = model.predict(np.zeros((1, SIZE, SIZE, 1), "float32"), verbose=0)
+    assert outputs["label"].shape == (1, NUM_CLASSES) and outputs["mask"].shape == (1, SIZE, SIZE, 1)
+    assert gradcam_layer(model, "label") == "depth4_p3"  # the 4 x 4 bottleneck is under 7 cells, P3 is 8 x 8
+    spec.heads = ({**spec.heads[0], "levels": ["P4", "P5"]}, spec.heads[1])
+    with pytest.raises(ConfigError, match=r"^head 'label' pools level\(s\) P5, which encoder 'depth4' does not "
+                                          r"have; expected some of P1, P2, P3, P4$"):
+        spec.validate()
 
 
 # === Attention U-Net ===

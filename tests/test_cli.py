@@ -27,8 +27,8 @@ def test_encoders_lists_every_registered_encoder():
     result = CliRunner().invoke(cli.main, ["encoders", "--image-size", "32"])
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split() for line in result.output.splitlines()[3:]}
-    assert list(rows) == list(ENCODERS) and len(rows) == 14
-    assert rows["densenet161"][2] == "no" and rows["mobilenetv2"][2] == "yes"
+    assert list(rows) == list(ENCODERS) and len(rows) == 16
+    assert rows["densenet161"][2] == "no" and rows["mobilenetv2"][2] == "yes" and rows["resformer_parallel"][2] == "no"
     parameters = {name: int(row[1].replace(",", "")) for name, row in rows.items()}
     assert parameters["mobilenetv2"] < parameters["vgg16"] < parameters["efficientnetb7"]
 

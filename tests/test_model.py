@@ -47,18 +47,21 @@ def test_multi_task_outputs(multi_model):
 
 def test_decoder_concatenates_one_encoder_feature_per_stage(multi_model):
     encoder, model = multi_model
-    # stages 1-4 take P4..P1; stage 5 (full resolution) has no encoder feature of its scale
-    assert _concat_layers(model) == [f"decoder_stage{i}_concat" for i in range(1, 5)]
+    # stages 1-4 take P4..P1 (an encoder of depth 4 has no stage 1: its P4 is the bottleneck); stage 5 (full
+    # resolution) has no encoder feature of its scale
+    first = 6 - ENCODERS[encoder].depth
+    assert _concat_layers(model) == [f"decoder_stage{i}_concat" for i in range(first, 5)]
     features = model.get_layer("encoder").output
-    for stage, level in zip(range(1, 5), ["P4", "P3", "P2", "P1"]):
+    for stage, level in list(zip(range(1, 5), ["P4", "P3", "P2", "P1"]))[first - 1:]:
         concat_inputs = model.get_layer(f"decoder_stage{stage}_concat").input
         assert concat_inputs[1].shape == features[level].shape
 
 
 def test_bottleneck_and_stages_are_named(multi_model):
-    _, model = multi_model
-    assert model.get_layer("bottleneck").output.shape[1:3] == (SIZE // 32, SIZE // 32)
-    for stage, stride in zip(range(1, 6), [16, 8, 4, 2, 1]):
+    encoder, model = multi_model
+    depth = ENCODERS[encoder].depth
+    assert model.get_layer("bottleneck").output.shape[1:3] == (SIZE // 2 ** depth, SIZE // 2 ** depth)
+    for stage, stride in list(zip(range(1, 6), [16, 8, 4, 2, 1]))[5 - depth:]:
         assert model.get_layer(f"decoder_stage{stage}_conv2_relu").output.shape[1:3] == (SIZE // stride,) * 2
 
 

@@ -1,13 +1,17 @@
 """The ResFormer's parts: the Swin block against a token-by-token NumPy computation (windows, relative position bias,
-shifted-window mask, padding), and the dilated feature enhancement (DFE) skip module."""
+shifted-window mask, padding), the dilated feature enhancement (DFE) skip module, and the encoder's two variants
+(every encoder's shared checks at 64 px are in test_model.py)."""
 
 import keras
 import numpy as np
 import pytest
 
+from mtunet.models import build_model
 from mtunet.models.encoders.swin import MASKED_LOGIT, SwinBlock, window_regions
 from mtunet.models.skips import SKIPS
 from mtunet.models.skips.dfe import ChannelPooling
+from mtunet.training.config import TrainConfig
+from mtunet.training.loop import compile_model
 
 
 def _layer_norm(x, gamma, beta, epsilon=1e-5):
@@ -138,3 +142,29 @@ def test_dfe_multiplies_the_summed_branches_by_the_spatial_attention_map():
     np.testing.assert_allclose(output, enhanced * attention, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(ChannelPooling()(enhanced)),
                                np.stack([enhanced.mean(-1), enhanced.max(-1)], axis=-1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["sequential", "parallel"])
+def test_resformer_encoder_gives_four_levels_and_trains_at_224_px(variant):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = build_model(f"resformer_{variant}", input_shape=(224, 224, 3), num_classes=2, weights=None, skip="dfe",
+                        decoder_filters=(16, 16, 16, 16, 8))
+    encoder = model.get_layer("encoder")
+    assert {level: tuple(feature.shape[1:]) for level, feature in encoder.output.items()} == {
+        "P1": (112, 112, 64), "P2": (56, 56, 128), "P3": (28, 28, 256), "P4": (14, 14, 512)}
+    assert [encoder.get_layer(f"level{level}_swin_wmsa").num_heads for level in range(1, 5)] == [2, 4, 8, 16]
+    swin_input = encoder.get_layer("level2_swin_wmsa").input
+    if variant == "sequential":  # the Swin pair reads the ResNet block's output
+        assert swin_input is encoder.get_layer("level2_resnet1_relu").output
+    else:  # both branches read the level's input and are summed
+        assert swin_input is encoder.get_layer("level2_merge").output
+        assert encoder.get_layer("level2_sum").input[0] is encoder.get_layer("level2_resnet1_relu").output
+    # Adam at mtunet's default 1e-3 makes this from-scratch transformer's loss jump after 3 steps on one batch
+    compile_model(model, TrainConfig(seg_loss="bce_dice", learning_rate=1e-4), class_weights=None)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    targets = {"label": np.eye(2, dtype="float32")[[0, 1]],
+               "mask": (rng.random((2, 224, 224, 1)) > 0.5).astype("float32")}
+    losses = [model.train_on_batch(images, targets, return_dict=True)["loss"] for _ in range(3)]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]

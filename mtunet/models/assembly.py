@@ -4,7 +4,7 @@ import keras
 
 import mtunet.training.averaging  # noqa: F401  (registers the optimiser a compiled model refers to)
 from mtunet.models.decoders import DECODERS
-from mtunet.models.encoders import PYRAMID_LEVELS, build_encoder, get_encoder
+from mtunet.models.encoders import build_encoder, get_encoder
 from mtunet.models.heads import Head, build_head
 from mtunet.models.heads.binary_mask import BinaryMaskHead
 from mtunet.models.heads.classification import ClassificationHead
@@ -36,13 +36,14 @@ def _assemble(spec: ModelSpec, weights, freeze_encoder):
     images = keras.Input((height, width, channels), name="images")
     scaled = PixelPreprocessing(encoder.input_scaling, name="preprocessing")(images)
     features = dict(backbone(scaled))
-    features["P5"] = keras.layers.Identity(name="bottleneck")(features["P5"])
+    bottleneck = encoder.levels[-1]
+    features[bottleneck] = keras.layers.Identity(name="bottleneck")(features[bottleneck])
     # the heads on the encoder first, then the decoder and its heads: layers are created (and their weights drawn
     # from the seeded generator) in the order of the models trained before specs existed
     outputs = {head.name: head.apply(features, None) for head in heads if not head.needs_decoder}
     if any(head.needs_decoder for head in heads):
         skips = {level: skip_module.apply(features[level], name=f"skip_{level}") if spec.skip_connections else None
-                 for level in PYRAMID_LEVELS[:-1]}
+                 for level in encoder.levels[:-1]}
         decoded = DECODERS.get(spec.decoder).apply(features, skips, spec.decoder_filters, encoder.needs_center_block)
         outputs.update({head.name: head.apply(features, decoded) for head in heads if head.needs_decoder})
     return images, {head.name: outputs[head.name] for head in heads}
@@ -181,10 +182,11 @@ def gradcam_layer(model, head_name: str) -> str:
         return DECODERS.get(spec.decoder).gradcam_layer
     if "encoder" not in (layer.name for layer in model.layers):
         return "bottleneck"
+    levels = sorted(model.get_layer("encoder").output)
     side = min(size or MIN_CAM_SIDE for size in spec.input_shape[:2])
-    for level in reversed(PYRAMID_LEVELS):
+    for level in reversed(levels):
         if side // 2 ** int(level[1:]) >= MIN_CAM_SIDE:
-            return "bottleneck" if level == PYRAMID_LEVELS[-1] else pyramid_layer(model, level)
+            return "bottleneck" if level == levels[-1] else pyramid_layer(model, level)
     return "bottleneck"
 
 

@@ -7,6 +7,7 @@ the data's classes come from the caller, and any part can be overridden (``--dec
 import dataclasses
 
 from mtunet.errors import ConfigError
+from mtunet.models.encoders import ENCODERS
 from mtunet.models.registry import Registry
 from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec
 from mtunet.options import TASKS
@@ -65,6 +66,7 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         skip_connections, decoder_filters, dropout: as for ``build_model``.
     """
     preset = PRESETS.get(architecture)
+    encoder = encoder or preset.encoder
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
     if task != "segmentation" and (num_classes is None or int(num_classes) < 2):
@@ -72,10 +74,10 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
     heads = []
     if task in ("multi", "classification"):
         heads.append({"type": "classification", "name": "label", "num_classes": num_classes,
-                      "dropout": float(dropout), "levels": ["P5"]})
+                      "dropout": float(dropout), "levels": [ENCODERS.get(encoder).levels[-1]]})
     if task in ("multi", "segmentation"):
         heads.append(mask_head_config(tuple(mask_classes)))
     return ModelSpec(
-        encoder=encoder or preset.encoder, input_shape=input_shape, heads=tuple(heads),
+        encoder=encoder, input_shape=input_shape, heads=tuple(heads),
         decoder=None if task == "classification" else (decoder or preset.decoder), skip=skip or preset.skip,
         skip_connections=skip_connections, decoder_filters=decoder_filters, preset=preset.name).validate()

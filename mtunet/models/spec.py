@@ -70,7 +70,7 @@ class ModelSpec:
     def validate(self) -> "ModelSpec":
         """Returns the spec if every part exists and fits together, else raises ``ConfigError`` naming the first
         that does not."""
-        ENCODERS.get(self.encoder)
+        encoder = ENCODERS.get(self.encoder)
         check_input_shape(self.input_shape)
         SKIPS.get(self.skip)
         if self.decoder is not None:
@@ -87,6 +87,10 @@ class ModelSpec:
         for head in heads:
             if head.needs_decoder and self.decoder is None:
                 raise ConfigError(f"head {head.name!r} ({head.type}) needs a decoder; the spec has none")
+            missing = [level for level in getattr(head, "levels", ()) if level not in encoder.levels]
+            if missing:
+                raise ConfigError(f"head {head.name!r} pools level(s) {', '.join(missing)}, which encoder "
+                                  f"{self.encoder!r} does not have; expected some of {', '.join(encoder.levels)}")
         return self
 
     def to_dict(self) -> dict:

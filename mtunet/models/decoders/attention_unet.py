@@ -4,7 +4,7 @@ decoder with an additive attention gate on every skip."""
 import keras
 
 from mtunet.models.decoders.base import DECODERS, DecoderSpec, apply_center_block
-from mtunet.models.decoders.unet import SKIP_LEVELS, apply_decoder_block, check_decoder_filters
+from mtunet.models.decoders.unet import apply_decoder_block, decoder_stages
 
 
 def apply_attention_gate(skip, gating, name):
@@ -39,10 +39,9 @@ def apply_attention_unet_decoder(features, skips, decoder_filters, center_block=
     Arguments and output as for ``apply_unet_decoder``; stage ``i``'s gate is named ``decoder_stage{i}_gate`` and its
     coefficients ``decoder_stage{i}_gate_attention``. A stage without skip has no gate.
     """
-    check_decoder_filters(decoder_filters)
-    x = apply_center_block(features["P5"]) if center_block else features["P5"]
-    stage_skips = [skips.get(level) for level in SKIP_LEVELS] + [None]
-    for stage, (filters, skip) in enumerate(zip(decoder_filters, stage_skips), start=1):
+    bottleneck = features[max(features)]  # the deepest level
+    x = apply_center_block(bottleneck) if center_block else bottleneck
+    for stage, filters, skip in decoder_stages(features, skips, decoder_filters):
         name = f"decoder_stage{stage}"
         if skip is not None:
             skip = apply_attention_gate(skip, x, name=f"{name}_gate")

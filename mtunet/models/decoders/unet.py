@@ -5,14 +5,23 @@ import keras
 from mtunet.models.decoders.base import DECODERS, DecoderSpec, apply_center_block, apply_conv_block
 from mtunet.models.encoders.base import PYRAMID_LEVELS
 
-SKIP_LEVELS = tuple(reversed(PYRAMID_LEVELS[:-1]))  # P4..P1: the skips of decoder stages 1..4
-
-
 def check_decoder_filters(decoder_filters):
     if len(decoder_filters) != len(PYRAMID_LEVELS):
         raise ValueError(
             f"decoder_filters needs {len(PYRAMID_LEVELS)} values, one per stage; received {tuple(decoder_filters)}"
         )
+
+
+def decoder_stages(features, skips, decoder_filters):
+    """``[(stage, filters, skip), ...]`` of the decoder on ``features``: stage ``i`` outputs stride ``2**(5 - i)``,
+    so an encoder of depth 5 gets stages 1..5 and one of depth 4 (bottleneck at stride 16) stages 2..5, with the
+    filters ``decoder_filters`` give those strides; the skip of each stage is the level of its output stride (the
+    full-resolution stage has none)."""
+    check_decoder_filters(decoder_filters)
+    depth = len(features)
+    first = len(PYRAMID_LEVELS) - depth + 1
+    stage_skips = [skips.get(level) for level in reversed(PYRAMID_LEVELS[:depth - 1])] + [None]
+    return list(zip(range(first, len(PYRAMID_LEVELS) + 1), decoder_filters[first - 1:], stage_skips))
 
 
 def apply_decoder_block(x, skip, filters, name):
@@ -32,19 +41,21 @@ def apply_unet_decoder(features, skips, decoder_filters, center_block=False):
     """Decodes a feature pyramid to a map at the input resolution.
 
     Args:
-        features: ``{"P1": ..., "P5": ...}``, P<n> 2**n times smaller than the input; P5 is the bottleneck.
-        skips: ``{"P1": ..., "P4": ...}`` concatenated into stages 4..1 (stage 5, at full resolution, has no encoder
-            feature of its scale); a value of None leaves that stage without skip (the paper's ablation).
-        decoder_filters: filters of the 5 decoder stages, from the deepest (stride 16) to the finest (stride 1).
+        features: ``{"P1": ..., "P5": ...}``, P<n> 2**n times smaller than the input; the deepest is the bottleneck
+            (P5, or P4 for an encoder of depth 4).
+        skips: the other levels, ``{"P1": ..., "P4": ...}``, concatenated into stages 4..1 (stage 5, at full
+            resolution, has no encoder feature of its scale); a value of None leaves that stage without skip (the
+            paper's ablation).
+        decoder_filters: filters of the 5 decoder stages, from the deepest (stride 16) to the finest (stride 1); an
+            encoder of depth 4 has no stage 1 and leaves its value unused.
         center_block: two conv blocks on the bottleneck first, for encoders whose P5 is a bare pooling layer.
 
     Returns:
         The last stage's output, ``(batch, H, W, decoder_filters[-1])``; stage ``i`` is named ``decoder_stage{i}``.
     """
-    check_decoder_filters(decoder_filters)
-    x = apply_center_block(features["P5"]) if center_block else features["P5"]
-    stage_skips = [skips.get(level) for level in SKIP_LEVELS] + [None]
-    for stage, (filters, skip) in enumerate(zip(decoder_filters, stage_skips), start=1):
+    bottleneck = features[max(features)]  # the deepest level
+    x = apply_center_block(bottleneck) if center_block else bottleneck
+    for stage, filters, skip in decoder_stages(features, skips, decoder_filters):
         x = apply_decoder_block(x, skip, filters, name=f"decoder_stage{stage}")
     return x
 

@@ -1,7 +1,8 @@
 """What every encoder declares, the encoder registry, and the P1..P5 feature pyramid an encoder returns.
 
 An encoder is a functional model from the scaled 3-channel image to ``{"P1": ..., "P5": ...}``, P<n> the feature map
-2**n times smaller than the input (P5 is the bottleneck). Entries declare their properties (input scaling, ImageNet
+2**n times smaller than the input; its deepest level (P5, or P4 for an encoder of depth 4 such as the ResFormer's) is
+the bottleneck. Entries declare their properties (input scaling, ImageNet
 weights, centre block) so that no other module decides anything from an encoder's name. ``applications.py`` holds
 the ``keras.applications`` entries; an in-house encoder subclasses ``EncoderSpec`` and registers the same way.
 """
@@ -43,16 +44,24 @@ class EncoderSpec(abc.ABC):
         input_scaling: how raw 0-255 pixels are scaled for the encoder, a key of ``INPUT_SCALINGS``.
         imagenet_weights: whether ``weights="imagenet"`` exists for this encoder.
         needs_center_block: whether the bottleneck is a bare pooling layer that needs convolutions before decoding.
+        depth: the pyramid levels it returns, P1..P<depth> (4 or 5); the deepest is the bottleneck.
     """
 
     name: str
     input_scaling: str
     imagenet_weights: bool = True
     needs_center_block: bool = False
+    depth: int = len(PYRAMID_LEVELS)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The pyramid levels it returns, shallowest first."""
+        return PYRAMID_LEVELS[:self.depth]
 
     @abc.abstractmethod
     def build_backbone(self, input_shape: tuple[int, int, int], weights: str | None) -> tuple[keras.Model, tuple]:
-        """``(backbone, its five pyramid layer names)`` for ``weights`` (``"imagenet"``, None or a file path)."""
+        """``(backbone, the names of its ``depth`` pyramid layers)`` for ``weights``: ``"imagenet"``, None or a
+        file path."""
 
 
 def get_encoder(name: str) -> EncoderSpec:
@@ -69,7 +78,7 @@ def build_encoder(spec: EncoderSpec, input_shape: tuple[int, int, int], weights:
         weights: ``"imagenet"``, ``None`` (random initialisation) or the path of a weights file of the backbone.
 
     Returns:
-        A ``keras.Model`` named ``"encoder"`` whose outputs are ``{"P1": ..., "P5": ...}``.
+        A ``keras.Model`` named ``"encoder"`` whose outputs are ``{"P1": ..., "P<depth>": ...}``.
     """
     if weights == "imagenet" and not spec.imagenet_weights:
         raise WeightsUnavailableError(
@@ -84,6 +93,6 @@ def build_encoder(spec: EncoderSpec, input_shape: tuple[int, int, int], weights:
                 layer.momentum = SCRATCH_BN_MOMENTUM
     features = {
         level: backbone.get_layer(layer_name).output
-        for level, layer_name in zip(PYRAMID_LEVELS, pyramid_layers)
+        for level, layer_name in zip(spec.levels, pyramid_layers, strict=True)
     }
     return keras.Model(backbone.inputs, features, name="encoder")
