@@ -15,8 +15,8 @@ import click
 
 from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
 from mtunet.options import (
-    CLASS_WEIGHTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, SEGMENTATION_LOSSES, STRATEGIES,
-    TASKS,
+    CLASS_WEIGHTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES,
+    STRATEGIES, TASKS,
 )
 from mtunet.training.config import TrainConfig
 
@@ -26,8 +26,9 @@ TRAIN_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Trai
 # === Shared options: defined once, the same meaning in every command ===
 ARCHITECTURE = click.option(
     "--architecture", default=TRAIN_DEFAULTS["architecture"], show_default=True,
-    help="Architecture preset (see `mtunet architectures`): unet, attention_unet, ...; --encoder, --decoder and "
-         "--skip replace its parts.",
+    help="Architecture preset (see `mtunet architectures`): unet, attention_unet, resformer, ...; --encoder, "
+         "--decoder and --skip replace its parts. A preset with a published recipe (resformer) starts from its "
+         "training options instead of the defaults shown here.",
 )
 ENCODER = click.option(
     "--encoder", default=TRAIN_DEFAULTS["encoder"], show_default=True,
@@ -121,14 +122,15 @@ def architectures():
     from mtunet.models.catalog import architecture_table
 
     tables = architecture_table()
+    width = max(len(row["name"]) for rows in tables.values() for row in rows) + 2
     click.echo("presets (--architecture):")
     for row in tables["presets"]:
-        click.echo(f"  {row['name']:<18}decoder {row['decoder']}, skip {row['skip']}: {row['description']}")
+        click.echo(f"  {row['name']:<{width}}decoder {row['decoder']}, skip {row['skip']}: {row['description']}")
     for kind, option in (("encoders", "--encoder"), ("skips", "--skip"), ("decoders", "--decoder"),
                          ("heads", None)):
         click.echo(f"{'skip modules' if kind == 'skips' else kind}" + (f" ({option}):" if option else ":"))
         for row in tables[kind]:
-            click.echo(f"  {row['name']:<18}{row['description']}")
+            click.echo(f"  {row['name']:<{width}}{row['description']}")
 
 
 @main.group()
@@ -263,7 +265,9 @@ TRAIN_OPTIONS = [
     IMAGE_SIZE,
     _train_option("batch_size", type=click.IntRange(min=1), help="Global batch size, divided over replicas."),
     _train_option("epochs", type=click.IntRange(min=1)),
-    _train_option("learning_rate", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate."),
+    _train_option("learning_rate", type=click.FloatRange(min=0, min_open=True), help="The optimiser's learning rate."),
+    _train_option("optimizer", type=click.Choice(OPTIMIZERS)),
+    _train_option("weight_decay", type=click.FloatRange(min=0), help="Decoupled weight decay of --optimizer adamw."),
     click.option("--loss-weights", default=":".join(f"{weight:g}" for weight in TRAIN_DEFAULTS["loss_weights"]),
                  show_default=True, callback=_parse_loss_weights,
                  help="SEG:CLS weights of the segmentation and classification losses."),
@@ -274,6 +278,7 @@ TRAIN_OPTIONS = [
     _train_option("task", type=click.Choice(TASKS), help="Both heads, or a single-task baseline."),
     click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation)."),
     click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images."),
+    click.option("--no-shear", is_flag=True, help="Augment by rotation and flips only."),
     _train_option("flip", type=click.Choice(FLIP_MODES),
                   help="Flips of the augmentation; left-right only by default (ultrasound, X-ray and MRI have an up "
                        "and a down); 'horizontal_and_vertical' for dermoscopy."),
@@ -310,9 +315,20 @@ def train_config_options(parameters: dict) -> dict:
         options["skip_connections"] = not options.pop("no_skip_connections")
     if "no_augment" in options:
         options["augment"] = not options.pop("no_augment")
+    if "no_shear" in options:
+        options["shear"] = not options.pop("no_shear")
     if options.get("weights") == "none":
         options["weights"] = None
     return options
+
+
+def recipe_config(ctx, parameters: dict) -> TrainConfig:
+    """The ``TrainConfig`` of the options among ``parameters`` that the user (or the command's default map) set, the
+    others from the preset's recipe (``TrainConfig.from_recipe``): ``--architecture resformer`` trains with the
+    ResFormer paper's options unless told otherwise."""
+    given = {name: value for name, value in parameters.items()
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    return TrainConfig.from_recipe(**train_config_options(given))
 
 
 def _given_options(ctx, names=None) -> list[str]:
@@ -338,14 +354,13 @@ def _refuse_options_with_resume(ctx) -> None:
 @user_errors_as_messages
 def train(ctx, resume_dir, **options):
     """Train a multi-task U-Net (or a single-task baseline) and write a run directory."""
-    from mtunet.training.config import TrainConfig
     from mtunet.training.loop import train as run_training
 
     if resume_dir is not None:
         _refuse_options_with_resume(ctx)
         run = run_training(resume=resume_dir)
     else:
-        run = run_training(TrainConfig(**train_config_options(options)))
+        run = run_training(recipe_config(ctx, options))
     metrics = ", ".join(f"{name} {value:.4f}" for name, value in run.best_metrics.items())
     click.echo(f"best epoch {run.best_epoch}: validation {metrics}")
     click.echo(f"run directory: {run.directory}")
@@ -598,7 +613,6 @@ def experiment_command(command):
 def _run_experiment(ctx, variants, parameters):
     """Runs (or, with --resume, finishes) the experiment and prints its variant table and files."""
     from mtunet.experiment import SUMMARY_MARKDOWN, Variant, run_experiment
-    from mtunet.training.config import TrainConfig
 
     resume_dir = parameters.pop("resume_dir")
     folds, seeds, output_dir = parameters.pop("folds"), parameters.pop("seeds"), parameters.pop("output_dir")
@@ -610,7 +624,7 @@ def _run_experiment(ctx, variants, parameters):
         given = _given_options(ctx, varied)
         if given:
             raise click.UsageError(f"{given[0]} is set by each variant; leave it out")
-        config = TrainConfig(**train_config_options(parameters))
+        config = recipe_config(ctx, parameters)
         result = run_experiment(config, [Variant(name, train_config_options(options)) for name, options in variants],
                                 folds=folds, seeds=seeds, output_dir=output_dir)
     markdown = (result.directory / SUMMARY_MARKDOWN).read_text()

@@ -206,12 +206,13 @@ def test_an_encoder_of_depth_4_gets_its_bottleneck_at_stride_16_and_four_decoder
     assert spec.heads[0]["levels"] == ["P4"]
     model = build_model_from_spec(spec, weights=None)
     assert model.get_layer("bottleneck").output.shape[1:] == (SIZE // 16, SIZE // 16, 16)
-    stages = sorted(layer.name for layer in model.layers if layer.name.endswith("_conv2_relu"))
-    assert stages == [f"decoder_stage{stage}_conv2_relu" for stage in range(2, 6)]
+    # every decoder's stage has a first conv block (the U-Net's have a second one, the ResFormer's not)
+    stages = sorted(layer.name for layer in model.layers if layer.name.endswith("_conv1_relu"))
+    assert stages == [f"decoder_stage{stage}_conv1_relu" for stage in range(2, 6)]
     for stage, (level, filters) in zip(range(2, 5), [("P3", 16), ("P2", 8), ("P1", 8)]):
         assert model.get_layer(f"decoder_stage{stage}_concat").input[1].shape == \
             model.get_layer("encoder").output[level].shape
-        assert model.get_layer(f"decoder_stage{stage}_conv2_relu").output.shape[-1] == filters
+        assert model.get_layer(f"decoder_stage{stage}_conv1_relu").output.shape[-1] == filters
     outputs = model.predict(np.zeros((1, SIZE, SIZE, 1), "float32"), verbose=0)
     assert outputs["label"].shape == (1, NUM_CLASSES) and outputs["mask"].shape == (1, SIZE, SIZE, 1)
     assert gradcam_layer(model, "label") == "depth4_p3"  # the 4 x 4 bottleneck is under 7 cells, P3 is 8 x 8

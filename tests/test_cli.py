@@ -1,5 +1,6 @@
 """The mtunet command: instant help and version, the encoders table, one-line user errors."""
 
+import re
 import subprocess
 import sys
 
@@ -48,7 +49,8 @@ def test_architectures_lists_presets_and_every_registered_part():
     assert result.exit_code == 0, result.output
     names = {line.split()[0] for line in result.output.splitlines() if line.startswith("  ")}
     assert names == set(PRESETS) | set(ENCODERS) | set(SKIPS) | set(DECODERS) | set(HEADS)
-    assert "attention_unet    decoder attention_unet, skip identity" in result.output
+    assert re.search(r"^  attention_unet +decoder attention_unet, skip identity", result.output, re.MULTILINE)
+    assert re.search(r"^  resformer +decoder resformer, skip dfe", result.output, re.MULTILINE)
 
 
 def test_train_options_have_the_library_choices_and_defaults():
@@ -78,8 +80,8 @@ def test_train_options_have_the_library_choices_and_defaults():
 
 
 def test_unknown_architecture_or_decoder_is_a_one_line_error(tmp_path):
-    for option, value, expected in [("--architecture", "transunet", "unet, attention_unet"),
-                                    ("--decoder", "fpn", "unet, attention_unet")]:
+    for option, value, expected in [("--architecture", "transunet", "unet, attention_unet, resformer"),
+                                    ("--decoder", "fpn", "unet, attention_unet, resformer")]:
         result = CliRunner().invoke(cli.main, ["train", option, value, "--output-dir", str(tmp_path / value)])
         assert result.exit_code == 1, result.output
         assert result.output.strip() == (f"Error: {option} {value!r}: expected one of: {expected}")

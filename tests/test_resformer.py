@@ -168,3 +168,51 @@ def test_resformer_encoder_gives_four_levels_and_trains_at_224_px(variant):
                "mask": (rng.random((2, 224, 224, 1)) > 0.5).astype("float32")}
     losses = [model.train_on_batch(images, targets, return_dict=True)["loss"] for _ in range(3)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_resformer_preset_has_the_papers_decoder_class_head_and_recipe(tmp_path):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = build_model(architecture="resformer", encoder="resformer_parallel", input_shape=(64, 64, 3),
+                        num_classes=3, weights=None)
+    # multi-scale class head: the pooled P3 (256) and P4 (512) concatenated, a hidden layer of 256, then the logits
+    assert model.get_layer("label_pool").output.shape[-1] == 256 + 512
+    assert model.get_layer("label_hidden").units == 256 and model.get_layer("label_logits").units == 3
+    # a DFE module on every skip, one conv block per decoder stage at the widths of the encoder's levels
+    assert {layer.name for layer in model.layers if layer.name.endswith("_attention_map")} == {
+        f"skip_P{level}_attention_map" for level in (1, 2, 3)}
+    stages = {stage: model.get_layer(f"decoder_stage{stage}_conv1_conv").filters for stage in (2, 3, 4, 5)}
+    assert stages == {2: 256, 3: 128, 4: 64, 5: 32}
+    assert not any(layer.name.startswith("decoder_stage1") or layer.name.endswith("_conv2_conv")
+                   for layer in model.layers)
+    config = TrainConfig.from_recipe("resformer", epochs=3)
+    assert (config.optimizer, config.learning_rate, config.weight_decay, config.batch_size) == ("adamw", 3e-3, 1e-4, 8)
+    assert (config.loss_weights, config.seg_loss, config.shear, config.epochs) == ((1.0, 0.25), "dice", False, 3)
+    assert TrainConfig.from_recipe("unet") == TrainConfig()
+    compile_model(model, config, class_weights=None)
+    assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.weight_decay == 1e-4
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    targets = {"label": np.eye(3, dtype="float32")[[0, 2]], "mask": np.zeros((2, 64, 64, 1), "float32")}
+    assert np.isfinite(model.train_on_batch(images, targets, return_dict=True)["loss"])
+    model.save(tmp_path / "resformer.keras")
+    reloaded = keras.saving.load_model(tmp_path / "resformer.keras", compile=False)
+    for name, output in model.predict(images, verbose=0).items():
+        np.testing.assert_allclose(reloaded.predict(images, verbose=0)[name], output, rtol=1e-5, atol=1e-5)
+
+
+def test_the_recipe_yields_to_given_options_and_to_option_errors(monkeypatch):
+    from click.testing import CliRunner
+
+    import cli
+    import mtunet.training.loop
+    from mtunet.data.augment import Augmenter
+    from mtunet.errors import ConfigError
+
+    received = []
+    monkeypatch.setattr(mtunet.training.loop, "train", lambda config: received.append(config) or 1 / 0)
+    CliRunner().invoke(cli.main, ["train", "--architecture", "resformer", "--batch-size", "4"])
+    assert (received[0].batch_size, received[0].optimizer, received[0].encoder) == (4, "adamw", "resformer_sequential")
+    with pytest.raises(ConfigError, match="--weight-decay 0.1: expected 0, or a positive value with --optimizer adamw"):
+        TrainConfig(weight_decay=0.1).validate()
+    assert [type(layer).__name__ for layer in Augmenter(flip="horizontal_and_vertical", shear=False).layers] == [
+        "RandomFlip", "RandomRotation"]

@@ -186,8 +186,17 @@ def test_ctrl_c_stops_after_saving_says_how_to_resume_and_resume_finishes(datase
                  "32", "--batch-size", "8", "--epochs", "4", "--output-dir", str(run_dir)]
     with open(tmp_path / "stderr", "w+") as stderr:
         # Ctrl-C as in a terminal: a process started in the background by a non-interactive shell (as CI may start
-        # the suite) inherits SIGINT ignored
-        entry = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); import cli; cli.main()"
+        # the suite) inherits SIGINT ignored. The child waits after its first backup, so the Ctrl-C lands in the
+        # middle of the run however slow this process is to send it (without the wait a busy CI machine let the
+        # child finish all epochs first).
+        entry = ("import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                 "from mtunet.training.callbacks import EpochBackup\n"
+                 "save = EpochBackup.on_epoch_end\n"
+                 "def save_then_wait(self, epoch, logs=None):\n"
+                 "    save(self, epoch, logs)\n"
+                 "    if epoch == 0: time.sleep(600)\n"
+                 "EpochBackup.on_epoch_end = save_then_wait\n"
+                 "import cli; cli.main()")
         child = subprocess.Popen([sys.executable, "-c", entry, *arguments],
                                  stdout=subprocess.DEVNULL, stderr=stderr)
         try:

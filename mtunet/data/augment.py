@@ -18,7 +18,8 @@ SHEAR_FACTOR = 0.1  # shifts pixels up to 10% of the image across
 
 
 class Augmenter:
-    """Random flip (``flip``: a mode of ``FLIP_MODES``), rotation and shear of a batch, reproducible from ``seed``.
+    """Random flip (``flip``: a mode of ``FLIP_MODES``), rotation and (if ``shear``) shear of a batch, reproducible
+    from ``seed``.
 
     Call it on ``images`` float32 ``(B, H, W, C)`` 0-255 and ``masks`` float32 ``(B, H, W, 1)`` of 0/1 or of class
     values 0..K; it returns both transformed alike, images clipped to 0-255 and masks holding only values they held
@@ -26,15 +27,14 @@ class Augmenter:
     call draws new transformations, so call it from one sequential ``map`` to keep a pipeline reproducible.
     """
 
-    def __init__(self, seed: int = 0, flip: str = "horizontal"):
+    def __init__(self, seed: int = 0, flip: str = "horizontal", shear: bool = True):
         if flip not in FLIP_MODES:
             raise ConfigError(f"unknown flip {flip!r}; expected one of: {', '.join(FLIP_MODES)}")
         flips = [] if flip == "none" else [keras.layers.RandomFlip(flip, seed=seed)]
-        self.layers = flips + [
-            keras.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="constant", seed=seed + 1),
-            keras.layers.RandomShear(x_factor=SHEAR_FACTOR, y_factor=SHEAR_FACTOR, fill_mode="constant",
-                                     seed=seed + 2),
-        ]
+        shears = [keras.layers.RandomShear(x_factor=SHEAR_FACTOR, y_factor=SHEAR_FACTOR, fill_mode="constant",
+                                           seed=seed + 2)] if shear else []
+        self.layers = [*flips, keras.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="constant",
+                                                           seed=seed + 1), *shears]
 
     def __call__(self, images, masks):
         data = {"images": images, "segmentation_masks": masks}

@@ -185,14 +185,14 @@ class LoadedDataset:
         return examples, min(len(positions), max(held, MIN_SHUFFLE_BUFFER))
 
     def pipeline(self, split: str, *, batch_size: int, training: bool, augment: bool = True, seed: int = 0,
-                 flip: str = "horizontal", drop_remainder: bool = False):
+                 flip: str = "horizontal", shear: bool = True, drop_remainder: bool = False):
         """A ``tf.data.Dataset`` of ``(images, {"label": one_hot, "mask": masks})`` batches of ``split``.
 
         Images are float32 ``(B, S, S, C)`` raw 0-255, labels float32 ``(B, num_classes)``, masks float32
         ``(B, S, S, 1)``: of 0/1 for binary masks, of the class values 0..K for ``info.mask_classes`` of K >= 2
         names. ``training=True`` shuffles from ``seed`` (anew each epoch) and augments if ``augment``;
         ``training=False`` keeps the order of ``ids(split)`` and never augments. Not repeated. ``flip`` chooses the
-        augmentation's flips (``mtunet.data.augment.FLIP_MODES``).
+        augmentation's flips (``mtunet.data.augment.FLIP_MODES``), ``shear`` whether it shears.
 
         In memory, a training split is shuffled as a whole. Streamed (``info.storage == "stream"``), the first
         pipeline of a split decodes it into a cache file (in a temporary folder removed when Python exits), which
@@ -206,7 +206,7 @@ class LoadedDataset:
         examples, shuffle_buffer = self._examples(split)
         return build_pipeline(examples, shuffle_buffer=shuffle_buffer, num_classes=self.info.num_classes,
                               batch_size=int(batch_size), training=training, augment=augment, seed=seed,
-                              flip=flip, drop_remainder=drop_remainder)
+                              flip=flip, shear=shear, drop_remainder=drop_remainder)
 
     def class_weights(self) -> np.ndarray:
         """``(num_classes,)`` weights inversely proportional to class frequency in the train split ("balanced")."""

@@ -7,7 +7,7 @@ from mtunet.data.augment import Augmenter
 
 def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classes: int, batch_size: int,
                    training: bool, augment: bool = True, seed: int = 0, flip: str = "horizontal",
-                   drop_remainder: bool = False) -> tf.data.Dataset:
+                   shear: bool = True, drop_remainder: bool = False) -> tf.data.Dataset:
     """A finite dataset of batches ``(images, {"label": ..., "mask": ...})``.
 
     Args:
@@ -22,6 +22,7 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
         seed: seed of the shuffling and augmentation.
         flip: flips of the augmentation: ``"horizontal"`` (left-right, the default), ``"horizontal_and_vertical"``
             (dermoscopy), ``"vertical"`` or ``"none"``.
+        shear: whether the augmentation shears.
         drop_remainder: drop a last batch smaller than ``batch_size``.
 
     Returns:
@@ -38,7 +39,7 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
 
     dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training and augment:
-        augmenter = Augmenter(seed, flip)
+        augmenter = Augmenter(seed, flip, shear)
         # Sequential on purpose: the layers' random state advances once per batch, in batch order.
         dataset = dataset.map(lambda images, masks, labels: (*augmenter(images, masks), labels))
 

@@ -11,7 +11,7 @@ from mtunet.models.heads.classification import ClassificationHead
 from mtunet.models.layers import PixelPreprocessing
 from mtunet.models.presets import BINARY_MASK_CLASSES, make_spec
 from mtunet.models.skips import SKIPS
-from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec
+from mtunet.models.spec import ModelSpec
 
 
 def _model_name(spec: ModelSpec) -> str:
@@ -90,7 +90,7 @@ def build_model(
     num_classes: int | None,
     weights: str | None = "imagenet",
     skip_connections: bool = True,
-    decoder_filters=DEFAULT_DECODER_FILTERS,
+    decoder_filters=None,
     dropout: float = 0.3,
     freeze_encoder: bool = False,
     task: str = "multi",
@@ -102,12 +102,12 @@ def build_model(
 
     Args:
         encoder: a name from ``mtunet.ENCODERS``, e.g. ``"mobilenetv2"`` (None: the preset's).
-        architecture: a preset from ``mtunet.PRESETS`` (``"unet"``, ``"attention_unet"``).
+        architecture: a preset from ``mtunet.PRESETS`` (``"unet"``, ``"attention_unet"``, ``"resformer"``).
         input_shape: ``(height, width, channels)``; height and width multiples of 32, channels 1 or 3.
         num_classes: number of diagnosis classes (at least 2); ignored, and may be None, for ``task="segmentation"``.
         weights: ``"imagenet"``, ``None`` (random initialisation) or the path of an encoder weights file.
         skip_connections: concatenate encoder features into the decoder (``False``: the paper's ablation).
-        decoder_filters: filters of the 5 decoder stages, deepest first.
+        decoder_filters: filters of the 5 decoder stages, deepest first (None: the preset's).
         dropout: dropout rate before the class head's dense layer.
         freeze_encoder: make the encoder's weights non-trainable (its BatchNormalization then runs in inference mode).
         task: ``"multi"`` (both heads), ``"segmentation"`` or ``"classification"`` (single-task baselines).

@@ -26,6 +26,11 @@ class Preset:
         decoder: the decoder of the multi-task and segmentation models.
         skip: the skip module on every pyramid level.
         encoder: the encoder used when the caller names none.
+        decoder_filters: the decoder's filters per stage, deepest first.
+        class_levels: how many of the encoder's deepest levels the class head pools (1: the bottleneck).
+        class_hidden_units: width of the class head's hidden layer, or None for none.
+        recipe: the published training options, ``TrainConfig`` fields that ``TrainConfig.from_recipe`` sets unless
+            the caller gives them (empty: mtunet's defaults, which follow the multi-task U-Net paper).
     """
 
     name: str
@@ -33,6 +38,10 @@ class Preset:
     decoder: str = "unet"
     skip: str = "identity"
     encoder: str = "mobilenetv2"
+    decoder_filters: tuple[int, ...] = DEFAULT_DECODER_FILTERS
+    class_levels: int = 1
+    class_hidden_units: int | None = None
+    recipe: dict = dataclasses.field(default_factory=dict)
 
 
 PRESETS.register("unet", Preset(
@@ -40,6 +49,18 @@ PRESETS.register("unet", Preset(
 PRESETS.register("attention_unet", Preset(
     "attention_unet", "Attention U-Net (Oktay et al. 2018): additive attention gates on the skips; the paper's "
                       "segmentation baseline with --task segmentation", decoder="attention_unet"))
+PRESETS.register("resformer", Preset(
+    "resformer", "ResFormer (Bui et al.): hybrid CNN-Transformer encoder, DFE modules on the skips, one conv block per "
+                 "decoder stage, class head on the last two levels; trained with the paper's recipe",
+    decoder="resformer", skip="dfe", encoder="resformer_sequential", decoder_filters=(512, 256, 128, 64, 32),
+    class_levels=2, class_hidden_units=256,
+    # the paper's training: 0.25 x class-weighted cross-entropy + 1 x Dice, AdamW 3e-3 (betas 0.9, 0.999, weight
+    # decay 1e-4), batch 8, 100 epochs keeping the lowest validation loss (no early stopping, a constant rate),
+    # random initialisation, random rotation and flips both ways (no shear)
+    recipe={"encoder": "resformer_sequential", "weights": None, "loss_weights": (1.0, 0.25), "seg_loss": "dice",
+            "class_weights": "balanced", "optimizer": "adamw", "learning_rate": 3e-3, "weight_decay": 1e-4,
+            "batch_size": 8, "epochs": 100, "patience": 100, "reduce_lr_patience": 0,
+            "flip": "horizontal_and_vertical", "shear": False}))
 
 
 def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:
@@ -52,7 +73,7 @@ def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:
 def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_shape=(224, 224, 3),
               num_classes: int | None = None, mask_classes=BINARY_MASK_CLASSES, task: str = "multi",
               decoder: str | None = None, skip: str | None = None, skip_connections: bool = True,
-              decoder_filters=DEFAULT_DECODER_FILTERS, dropout: float = 0.3) -> ModelSpec:
+              decoder_filters=None, dropout: float = 0.3) -> ModelSpec:
     """The ``ModelSpec`` of preset ``architecture`` for a dataset, with any part overridden.
 
     Args:
@@ -63,7 +84,8 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         mask_classes: names of the mask's lesion classes: one for a binary mask, several for a softmax mask.
         task: ``"multi"`` (class head and mask), ``"segmentation"`` or ``"classification"`` (single-task baselines;
             a classification model has no decoder).
-        skip_connections, decoder_filters, dropout: as for ``build_model``.
+        skip_connections, dropout: as for ``build_model``.
+        decoder_filters: the decoder's filters per stage (None: the preset's).
     """
     preset = PRESETS.get(architecture)
     encoder = encoder or preset.encoder
@@ -73,11 +95,13 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         raise ConfigError(f"num_classes must be at least 2 for task {task!r}; received {num_classes!r}")
     heads = []
     if task in ("multi", "classification"):
+        levels = ENCODERS.get(encoder).levels[-preset.class_levels:]
         heads.append({"type": "classification", "name": "label", "num_classes": num_classes,
-                      "dropout": float(dropout), "levels": [ENCODERS.get(encoder).levels[-1]]})
+                      "dropout": float(dropout), "levels": list(levels), "hidden_units": preset.class_hidden_units})
     if task in ("multi", "segmentation"):
         heads.append(mask_head_config(tuple(mask_classes)))
     return ModelSpec(
         encoder=encoder, input_shape=input_shape, heads=tuple(heads),
         decoder=None if task == "classification" else (decoder or preset.decoder), skip=skip or preset.skip,
-        skip_connections=skip_connections, decoder_filters=decoder_filters, preset=preset.name).validate()
+        skip_connections=skip_connections, decoder_filters=decoder_filters or preset.decoder_filters,
+        preset=preset.name).validate()

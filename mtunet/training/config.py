@@ -10,13 +10,14 @@ import json
 import pathlib
 
 from mtunet.errors import ConfigError
-from mtunet.options import CLASS_WEIGHTS, FLIP_MODES, SEGMENTATION_LOSSES, STRATEGIES, TASKS
+from mtunet.options import CLASS_WEIGHTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS
 from mtunet.rundir import CONFIG_FILE
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every option of a training run; the defaults reproduce the paper.
+    """Every option of a training run; the defaults reproduce the multi-task U-Net paper (``from_recipe`` starts
+    from another preset's published options instead).
 
     The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder`` and ``skip`` instead of the
     preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
@@ -40,6 +41,8 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 50
     learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
     loss_weights: tuple[float, float] = (5.0, 1.0)
     seg_loss: str = "bce"
     class_weights: str = "balanced"
@@ -48,6 +51,7 @@ class TrainConfig:
     skip_connections: bool = True
     augment: bool = True
     flip: str = "horizontal"
+    shear: bool = True
     patience: int = 10
     reduce_lr_patience: int = 3
     seed: int = 0
@@ -75,7 +79,7 @@ class TrainConfig:
         choices = {"architecture": (self.architecture, PRESETS), "task": (self.task, TASKS),
                    "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES),
                    "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
-                   "flip": (self.flip, FLIP_MODES)}
+                   "flip": (self.flip, FLIP_MODES), "optimizer": (self.optimizer, OPTIMIZERS)}
         for option, (value, valid) in choices.items():
             if value not in valid:
                 raise ConfigError(f"--{option.replace('_', '-')} {value!r}: expected one of: {', '.join(valid)}")
@@ -88,6 +92,12 @@ class TrainConfig:
                               "or a positive number of epochs")
         if self.batch_size < 1 or self.epochs < 1 or self.learning_rate <= 0:
             raise ConfigError("--batch-size, --epochs and --learning-rate must be positive")
+        if self.weight_decay < 0 or (self.weight_decay and self.optimizer != "adamw"):
+            raise ConfigError(f"--weight-decay {self.weight_decay:g}: expected 0, or a positive value with "
+                              f"--optimizer adamw (received --optimizer {self.optimizer})")
+        if self.ema_momentum and self.optimizer != "adam":
+            raise ConfigError(f"--ema-momentum averages the weights of --optimizer adam; received --optimizer "
+                              f"{self.optimizer}")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise ConfigError(f"--ema-momentum {self.ema_momentum}: expected a value in [0, 1) (0: no averaging)")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -95,6 +105,16 @@ class TrainConfig:
         if self.unfreeze_after is not None and not 0 < self.unfreeze_after < self.epochs:
             raise ConfigError(f"--unfreeze-after {self.unfreeze_after}: expected an epoch between 1 and "
                               f"{self.epochs - 1} (--epochs {self.epochs})")
+
+    @classmethod
+    def from_recipe(cls, architecture: str = "unet", **options) -> "TrainConfig":
+        """The options of preset ``architecture``'s published recipe (``mtunet.PRESETS[architecture].recipe``),
+        with ``options`` in place of the recipe's; ``ConfigError`` for an unknown architecture or option."""
+        from mtunet.models import PRESETS  # Keras: see the module docstring
+
+        if architecture not in PRESETS:
+            raise ConfigError(f"--architecture {architecture!r}: expected one of: {', '.join(PRESETS)}")
+        return cls.from_options({**PRESETS[architecture].recipe, **options, "architecture": architecture})
 
     @classmethod
     def from_options(cls, options: dict) -> "TrainConfig":

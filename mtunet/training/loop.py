@@ -74,8 +74,12 @@ def compile_model(model, config, class_weights):
     losses = {name: head.loss(settings) for name, head in heads.items()}
     loss_weights = {name: weight_of_role[head.loss_role] for name, head in heads.items()}
     metrics = {name: head.metrics(prefix) for name, head in heads.items()}
-    optimizer = (AveragingAdam(config.learning_rate, ema_momentum=config.ema_momentum) if config.ema_momentum
-                 else keras.optimizers.Adam(config.learning_rate))
+    if config.ema_momentum:
+        optimizer = AveragingAdam(config.learning_rate, ema_momentum=config.ema_momentum)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(config.learning_rate)
     model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
                   metrics=metrics, jit_compile=config.jit_compile)
 
@@ -135,7 +139,7 @@ def _start_or_resume(config, resume, options) -> tuple[TrainConfig, pathlib.Path
         if (run_dir / SUMMARY_FILE).exists():
             raise ConfigError(f"run {run_dir} has already finished ({SUMMARY_FILE} exists); nothing to resume")
     else:
-        config = config or TrainConfig(**options)
+        config = config or TrainConfig.from_recipe(**options)
         run_dir = pathlib.Path(config.output_dir) if config.output_dir else config.default_output_dir()
         # on a shared file system other workers of a cluster may see the chief's first files already
         if is_chief() and run_dir.exists() and any(run_dir.iterdir()):
@@ -189,7 +193,7 @@ def _pipelines(data, config, replicas, heads) -> tuple[tf.data.Dataset, tf.data.
     if drop_validation:
         logger.warning("validation leaves out its last %d example(s): fewer than the %d replicas", remainder, replicas)
     train_data = data.pipeline("train", batch_size=config.batch_size, training=True, augment=config.augment,
-                               seed=config.seed, flip=config.flip, drop_remainder=replicas > 1)
+                               seed=config.seed, flip=config.flip, shear=config.shear, drop_remainder=replicas > 1)
     validation_data = data.pipeline("validation", batch_size=config.batch_size, training=False,
                                     drop_remainder=drop_validation)
     statistics_data = data.pipeline("train", batch_size=config.batch_size, training=False)
@@ -292,7 +296,9 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
     """Trains a model and returns the finished run.
 
     Args:
-        config: the options; or give them as keyword arguments (``train(encoder="vgg16", epochs=5)``).
+        config: the options; or give them as keyword arguments (``train(encoder="vgg16", epochs=5)``), which start
+            from the preset's recipe (``TrainConfig.from_recipe``: ``train(architecture="resformer")`` trains with
+            the ResFormer paper's options).
         resume: a run directory to continue from its last finished epoch, with the options it was started with; the
             data must be the same (its fingerprint in config.json).
 

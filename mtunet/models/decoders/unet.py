@@ -5,6 +5,7 @@ import keras
 from mtunet.models.decoders.base import DECODERS, DecoderSpec, apply_center_block, apply_conv_block
 from mtunet.models.encoders.base import PYRAMID_LEVELS
 
+
 def check_decoder_filters(decoder_filters):
     if len(decoder_filters) != len(PYRAMID_LEVELS):
         raise ValueError(
@@ -24,15 +25,18 @@ def decoder_stages(features, skips, decoder_filters):
     return list(zip(range(first, len(PYRAMID_LEVELS) + 1), decoder_filters[first - 1:], stage_skips))
 
 
-def apply_decoder_block(x, skip, filters, name):
-    """Upsamples ``x`` by 2 (nearest neighbour, as U-Net implementations such as smp do; its gradient is far cheaper
-    than bilinear's on CPU), concatenates ``skip`` when given, then two conv blocks.
-
-    Layers are named ``{name}_upsample``, ``{name}_concat`` (only with a skip), ``{name}_conv1_*``, ``{name}_conv2_*``.
-    """
+def upsample(x, skip, name):
+    """``x`` upsampled by 2 (nearest neighbour, as U-Net implementations such as smp do; its gradient is far cheaper
+    than bilinear's on CPU), ``{name}_upsample``, concatenated with ``skip`` when given, ``{name}_concat``."""
     x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_upsample")(x)
-    if skip is not None:
-        x = keras.layers.Concatenate(name=f"{name}_concat")([x, skip])
+    if skip is None:
+        return x
+    return keras.layers.Concatenate(name=f"{name}_concat")([x, skip])
+
+
+def apply_decoder_block(x, skip, filters, name):
+    """``upsample`` then two conv blocks, ``{name}_conv1_*`` and ``{name}_conv2_*``."""
+    x = upsample(x, skip, name)
     x = apply_conv_block(x, filters, name=f"{name}_conv1")
     return apply_conv_block(x, filters, name=f"{name}_conv2")
 
