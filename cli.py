@@ -51,13 +51,13 @@ NUM_CLASSES = click.option(
 
 DATASET = click.option(
     "--dataset", default=TRAIN_DEFAULTS["dataset"], show_default=True,
-    help="Dataset from the registry: synthetic (generated, no files), folder, or a downloaded one: isic2018, lgg, "
-         "panda, siim_acr (NAME/CONFIG picks a builder config, e.g. isic2018/task1_512).",
+    help="Dataset from the registry: synthetic (generated, no files), folder, or a downloaded one: isic2017, "
+         "isic2018, lgg, panda, siim_acr (NAME/CONFIG picks a builder config, e.g. isic2018/task1_512).",
 )
 DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
-    help="folder: the folder with images/, masks/ and labels.csv. isic2018, lgg, panda, siim_acr: the download "
-         "(prepared into $TFDS_DATA_DIR on first use). synthetic: the TFDS data directory.",
+    help="folder: the folder with images/, masks/ and labels.csv. isic2017, isic2018, lgg, panda, siim_acr: the "
+         "download (prepared into $TFDS_DATA_DIR on first use). synthetic: the TFDS data directory.",
 )
 SKIP_BAD_FILES = click.option(
     "--skip-bad-files", is_flag=True,
@@ -146,7 +146,8 @@ def _echo_inspect_report(report: dict) -> None:
     groups = report["groups"]
     click.echo(f"patients/groups: {groups['total']} (" + ", ".join(f"{split} {groups[split]}" for split in
                                                                  info["split_sizes"])
-               + f"); splits grouped by {report['grouping']}")
+               + ("); splits as the dataset was published" if report["grouping"] == "published"
+                  else f"); splits grouped by {report['grouping']}"))
     names = info["class_names"]
     width = max(12, *(len(name) + 2 for name in names))
     click.echo(f"{'split':<12}" + "".join(f"{name:>{width}}" for name in names) + f"{'total':>10}")
@@ -161,9 +162,10 @@ def _echo_inspect_report(report: dict) -> None:
     common = ", ".join(f"{height}x{width_} ({count})" for height, width_, count in sizes["most_common"])
     click.echo(f"image sizes as stored (height x width): {sizes['distinct']} distinct, height {sizes['height'][0]}-"
                f"{sizes['height'][1]}, width {sizes['width'][0]}-{sizes['width'][1]}; most common: {common}")
-    click.echo(f"{'mask coverage':<14}{'examples':>10}{'empty masks':>13}{'mean lesion':>13}{'min':>8}{'max':>8}")
+    first = max(14, *(len(name) + 1 for name in report["mask_coverage"]))
+    click.echo(f"{'mask coverage':<{first}}{'examples':>10}{'empty masks':>13}{'mean lesion':>13}{'min':>8}{'max':>8}")
     for name, coverage in report["mask_coverage"].items():
-        click.echo(f"{name:<14}{coverage['examples']:>10}{coverage['empty_masks']:>13}"
+        click.echo(f"{name:<{first}}{coverage['examples']:>10}{coverage['empty_masks']:>13}"
                    f"{coverage['mean_lesion_fraction']:>13.1%}{coverage['min_lesion_fraction']:>8.1%}"
                    f"{coverage['max_lesion_fraction']:>8.1%}")
     means = ", ".join(f"{value:.1f}" for value in report["pixel_mean"])
@@ -212,7 +214,7 @@ def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
 @click.option("--config", default=None, help="Builder config, e.g. task1_512 [default: the dataset's default].")
 @user_errors_as_messages
 def prepare(name, manual_dir, config):
-    """Build the TFDS records of a downloaded dataset (isic2018, lgg, panda, siim_acr) once, with a progress bar.
+    """Build the TFDS records of a downloaded dataset (isic2017, isic2018, lgg, panda, siim_acr) once, with progress.
 
     The records go to the TFDS data directory ($TFDS_DATA_DIR, default ~/tensorflow_datasets); train, evaluate and
     data inspect with --dataset NAME then read them instead of the download. Examples that cannot be used are left

@@ -13,8 +13,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mtunet.data.images import read_image
-from mtunet.data.manual import ManualBuilder, ManualConfig, Source, Unusable, read_table, require
+from mtunet.data.manual import ManualBuilder, ManualConfig, Source, read_colour_pair, read_table, require
 
 # The seven diagnoses, in the order of the Task 3 ground-truth columns.
 CLASS_NAMES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
@@ -152,10 +151,5 @@ class Builder(ManualBuilder):
         return found
 
     def _read_example(self, example_id, found):
-        image = read_image(str(found["image"]))
-        if image is None or image.ndim != 3:
-            raise Unusable("image cannot be read as a colour JPEG")
-        mask = read_image(str(found["mask"]))
-        if mask is None:
-            raise Unusable("mask cannot be read as a PNG")
-        return {"patient": found["patient"], "image": image[..., :3], "mask": mask, "label": found["label"]}
+        image, mask = read_colour_pair(found["image"], found["mask"], "JPEG", "PNG")
+        return {"patient": found["patient"], "image": image, "mask": mask, "label": found["label"]}

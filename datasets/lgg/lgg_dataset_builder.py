@@ -9,8 +9,7 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
-from mtunet.data.images import read_image
-from mtunet.data.manual import ManualBuilder, ManualConfig, Source, Unusable, read_table, require
+from mtunet.data.manual import ManualBuilder, ManualConfig, Source, read_colour_pair, read_table, require
 
 PAGE = "https://www.kaggle.com/datasets/mateuszbuda/lgg-mri-segmentation"
 CASES = Source("kaggle_3m", "the Kaggle dataset mateuszbuda/lgg-mri-segmentation (archive.zip)", PAGE)
@@ -89,12 +88,7 @@ class Builder(ManualBuilder):
         return found
 
     def _read_example(self, example_id, found):
-        image = read_image(str(found["image"]))
-        if image is None or image.ndim != 3:
-            raise Unusable("image cannot be read as a 3-channel TIFF")
-        mask = read_image(str(found["mask"]))
-        if mask is None:
-            raise Unusable("mask cannot be read as a TIFF")
+        image, mask = read_colour_pair(found["image"], found["mask"], "TIFF", "TIFF")
         tumour = bool(mask.max() > 0)
         if found["histology"] is None:
             label = TUMOR_CLASSES[int(tumour)]
@@ -102,4 +96,4 @@ class Builder(ManualBuilder):
             label = found["histology"]
         else:
             return None
-        return {"patient": found["patient"], "image": image[..., :3], "mask": mask, "label": label}
+        return {"patient": found["patient"], "image": image, "mask": mask, "label": label}

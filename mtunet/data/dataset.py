@@ -13,7 +13,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.registry import get_dataset
-from mtunet.data.splits import SPLIT_NAMES, Splits, check_split_options, make_splits
+from mtunet.data.splits import SPLIT_NAMES, Splits, check_split_options, make_splits, published_splits
 from mtunet.data.store import ExampleStore, check_memory_limit, example_bytes
 from mtunet.errors import ConfigError, DataError
 
@@ -222,7 +222,8 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
                  validation_fraction: float = 0.15, test_fraction: float = 0.15, fold: int | None = None,
                  num_folds: int | None = None, skip_bad_files: bool = False, memory_limit: int | None = None,
                  cache_dir=None) -> LoadedDataset:
-    """Reads a dataset, decodes it at ``image_size`` and splits it by patient, stratified by class.
+    """Reads a dataset, decodes it at ``image_size`` and splits it by patient, stratified by class (a dataset published
+    with its own split, e.g. ``isic2017``, keeps that one unless ``fold`` asks for cross-validation).
 
     Every example is decoded here, so bad files stop loading (or are skipped) before any training. The decoded
     examples are kept in memory if they take at most ``memory_limit`` bytes (``S * S * 4`` bytes each for a 3-channel
@@ -241,7 +242,7 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
         seed: seed of the split.
         splits_path: a splits JSON file: read if it exists (and checked against the dataset's ids), else the
             splits made here are written to it.
-        validation_fraction: share of the dataset for validation (default 0.15).
+        validation_fraction: share of the dataset for validation (default 0.15; unused with a published split).
         test_fraction: share of the dataset for test in a hold-out split (default 0.15; unused with ``fold``).
         fold, num_folds: K-fold cross-validation, fold ``fold`` (0-based) of ``num_folds`` being the test split.
         skip_bad_files: leave bad files out (listed in ``info.skipped``) instead of raising ``DataError``.
@@ -268,9 +269,14 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
         splits.check(store.ids.tolist(), str(splits_path))
         logger.info("splits read from %s", splits_path)
     else:
-        splits = make_splits(store.ids, store.labels, store.groups, grouped=store.grouped, dataset=name, seed=seed,
-                             validation_fraction=validation_fraction, test_fraction=test_fraction, fold=fold,
-                             num_folds=num_folds)
+        if store.published_splits is not None and fold is None:
+            splits = published_splits(store.published_splits, dataset=name, seed=seed)
+            logger.info("%s: the split it was published with (%s)", name, ", ".join(
+                f"{split} {len(ids)}" for split, ids in splits.items()))
+        else:
+            splits = make_splits(store.ids, store.labels, store.groups, grouped=store.grouped, dataset=name,
+                                 seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,
+                                 fold=fold, num_folds=num_folds)
         if splits_path is not None:
             splits.save(splits_path)
     return LoadedDataset(name, store, splits, memory_limit=memory_limit, cache_dir=cache_dir)

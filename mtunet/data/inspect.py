@@ -62,11 +62,11 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
 
     Returns:
         A JSON-serialisable dict: ``info`` (``DatasetInfo.to_dict()``, whose ``skipped`` lists the files left out
-        and why), ``grouping`` of the splits (``"patient"`` or ``"example"``), ``groups`` (patients per split and
-        ``"total"``), ``image_sizes`` as stored (``distinct``, ``height`` and ``width`` ``[min, max]``,
-        ``most_common`` ``[height, width, count]``), ``mask_coverage`` (per class and ``"all"``: ``examples``,
-        ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored masks, any mask class
-        counting as lesion), ``mask_classes`` (``info.mask_classes``: ``["lesion"]`` for binary masks),
+        and why), ``grouping`` of the splits (``"patient"``, ``"example"`` or ``"published"``), ``groups``
+        (patients per split and ``"total"``), ``image_sizes`` as stored (``distinct``, ``height`` and ``width``
+        ``[min, max]``, ``most_common`` ``[height, width, count]``), ``mask_coverage`` (per class and ``"all"``:
+        ``examples``, ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored masks, any mask
+        class counting as lesion), ``mask_classes`` (``info.mask_classes``: ``["lesion"]`` for binary masks),
         ``mask_class_fractions`` (per mask class, the mean share of the stored masks' pixels of that class) and
         ``pixel_mean`` and ``pixel_std`` (per channel, 0-255, train split, as served).
     """

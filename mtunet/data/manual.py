@@ -5,7 +5,9 @@ Each builder reads the download as it comes from the dataset's official page (``
 ``id``, ``patient`` (the group that must stay in one split: patient, lesion; empty when each example is its own
 group), ``image``, ``mask`` (0/1, or class values 0..K for a builder declaring ``MASK_CLASSES`` of K >= 2 names) and
 ``label``. Images and masks are stored shrunk to the config's ``max_side``, so
-training never decodes a full-size original.
+training never decodes a full-size original. A dataset published with its own train / validation / test split (a
+challenge's) keeps it: ``_read_example`` gives each example's ``split``, recorded as ``info.metadata["splits"]``
+(``{split: [id, ...]}``), which ``load_dataset`` uses for hold-out runs.
 
 A missing file or folder stops preparing with one line naming the expected path, the download that provides it and
 its page. An example that cannot be used (corrupt image, no mask, no label) is logged with its id, left out, and
@@ -22,8 +24,9 @@ import pandas as pd
 import tensorflow_datasets as tfds
 from etils import epath
 
-from mtunet.data.images import BINARY_MASK_CLASSES, MaskError, mask_values, shrink
+from mtunet.data.images import BINARY_MASK_CLASSES, MaskError, mask_values, read_image, shrink
 from mtunet.data.problems import name_some
+from mtunet.data.splits import SPLIT_NAMES
 from mtunet.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,18 @@ class Unusable(Exception):
     """An example of the download that cannot be used; the message says why, e.g. ``"image cannot be read"``."""
 
 
+def read_colour_pair(image_path, mask_path, image_format: str, mask_format: str):
+    """``(image (H, W, 3), mask)`` of one example; ``Unusable`` naming the expected format (e.g. ``"JPEG"``) of the
+    file that cannot be read, or of an image with fewer than 3 channels."""
+    image = read_image(str(image_path))
+    if image is None or image.ndim != 3:
+        raise Unusable(f"image cannot be read as a 3-channel {image_format}")
+    mask = read_image(str(mask_path))
+    if mask is None:
+        raise Unusable(f"mask cannot be read as a {mask_format}")
+    return image[..., :3], mask
+
+
 @dataclasses.dataclass
 class ManualConfig(tfds.core.BuilderConfig):
     """A builder config; ``max_side``: longer side of the stored images and masks (None: as downloaded)."""
@@ -118,7 +133,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @abc.abstractmethod
     def _read_example(self, example_id: str, found) -> dict | None:
         """``{"patient", "image", "mask", "label"}`` of one example as downloaded: image ``(H, W[, C])``, mask
-        ``(H, W)`` with lesion > 0 (class values 0..K with ``MASK_CLASSES`` of K >= 2), label a class name; None if
+        ``(H, W)`` with lesion > 0 (class values 0..K with ``MASK_CLASSES`` of K >= 2), label a class name, and
+        ``split`` (one of ``SPLIT_NAMES``) for a dataset published with its own split; None if
         the config does not take it (e.g. a slice without tumour when labels are per patient), counted in
         ``info.metadata["outside_config"]``. Raises ``Unusable`` for a corrupt or inconsistent one."""
 
@@ -150,7 +166,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {"train": self._generate_examples(found)}
 
     def _generate_examples(self, found):
-        outside = 0
+        outside, splits = 0, {}
         for example_id, item in found:
             try:
                 example = self._read_example(example_id, item)
@@ -161,8 +177,12 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             except Unusable as error:
                 self.leave_out(example_id, str(error))
                 continue
+            if "split" in example:
+                splits.setdefault(example.pop("split"), []).append(example_id)
             yield example_id, {"id": example_id, **example}
         self.info.metadata.update(left_out=self._left_out, outside_config=outside)
+        if splits:
+            self.info.metadata["splits"] = {name: splits.get(name, []) for name in SPLIT_NAMES}
         if self._left_out:
             logger.warning("%s: %d example(s) left out: %s", self.name, len(self._left_out),
                            name_some(example_id for example_id, _ in self._left_out))

@@ -73,6 +73,9 @@ DATASETS: dict[str, DatasetSpec] = {
                     needs_data_dir=False),
         DatasetSpec("folder", "your images: data_dir with images/, masks/ and labels.csv (id,label[,patient])",
                     read_folder, needs_data_dir=True),
+        DatasetSpec("isic2017", "ISIC 2017 dermoscopy, melanoma / seborrheic keratosis / nevus, lesion masks, the "
+                    "challenge's split: data_dir is the ISIC 2017 download (datasets/isic2017/README.md)",
+                    _read_download("isic2017"), needs_data_dir=True, manual_download=True),
         DatasetSpec("isic2018", "ISIC 2018 dermoscopy, 7 diagnoses, lesion masks: data_dir is the ISIC 2018 / "
                     "HAM10000 download (datasets/isic2018/README.md)", _read_download("isic2018"),
                     needs_data_dir=True, manual_download=True),

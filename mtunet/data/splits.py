@@ -2,7 +2,9 @@
 
 A hold-out split takes ``test_fraction`` of the patients for test, then ``validation_fraction`` (of the whole
 dataset) for validation; K-fold cross-validation takes fold ``k`` of ``StratifiedGroupKFold`` for test instead.
-Patients are stratified by their most common class. Without patient ids, every example is its own group.
+Patients are stratified by their most common class. Without patient ids, every example is its own group. A dataset
+published with its own split (a challenge's train / validation / test) keeps it for hold-out runs
+(``published_splits``); K-fold cross-validation pools all its examples.
 """
 
 import collections
@@ -29,7 +31,8 @@ class Splits(Mapping):
     Attributes:
         dataset: name of the dataset the splits were made for.
         seed: random seed of the split.
-        grouping: ``"patient"`` (no patient in two splits) or ``"example"`` (no patient ids were known).
+        grouping: ``"patient"`` (no patient in two splits), ``"example"`` (no patient ids were known) or
+            ``"published"`` (the dataset's own split, kept as published).
         validation_fraction, test_fraction: fractions asked for (``test_fraction`` is unused with K-fold).
         fold, num_folds: the test fold and number of folds for K-fold cross-validation, else None.
     """
@@ -61,8 +64,9 @@ class Splits(Mapping):
     def to_dict(self) -> dict:
         return {
             "format_version": FORMAT_VERSION, "dataset": self.dataset, "seed": self.seed, "grouping": self.grouping,
-            "stratified_by": "class", "validation_fraction": self.validation_fraction,
-            "test_fraction": self.test_fraction, "fold": self.fold, "num_folds": self.num_folds,
+            "stratified_by": None if self.grouping == "published" else "class",
+            "validation_fraction": self.validation_fraction, "test_fraction": self.test_fraction, "fold": self.fold,
+            "num_folds": self.num_folds,
             "splits": self._ids,
         }
 
@@ -150,6 +154,14 @@ def _test_fold(labels, groups, fold, num_folds, seed):
     except ValueError as error:
         raise DataError(f"cannot make {num_folds} folds ({error}); expected at least {num_folds} groups") from None
     return rest, test
+
+
+def published_splits(ids: Mapping, *, dataset: str, seed: int) -> Splits:
+    """The split a dataset was published with, ``{split: [id, ...]}``; its fractions are recorded as they are."""
+    total = sum(len(ids[name]) for name in SPLIT_NAMES)
+    return Splits(ids, dataset=dataset, seed=seed, grouping="published",
+                  validation_fraction=round(len(ids["validation"]) / total, 4),
+                  test_fraction=round(len(ids["test"]) / total, 4))
 
 
 def make_splits(ids, labels, groups, *, grouped: bool, dataset: str, seed: int = 0,

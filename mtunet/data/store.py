@@ -65,6 +65,8 @@ class ExampleStore:
             streamed.
         stream: when streamed, ``stream(positions)``: a ``tf.data.Dataset`` of ``(image, mask)`` as above for the
             examples at ``positions`` (ascending), in that order; else None.
+        published_splits: ``{"train": [id, ...], "validation": [...], "test": [...]}`` for a dataset published with
+            its own split (a challenge's), else None.
     """
 
     ids: np.ndarray
@@ -82,6 +84,7 @@ class ExampleStore:
     images: np.ndarray | None
     masks: np.ndarray | None
     stream: Callable | None
+    published_splits: dict[str, list[str]] | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -93,7 +96,8 @@ class ExampleStore:
 
 
 def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skipped, source: str, image_size: int,
-                streamer: Callable | None = None, mask_classes=BINARY_MASK_CLASSES) -> ExampleStore:
+                streamer: Callable | None = None, mask_classes=BINARY_MASK_CLASSES,
+                published_splits: dict | None = None) -> ExampleStore:
     """An ``ExampleStore`` from examples a source has decoded, in the order given.
 
     Args:
@@ -107,6 +111,7 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         image_size: side of the served images.
         streamer: None to keep the rows' arrays in memory; else ``streamer(channels)`` gives the store's ``stream``.
         mask_classes: names of the mask values 1..K (default ``BINARY_MASK_CLASSES``: binary masks).
+        published_splits: the dataset's own split, ``{split: [id, ...]}``; ids not among the rows are dropped.
     """
     if not rows:
         raise DataError(f"{source} has no usable example ({len(skipped)} skipped)")
@@ -114,6 +119,7 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         raise DataError(f"{source} has only the class(es) {class_names}; expected at least 2 classes")
     channels = max(row["channels"] for row in rows)
     in_memory = streamer is None
+    read = {row["id"] for row in rows}
     return ExampleStore(
         ids=np.array([row["id"] for row in rows]),
         labels=np.array([row["label"] for row in rows], dtype=np.int64),
@@ -131,4 +137,6 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         images=np.stack([expand_channels(row["image"], channels) for row in rows]) if in_memory else None,
         masks=np.stack([row["mask"] for row in rows]) if in_memory else None,
         stream=None if in_memory else streamer(channels),
+        published_splits=None if published_splits is None else {
+            split: [example for example in ids if example in read] for split, ids in published_splits.items()},
     )

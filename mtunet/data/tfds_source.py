@@ -3,7 +3,8 @@
 An mtunet TFDS builder puts every example in one ``"train"`` split (mtunet makes its own patient-grouped splits) with
 the features ``id`` (text), ``patient`` (text, may be empty), ``image`` (any size, 1 or 3 channels), ``mask`` (the
 image's size, 1 channel) and ``label`` (``ClassLabel``). The dataset's order is the split's file order. Examples a
-builder left out while preparing (``info.metadata["left_out"]``) are listed in the store's ``skipped``.
+builder left out while preparing (``info.metadata["left_out"]``) are listed in the store's ``skipped``; a split the
+dataset was published with (``info.metadata["splits"]``) is the store's ``published_splits``.
 
 A builder declares its mask classes as the class attribute ``MASK_CLASSES`` (the names of mask values 1..K);
 without it, or with ``BINARY_MASK_CLASSES``, masks are binary (see ``mtunet.data.images``).
@@ -71,4 +72,5 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
         streamer = tfds_streamer(builder, np.array(read_positions), prepare, image_size)
     class_names = builder.info.features["label"].names
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=builder.name,
-                       image_size=image_size, streamer=streamer, mask_classes=mask_classes)
+                       image_size=image_size, streamer=streamer, mask_classes=mask_classes,
+                       published_splits=builder.info.metadata.get("splits"))
