@@ -72,3 +72,11 @@ def left_out(info) -> list[tuple[str, str]]:
     if metadata is None:
         return []
     return [(str(example_id), str(reason)) for example_id, reason in dict(metadata.items()).get("left_out", [])]
+
+
+def recorded_splits(info) -> dict | None:
+    """``{split: [id, ...]}``: the split a builder recorded as the dataset was published, or None if it has none."""
+    metadata = info.metadata
+    if metadata is None:
+        return None
+    return dict(metadata.items()).get("splits")

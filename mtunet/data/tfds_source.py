@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from mtunet.data.builders import left_out, prepare_builder
+from mtunet.data.builders import left_out, prepare_builder, recorded_splits
 from mtunet.data.images import BINARY_MASK_CLASSES, MaskError, lesion_fraction, mask_fractions, prepare_pair
 from mtunet.data.problems import Problems
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
@@ -73,4 +73,4 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
     class_names = builder.info.features["label"].names
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=builder.name,
                        image_size=image_size, streamer=streamer, mask_classes=mask_classes,
-                       published_splits=builder.info.metadata.get("splits"))
+                       published_splits=recorded_splits(builder.info))
