@@ -397,8 +397,17 @@ def evaluate(run_dir, **options):
 
 def _echo_evaluation(results: dict) -> None:
     shown = ["accuracy", "balanced_accuracy", "auc", "dice_mean", "iou_mean", "thresholded_jaccard"]
-    click.echo(f"{results['split']}: {results['n_images']} images; "
-               + ", ".join(f"{name} {results[name]:.4f}" for name in shown if results.get(name) is not None))
+    intervals = results.get("confidence_intervals", {})
+
+    def figure(name):
+        interval = intervals.get(name)
+        bounds = (f" [{interval['low']:.3f}, {interval['high']:.3f}]"
+                  if interval and interval["low"] is not None and interval["high"] is not None else "")
+        return f"{name} {results[name]:.4f}{bounds}"
+
+    unit = f"; 95% bootstrap intervals over {intervals['units']} {intervals['unit']}s" if "unit" in intervals else ""
+    click.echo(f"{results['split']}: {results['n_images']} images{unit}; "
+               + ", ".join(figure(name) for name in shown if results.get(name) is not None))
     click.echo(f"report: {results['output_dir']}/report.html (metrics.json, predictions.npz and plots beside it)")
 
 

@@ -202,6 +202,11 @@ def summarize(results: pd.DataFrame, variants: list[str], *, folds: int, seeds: 
                         "initialisation; --seeds 3 or more averages it out")
     warnings += [f"{row['a']} vs {row['b']}, {row['metric']}: only {row['n']} of {folds} folds have a value for both"
                  for row in comparisons if row["n"] < folds]
+    clipped = [f"{variant} {SUMMARY_METRICS[name]}" for variant, described in summary_variants.items()
+               for name, figures in described.items() if figures["ci_clipped"]]
+    if clipped:
+        warnings.append(f"the t interval reached past [0, 1] and was cut there for: {', '.join(clipped)}; so few, so "
+                        "spread folds give no useful interval: read the per-fold values")
     notes = [("the folds share training data, so per-fold results are not independent and the tests' p-values are "
               "optimistic (Nadeau & Bengio, 2003)")]
     if len(comparisons) > 1:
@@ -225,12 +230,17 @@ def _format_p(value) -> str:
 def summary_markdown(summary: dict, title: str, setup: str) -> str:
     """summary.md: the variant table (mean ± sd [95% CI]), the paired comparisons, warnings and notes."""
     names = [SUMMARY_METRICS[name] for name in summary["metrics"]]
+    few_folds = summary["folds"] < RECOMMENDED_FOLDS
     lines = [f"# {title}", "", setup, "",
              (f"{summary['folds']} folds x {summary['seeds']} seed(s); mean ± sd [95% CI] across folds "
-              f"({summary['unit']})."), "",
+              f"({summary['unit']}); the interval is the t interval of the mean, cut at [0, 1] (marked *)"
+              + ("; with fewer than 5 folds the per-fold values follow in parentheses" if few_folds else "")
+              + "."), "",
              "| variant | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for variant, metrics in summary["variants"].items():
         cells = [f"{_format(m['mean'])} ± {_format(m['sd'])} [{_format(m['ci_low'])}, {_format(m['ci_high'])}]"
+                 + ("*" if m.get("ci_clipped") else "")
+                 + (" (" + ", ".join(_format(value) for value in m["per_fold"]) + ")" if few_folds else "")
                  if (m := metrics.get(name)) else "–" for name in summary["metrics"]]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired comparisons", "",

@@ -11,6 +11,7 @@ from sklearn import metrics as sk_metrics
 
 from mtunet.errors import ConfigError, DataError
 from mtunet.evaluation.metrics import (MACRO_AVERAGE, bootstrap_intervals, bootstrap_statistics, classification_metrics,
+                                      resample_counts,
                                compute_metrics, load_predictions, mask_class_names, metrics_from_predictions,
                                overlap_per_class, overlap_per_image, save_predictions, segmentation_metrics,
                                thresholded_jaccard)
@@ -160,14 +161,38 @@ def _predictions(size, seed=0):
 def test_vectorised_bootstrap_statistics_equal_the_metrics_on_the_original_sample():
     predictions, dice = _predictions(60)
     dice[[3, 7]] = np.nan  # images the "skip" rule leaves out
-    statistics = bootstrap_statistics(predictions, dice)
-    identity = np.arange(60)[None]
+    statistics = bootstrap_statistics({**predictions, "class_names": ["a", "b", "c"]}, dice)
+    identity = np.ones((1, 60))
     expected = classification_metrics(predictions["labels"], predictions["label_probabilities"], ["a", "b", "c"])
-    for name in ("accuracy", "balanced_accuracy", "auc"):
+    for name in ("accuracy", "balanced_accuracy", "auc", "macro_f1"):
         assert statistics[name](identity)[0] == pytest.approx(expected[name]), name
+    for class_name, figures in expected["per_class"].items():
+        for name in ("precision", "recall", "specificity", "npv", "f1", "auc"):
+            assert statistics[f"per_class/{class_name}/{name}"](identity)[0] == pytest.approx(figures[name]), name
     assert statistics["dice_mean"](identity)[0] == pytest.approx(np.nanmean(dice))
     # a resample with only class 0 has no AUC
-    assert np.isnan(statistics["auc"](np.flatnonzero(predictions["labels"] == 0)[None])[0])
+    assert np.isnan(statistics["auc"](resample_counts(np.flatnonzero(predictions["labels"] == 0)[None], 60))[0])
+
+
+def test_a_resample_weighted_by_counts_gives_the_metrics_of_the_repeated_images():
+    # the statistics take each image's count in a resample: they must equal scikit-learn on the images repeated
+    predictions, dice = _predictions(50, seed=3)
+    labels, probabilities = predictions["labels"], predictions["label_probabilities"]
+    statistics = bootstrap_statistics(predictions, dice)
+    indices = np.random.default_rng(4).integers(0, 50, size=(3, 50))
+    counts = resample_counts(indices, 50)
+    assert counts.sum(axis=1).tolist() == [50, 50, 50]
+    for row, resample in enumerate(indices):
+        resampled_labels, predicted = labels[resample], probabilities[resample].argmax(axis=1)
+        assert statistics["accuracy"](counts)[row] == pytest.approx(np.mean(resampled_labels == predicted))
+        assert statistics["balanced_accuracy"](counts)[row] == pytest.approx(
+            sk_metrics.balanced_accuracy_score(resampled_labels, predicted))
+        for index in range(3):
+            assert statistics[f"per_class/{index}/auc"](counts)[row] == pytest.approx(
+                sk_metrics.roc_auc_score(resampled_labels == index, probabilities[resample, index]))
+            assert statistics[f"per_class/{index}/f1"](counts)[row] == pytest.approx(
+                sk_metrics.f1_score(resampled_labels == index, predicted == index))
+        assert statistics["dice_mean"](counts)[row] == pytest.approx(np.mean(dice[resample]))
 
 
 def test_bootstrap_intervals_contain_the_estimate_narrow_with_more_images_and_follow_the_seed():
@@ -176,7 +201,7 @@ def test_bootstrap_intervals_contain_the_estimate_narrow_with_more_images_and_fo
         predictions, dice = _predictions(size, seed=size)
         statistics = bootstrap_statistics(predictions, dice)
         intervals = bootstrap_intervals(statistics, size, resamples=400, seed=1)
-        identity = np.arange(size)[None]
+        identity = np.ones((1, size))
         for name, interval in intervals.items():
             estimate = statistics[name](identity)[0]
             assert interval["low"] <= estimate <= interval["high"], (name, size, interval, estimate)
@@ -187,6 +212,65 @@ def test_bootstrap_intervals_contain_the_estimate_narrow_with_more_images_and_fo
     for name in widths[40]:
         # the width shrinks like 1 / sqrt(n): 4 times narrower for 16 times the images, give or take
         assert widths[640][name] < widths[40][name] / 2, (name, widths)
+
+
+def _one_image_per_patient(patients=30, seed=5):
+    """Predictions of ``patients`` images with masks, one per patient: 2 classes, Dice spread over (0, 1)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(patients) % 2
+    probabilities = np.clip(0.5 + 0.3 * (2 * labels - 1) + rng.normal(0, 0.3, patients), 0.01, 0.99)
+    true = np.zeros((patients, 8, 8), np.uint8)
+    true[:, 2:6, 2:6] = 1
+    predicted = np.zeros((patients, 8, 8), np.float32)
+    for index, width in enumerate(rng.integers(1, 8, patients)):
+        predicted[index, 2:6, 2:2 + width] = 0.9
+    return {"ids": np.array([f"p{i}" for i in range(patients)]), "labels": labels,
+            "class_names": np.array(["benign", "malignant"]),
+            "label_probabilities": np.stack([1 - probabilities, probabilities], axis=1),
+            "true_masks": true, "mask_probabilities": predicted}
+
+
+def test_patient_bootstrap_counts_a_patient_once_however_many_images_it_has():
+    single = _one_image_per_patient()
+    copies = 3  # every patient imaged three times, identically
+    repeated = {name: np.repeat(values, copies, axis=0) if name not in ("class_names",) else values
+                for name, values in single.items()}
+    repeated["groups"] = np.repeat([f"patient{i}" for i in range(30)], copies)
+    one_per_patient, _, _ = compute_metrics(single, bootstrap_resamples=300)
+    by_patient, _, _ = compute_metrics(repeated, bootstrap_resamples=300)
+    by_image, _, _ = compute_metrics({name: values for name, values in repeated.items() if name != "groups"},
+                                     bootstrap_resamples=300)
+    assert by_patient["dice_mean"] == pytest.approx(one_per_patient["dice_mean"])
+    for name in ("accuracy", "balanced_accuracy", "auc", "dice_mean", "iou_mean"):
+        patient, alone = by_patient["confidence_intervals"][name], one_per_patient["confidence_intervals"][name]
+        assert (patient["low"], patient["high"]) == pytest.approx((alone["low"], alone["high"]))
+        image = by_image["confidence_intervals"][name]
+        # resampling the copies as independent images gives an interval too narrow, about 1 / sqrt(3) as wide
+        assert image["high"] - image["low"] < 0.8 * (patient["high"] - patient["low"]), name
+    assert by_patient["confidence_intervals"]["unit"] == "patient" and by_patient["confidence_intervals"]["units"] == 30
+    assert "over patients (30 patients, 90 images)" in by_patient["confidence_intervals"]["method"]
+    assert by_image["confidence_intervals"]["unit"] == "image" and by_image["confidence_intervals"]["units"] == 90
+
+
+def test_every_per_class_figure_has_an_interval_around_its_value():
+    predictions, dice = _predictions(120, seed=8)
+    masks = _one_image_per_patient(120)
+    predictions = {**masks, **predictions, "class_names": np.array(["a", "b", "c"])}
+    metrics, _, _ = compute_metrics(predictions, bootstrap_resamples=200)
+    intervals = metrics["confidence_intervals"]
+    for name in ("a", "b", "c"):
+        for figure in ("precision", "recall", "specificity", "npv", "f1", "auc"):
+            interval = intervals["per_class"][name][figure]
+            assert interval["low"] <= metrics["per_class"][name][figure] <= interval["high"], (name, figure)
+            assert interval["resamples"] == 200
+        dice_interval = intervals["dice_per_class"][name]["mean"]
+        assert dice_interval["low"] <= metrics["dice_per_class"][name]["mean"] <= dice_interval["high"]
+    for name in ("accuracy", "balanced_accuracy", "auc", "macro_f1", "dice_mean", "iou_mean"):
+        assert intervals[name]["low"] <= metrics[name] <= intervals[name]["high"], name
+    assert metrics["auc_averaging"] == "macro mean of the one-vs-rest AUC of each class present"
+    # NPV checked by hand on a 2x2 case: 3 true negatives and 1 false negative of class b
+    two = classification_metrics(np.array([0, 0, 0, 1, 1]), np.eye(2)[[0, 0, 0, 0, 1]], ["a", "b"])
+    assert two["per_class"]["b"]["npv"] == pytest.approx(3 / 4) and two["per_class"]["a"]["npv"] == 1.0
 
 
 def test_metrics_are_recomputed_from_the_predictions_file_alone(tmp_path):
@@ -326,11 +410,11 @@ def test_multiclass_bootstrap_recomputes_the_macro_mean_of_each_resample():
     dice, _ = overlap_per_class(predictions["true_masks"], predictions["mask_probabilities"].argmax(-1), 3,
                                 empty="skip")
     statistics = bootstrap_statistics(predictions, dice)
-    assert statistics["dice_mean"](np.arange(40)[None])[0] == pytest.approx(metrics["dice_mean"])
+    assert statistics["dice_mean"](np.ones((1, 40)))[0] == pytest.approx(metrics["dice_mean"])
     # the macro mean of a resample is not the mean of the per-image means when "skip" leaves classes out
     resample = np.array([[0, 0, 1, 2, 3, 5, 8, 13, 21, 34]])
     expected = np.mean([np.nanmean(dice[resample[0], index]) for index in range(3)])
-    assert statistics["dice_mean"](resample)[0] == pytest.approx(expected)
+    assert statistics["dice_mean"](resample_counts(resample, 40))[0] == pytest.approx(expected)
     assert expected != pytest.approx(np.nanmean(image_dice[resample[0]]))
     interval = metrics["confidence_intervals"]["dice_mean"]
     assert interval["low"] <= metrics["dice_mean"] <= interval["high"] and interval["resamples"] == 200

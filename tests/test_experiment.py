@@ -16,7 +16,7 @@ import cli
 import mtunet.experiment
 from mtunet.errors import ConfigError
 from mtunet.evaluation.stats import describe, paired_comparison, smallest_wilcoxon_p
-from mtunet.experiment import Variant, run_experiment, summarize, task_variants
+from mtunet.experiment import Variant, run_experiment, summarize, summary_markdown, task_variants
 from mtunet.models import encoders
 from mtunet.models.encoders.applications import ApplicationEncoder
 from mtunet.training.callbacks import BestModelCheckpoint
@@ -122,6 +122,25 @@ def test_summary_compares_only_the_metrics_both_variants_have_and_averages_seeds
     assert any("cannot reach p < 0.05" in warning and "0.25" in warning for warning in summary["warnings"])
     assert not any("one training seed" in warning for warning in summary["warnings"])
     assert any("not corrected for the 5 comparisons" in note for note in summary["notes"])
+
+
+def test_few_spread_folds_give_an_interval_inside_the_metric_range_with_the_fold_values_shown():
+    # the user's case: accuracy 0.506 ± 0.087 over 2 folds, whose t interval is [-0.280, 1.291]
+    folds = np.array([0.444, 0.568])
+    unbounded = describe(folds, bounds=None)
+    assert unbounded["ci_low"] < 0 and unbounded["ci_high"] > 1 and not unbounded["ci_clipped"]
+    bounded = describe(folds)
+    assert (bounded["ci_low"], bounded["ci_high"]) == (0.0, 1.0) and bounded["ci_clipped"]
+    assert "cut at the metric's range [0, 1]" in bounded["ci_method"]
+    assert not describe(FIRST)["ci_clipped"]  # 5 close folds: the plain t interval, inside [0, 1]
+    results = pd.DataFrame([{"variant": "multi", "fold": fold, "seed": 0, "accuracy": value}
+                            for fold, value in enumerate(folds)])
+    summary = summarize(results, ["multi"], folds=2, seeds=1)
+    for figures in summary["variants"]["multi"].values():
+        assert 0 <= figures["ci_low"] <= figures["ci_high"] <= 1
+    assert any("cut there for: multi accuracy" in warning for warning in summary["warnings"])
+    table_row = next(line for line in summary_markdown(summary, "t", "s").splitlines() if line.startswith("| multi"))
+    assert table_row == "| multi | 0.506 ± 0.088 [0.000, 1.000]* (0.444, 0.568) |"
 
 
 # === Experiments on a tiny encoder ===

@@ -76,11 +76,18 @@ def test_evaluate_writes_every_file_and_the_predictions_reproduce_the_metrics(ru
     assert metrics["split"] == "test" and metrics["empty_mask_rule"] == "one"
     assert set(metrics["per_class"]) == {"benign", "malignant"} and len(metrics["confusion_matrix"]) == 2
     assert metrics["confidence_intervals"]["accuracy"]["low"] <= metrics["accuracy"]
+    # two images per patient: the intervals resample patients, each image keeps its patient
+    intervals = metrics["confidence_intervals"]
+    assert intervals["unit"] == "patient" and intervals["units"] == len(set(predictions["groups"].tolist()))
+    assert len(predictions["groups"]) == len(test_ids) and intervals["units"] < len(test_ids)
+    for name in ("benign", "malignant"):
+        assert set(intervals["per_class"][name]) == {"precision", "recall", "specificity", "npv", "f1", "auc"}
 
     recomputed = metrics_from_predictions(folder, bootstrap_resamples=200)
     assert _without_nan(recomputed) == {name: metrics[name] for name in recomputed}
     table = pd.read_csv(folder / "per_image.csv")
     assert table["id"].tolist() == predictions["ids"].tolist()
+    assert table["patient"].astype(str).tolist() == predictions["groups"].tolist()
     assert table["dice"].mean() == pytest.approx(metrics["dice_mean"])
     assert (table["predicted_class"] == table["true_class"]).mean() == pytest.approx(metrics["accuracy"])
     assert metrics["extra_check"] == {"images_seen": len(test_ids), "ids": len(test_ids)}
@@ -112,7 +119,8 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(evaluation, t
     page = (folder / "report.html").read_text()
     for text in ("Summary", "Per class", "Confusion matrix", "Empty-mask rule", "Dice per class of the label",
                  "Best and worst cases", "Training curves", "Run configuration", "Extra check section",
-                 "Added by a section builder."):
+                 "Added by a section builder.", "percentile bootstrap over patients", "NPV",
+                 "Per class (value and 95% interval)"):
         assert text in page, text
     parser = _ImageSources()
     parser.feed(page)
@@ -143,7 +151,9 @@ def test_cli_evaluates_another_dataset_with_the_same_classes(run_dir, tmp_path):
                                            "--empty", "skip", "--threshold", "0.3", "--bootstrap-resamples", "50"])
     assert result.exit_code == 0, result.output
     folder = run_dir / "evaluation" / "folder-other" / "all"
-    assert f"report: {folder}/report.html" in result.output and "all: 8 images; accuracy" in result.output
+    assert f"report: {folder}/report.html" in result.output
+    assert re.search(r"^all: 8 images; 95% bootstrap intervals over 4 patients; accuracy \d\.\d{4} "
+                     r"\[\d\.\d{3}, \d\.\d{3}\], balanced_accuracy", result.output, re.MULTILINE), result.output
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["n_images"] == 8 and metrics["split"] == "all" and metrics["data_dir"] == str(other)
     assert metrics["empty_mask_rule"] == "skip" and metrics["threshold"] == 0.3

@@ -142,6 +142,11 @@ class LoadedDataset:
         """``(N,)`` int class indices of ``split``, in the order of ``pipeline(split, training=False)``."""
         return self._store.labels[self._split_positions(split)]
 
+    def groups(self, split: str) -> "np.ndarray | None":
+        """``(N,)`` patient id of each example of ``split``, in the order of ``ids(split)``; None when the data
+        names no patients (each example is then its own)."""
+        return self._store.groups[self._split_positions(split)].astype(str) if self._store.grouped else None
+
     def table(self, split: str) -> pd.DataFrame:
         """One row per example of ``split``, in the order of ``ids(split)``: ``id``, ``label`` (class name),
         ``group`` (patient), ``height`` and ``width`` of the image as stored, and ``lesion_fraction`` (share of lesion

@@ -13,7 +13,6 @@ import pathlib
 import warnings
 
 import numpy as np
-from scipy import stats
 from sklearn import metrics as sk_metrics
 
 from mtunet.errors import ConfigError, DataError
@@ -25,8 +24,6 @@ EMPTY_MASK_RULES = {
 }
 ISIC_JACCARD_THRESHOLD = 0.65
 PREDICTIONS_FILE = "predictions.npz"
-# the headline numbers of metrics.json that get 95% bootstrap intervals
-BOOTSTRAPPED = ("accuracy", "balanced_accuracy", "auc", "dice_mean")
 BACKGROUND = "background"  # class 0 of a multi-class mask
 MACRO_AVERAGE = ("macro mean over the foreground classes: the mean over the classes of each class's value (its mean "
                  "or median over images, or its pooled value), classes without a defined value left out")
@@ -121,7 +118,8 @@ def classification_metrics(labels, probabilities, class_names) -> dict:
     Returns keys ``accuracy``, ``balanced_accuracy``, ``auc`` (binary: of class 1; else macro one-vs-rest over the
     classes present), ``macro_f1``, ``weighted_f1``, ``quadratic_weighted_kappa``, ``micro_average`` (accuracy,
     sensitivity and specificity over all one-vs-rest decisions), ``per_class`` (``{name: {precision, recall,
-    specificity, f1, support, auc}}``; recall is sensitivity), ``confusion_matrix`` (counts, rows true, columns
+    specificity, npv, f1, support, auc}}``; recall is sensitivity, npv the negative predictive value),
+    ``auc_averaging`` (how ``auc`` is averaged, in words), ``confusion_matrix`` (counts, rows true, columns
     predicted) and ``confusion_matrix_normalized`` (each row divided by its total; 0 for a class with no example).
     """
     labels = np.asarray(labels).astype(int)
@@ -144,6 +142,8 @@ def classification_metrics(labels, probabilities, class_names) -> dict:
         "accuracy": float(sk_metrics.accuracy_score(labels, predicted)),
         "balanced_accuracy": float(balanced_accuracy),
         "auc": auc,
+        "auc_averaging": (f"binary: the AUC of {class_names[1]} against {class_names[0]}" if len(class_names) == 2
+                          else "macro mean of the one-vs-rest AUC of each class present"),
         "macro_f1": float(sk_metrics.f1_score(labels, predicted, labels=indices, average="macro", zero_division=0)),
         "weighted_f1": float(sk_metrics.f1_score(labels, predicted, labels=indices, average="weighted",
                                                  zero_division=0)),
@@ -155,7 +155,8 @@ def classification_metrics(labels, probabilities, class_names) -> dict:
         },
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "specificity": _divide(tn[i], tn[i] + fp[i]), "f1": float(f1[i]), "support": int(support[i]),
+                   "specificity": _divide(tn[i], tn[i] + fp[i]), "npv": _divide(tn[i], tn[i] + fn[i]),
+                   "f1": float(f1[i]), "support": int(support[i]),
                    "auc": per_class_auc[i]}
             for i, name in enumerate(class_names)
         },
@@ -317,33 +318,56 @@ def segmentation_metrics(true_masks, mask_probabilities, *, threshold=0.5, empty
     return results, dice, iou
 
 
-def bootstrap_intervals(statistics: dict, n: int, *, resamples: int = 1000, confidence: float = 0.95,
+def resample_counts(indices, n: int) -> np.ndarray:
+    """``(r, n)`` float counts of how often each of ``n`` images is in each row of ``indices`` (r, k): the weights
+    ``bootstrap_statistics``'s functions take for a resample given as image indices."""
+    indices = np.asarray(indices)
+    rows = np.repeat(np.arange(len(indices)), indices.shape[1])
+    return np.bincount(rows * n + indices.reshape(-1), minlength=len(indices) * n).reshape(len(indices), n).astype(
+        float)
+
+
+def bootstrap_intervals(statistics: dict, n: int, *, groups=None, resamples: int = 1000, confidence: float = 0.95,
                         seed: int = 0, chunk: int = 100) -> dict:
-    """Percentile bootstrap confidence intervals over ``n`` paired samples (images).
+    """Percentile bootstrap confidence intervals over ``n`` paired samples (images), or over their patients.
 
     Hand-written rather than ``scipy.stats.bootstrap`` because a resample may leave a statistic undefined (AUC of a
-    resample with one class): such resamples are left out of that statistic's interval, and counted.
+    resample with one class), such resamples are left out of that statistic's interval and counted, and because
+    ``scipy`` resamples observations, not clusters of them.
 
     Args:
-        statistics: ``{name: function(indices) -> values}``: ``indices`` is ``(r, n)``, one resample of image
-            indices a row, and the function returns the statistic of each row, ``(r,)`` (NaN where undefined);
-            every statistic sees the same resamples.
+        statistics: ``{name: function(weights) -> values}``: ``weights`` is ``(r, n)``, one resample a row, each
+            image's count in it, and the function returns the statistic of each row, ``(r,)`` (NaN where
+            undefined); every statistic sees the same resamples.
         n: number of images.
+        groups: ``(n,)`` patient of each image, or None. Given, a resample draws patients with replacement and
+            takes all images of each drawn patient (the cluster bootstrap): images of one patient are correlated,
+            and resampling them as independent gives intervals too narrow. With one image per patient it draws
+            exactly what the image bootstrap draws.
         resamples: bootstrap resamples.
         confidence: the interval's coverage, e.g. 0.95.
         seed: seed of the resampling; the same seed gives the same intervals.
-        chunk: resamples drawn and evaluated at once (bounds the memory: ``chunk * n`` indices).
+        chunk: resamples drawn and evaluated at once (bounds the memory: ``chunk * n`` weights).
 
     Returns ``{name: {"low", "high", "resamples"}}`` (``resamples``: how many gave a defined value).
     """
     if resamples < 1:
         raise ConfigError(f"bootstrap resamples must be at least 1; received {resamples}")
     rng = np.random.default_rng(seed)
+    patient_of_image = None
+    if groups is not None:
+        if len(groups) != n:
+            raise ValueError(f"{len(groups)} patient ids for {n} images; expected one per image")
+        # patients numbered in order of first appearance: one image per patient then draws the image bootstrap's
+        _, first, code = np.unique(np.asarray(groups).astype(str), return_index=True, return_inverse=True)
+        patient_of_image = np.argsort(np.argsort(first))[code]
+    units = n if patient_of_image is None else int(patient_of_image.max()) + 1 if n else 0
     values = {name: [] for name in statistics}
     for start in range(0, resamples, chunk):
-        indices = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        counts = resample_counts(rng.integers(0, units, size=(min(chunk, resamples - start), units)), units)
+        weights = counts if patient_of_image is None else counts[:, patient_of_image]
         for name, function in statistics.items():
-            values[name].append(np.asarray(function(indices), float))
+            values[name].append(np.asarray(function(weights), float))
     tail = 100 * (1 - confidence) / 2
     intervals = {}
     for name, samples in values.items():
@@ -354,19 +378,29 @@ def bootstrap_intervals(statistics: dict, n: int, *, resamples: int = 1000, conf
     return intervals
 
 
-def _rank_auc(positives, scores):
-    """ROC AUC of each row of ``scores`` (r, n) for the booleans ``positives`` (r, n); NaN for a row without
-    positives or negatives.
+def _weighted_auc(positives, scores, weights):
+    """ROC AUC of ``scores`` (n,) for the booleans ``positives`` (n,) in each resample, a row of ``weights`` (r, n)
+    (image counts); NaN for a row without positives or negatives.
 
-    The Mann-Whitney rank formula (ties count one half, as in scikit-learn's ``roc_auc_score``), vectorised over
-    rows because ``roc_auc_score``'s per-call input checks cost milliseconds, too slow for thousands of resamples.
+    The Mann-Whitney statistic with each pair counted by the product of its weights (ties one half, as in
+    scikit-learn's ``roc_auc_score``), vectorised over rows because ``roc_auc_score``'s per-call input checks cost
+    milliseconds, too slow for thousands of resamples. The scores are sorted once: only the weights change.
     """
-    ranks = stats.rankdata(scores, axis=1)
-    count = positives.sum(axis=1)
-    pairs = count * (positives.shape[1] - count)
+    if not len(scores):
+        return np.full(len(weights), np.nan)
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, sorted_positives = scores[order], positives[order]
+    weights = weights[:, order]
+    negative_weights = weights * ~sorted_positives
+    positive_weights = weights * sorted_positives
+    new_score = np.r_[True, np.diff(sorted_scores) != 0]
+    tie_group = np.cumsum(new_score) - 1
+    negatives_in_group = np.add.reduceat(negative_weights, np.flatnonzero(new_score), axis=1)
+    negatives_below = np.cumsum(negatives_in_group, axis=1) - negatives_in_group
+    credit = negatives_below[:, tie_group] + 0.5 * negatives_in_group[:, tie_group]
+    pairs = positive_weights.sum(axis=1) * negative_weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * positives).sum(axis=1) - count * (count + 1) / 2) / pairs
-    return np.where(pairs > 0, auc, np.nan)
+        return np.where(pairs > 0, (positive_weights * credit).sum(axis=1) / pairs, np.nan)
 
 
 def _nanmean_rows(values):
@@ -376,45 +410,111 @@ def _nanmean_rows(values):
         return np.where(defined, values, 0).sum(axis=1) / defined.sum(axis=1)
 
 
-def bootstrap_statistics(predictions: dict, dice=None) -> dict:
-    """``{name: function(indices (r, n)) -> (r,)}`` giving accuracy, balanced accuracy, AUC (as
-    ``classification_metrics`` defines them) and mean Dice of each resample.
+def _weighted_mean(values, weights):
+    """Weighted mean of ``values`` (n,) without its NaNs for each row of ``weights`` (r, n)."""
+    defined = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ np.where(defined, values, 0.0)) / (weights @ defined.astype(float))
 
-    ``dice`` is ``(n,)`` Dice per image (the mean leaves NaNs out) or, for multi-class masks, ``(n, K)`` Dice per
-    image and class (``overlap_per_class``): then the mean is the macro mean over the classes of each class's mean
-    over the resampled images, as ``segmentation_metrics``'s ``dice_mean``."""
-    statistics = {}
-    if "label_probabilities" in predictions:
-        labels, probabilities = np.asarray(predictions["labels"]), np.asarray(predictions["label_probabilities"])
-        correct = probabilities.argmax(axis=1) == labels
-        num_classes = probabilities.shape[1]
 
-        def balanced_accuracy(indices):
-            resampled_labels, resampled_correct = labels[indices], correct[indices]
-            recalls = []
-            for index in range(num_classes):
-                members = resampled_labels == index
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    recalls.append((members & resampled_correct).sum(axis=1) / members.sum(axis=1))
-            return _nanmean_rows(np.stack(recalls, axis=1))
+def _ratio(numerator, denominator, undefined=math.nan):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), undefined)
 
-        def auc(indices):
-            resampled_labels = labels[indices]
-            per_class = np.stack([_rank_auc(resampled_labels == index, probabilities[indices, index])
-                                  for index in range(num_classes)], axis=1)
-            return per_class[:, 1] if num_classes == 2 else _nanmean_rows(per_class)
 
-        statistics["accuracy"] = lambda indices: correct[indices].mean(axis=1)
-        statistics["balanced_accuracy"] = balanced_accuracy
-        statistics["auc"] = auc
-    if dice is not None:
-        dice = np.asarray(dice, float)
-        if dice.ndim == 2:
-            statistics["dice_mean"] = lambda indices: _nanmean_rows(np.stack(
-                [_nanmean_rows(dice[indices, index]) for index in range(dice.shape[1])], axis=1))
-        else:
-            statistics["dice_mean"] = lambda indices: _nanmean_rows(dice[indices])
+def _classification_statistics(labels, probabilities, class_names) -> dict:
+    """Bootstrap statistics of ``classification_metrics``'s headline and per-class figures, with its conventions:
+    precision and F1 of a class never predicted are 0 (scikit-learn's ``zero_division=0``), recall (sensitivity),
+    specificity and NPV without a case to count are undefined (NaN)."""
+    correct = (probabilities.argmax(axis=1) == labels).astype(float)
+    predicted = probabilities.argmax(axis=1)
+    num_classes = probabilities.shape[1]
+    statistics = {"accuracy": lambda weights: (weights @ correct) / weights.sum(axis=1)}
+    confusion = {}  # class index -> function(weights) -> (tp, fp, fn, tn), each (r,)
+
+    for index in range(num_classes):
+        cells = [((labels == index) & (predicted == index)), ((labels != index) & (predicted == index)),
+                 ((labels == index) & (predicted != index)), ((labels != index) & (predicted != index))]
+        cells = np.stack(cells, axis=1).astype(float)
+        confusion[index] = lambda weights, cells=cells: (weights @ cells).T
+
+    def per_class(index, name):
+        def figure(weights):
+            tp, fp, fn, tn = confusion[index](weights)
+            return {"precision": _ratio(tp, tp + fp, 0.0), "recall": _ratio(tp, tp + fn),
+                    "specificity": _ratio(tn, tn + fp), "npv": _ratio(tn, tn + fn),
+                    "f1": _ratio(2 * tp, 2 * tp + fp + fn, 0.0)}[name]
+        return figure
+
+    for index, class_name in enumerate(class_names):
+        for name in ("precision", "recall", "specificity", "npv", "f1"):
+            statistics[f"per_class/{class_name}/{name}"] = per_class(index, name)
+        statistics[f"per_class/{class_name}/auc"] = (
+            lambda weights, index=index: _weighted_auc(labels == index, probabilities[:, index], weights))
+    statistics["balanced_accuracy"] = lambda weights: _nanmean_rows(np.stack(
+        [per_class(index, "recall")(weights) for index in range(num_classes)], axis=1))
+    statistics["macro_f1"] = lambda weights: np.mean(np.stack(
+        [per_class(index, "f1")(weights) for index in range(num_classes)], axis=1), axis=1)
+    if num_classes == 2:
+        statistics["auc"] = statistics[f"per_class/{class_names[1]}/auc"]
+    else:
+        statistics["auc"] = lambda weights: _nanmean_rows(np.stack(
+            [statistics[f"per_class/{name}/auc"](weights) for name in class_names], axis=1))
     return statistics
+
+
+def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=None) -> dict:
+    """``{name: function(weights (r, n)) -> (r,)}``: each figure of ``compute_metrics`` that gets an interval,
+    computed for each resample (a row of image counts, see ``bootstrap_intervals``).
+
+    Names: ``accuracy``, ``balanced_accuracy``, ``auc``, ``macro_f1`` and ``per_class/<class>/<precision, recall,
+    specificity, npv, f1, auc>`` as ``classification_metrics`` defines them; ``dice_mean`` and ``iou_mean`` and, by
+    the true class of the label, ``dice_per_class/<class>/mean``. ``dice`` and ``iou`` are ``(n,)`` per image (means
+    leave NaNs out) or, for multi-class masks, ``(n, K)`` per image and mask class (``overlap_per_class``): then
+    the means are the macro means over the classes of each class's mean over the resampled images, as
+    ``segmentation_metrics``'s, and ``mask_per_class/<mask class>/<dice_mean, iou_mean>`` are added
+    (``mask_classes``, the K names, default ``class_1``..)."""
+    statistics = {}
+    labels = np.asarray(predictions["labels"])
+    class_names = [str(name) for name in predictions.get("class_names", range(int(labels.max(initial=0)) + 1))]
+    if "label_probabilities" in predictions:
+        probabilities = np.asarray(predictions["label_probabilities"], float)
+        class_names = class_names if len(class_names) == probabilities.shape[1] else [
+            str(index) for index in range(probabilities.shape[1])]
+        statistics.update(_classification_statistics(labels, probabilities, class_names))
+    for key, values in (("dice", dice), ("iou", iou)):
+        if values is None:
+            continue
+        values = np.asarray(values, float)
+        if values.ndim == 2:
+            names = mask_classes or [f"class_{index + 1}" for index in range(values.shape[1])]
+            for index, name in enumerate(names):
+                statistics[f"mask_per_class/{name}/{key}_mean"] = (
+                    lambda weights, column=values[:, index]: _weighted_mean(column, weights))
+            statistics[f"{key}_mean"] = lambda weights, values=values: _nanmean_rows(np.stack(
+                [_weighted_mean(values[:, index], weights) for index in range(values.shape[1])], axis=1))
+            image_values = _nanmean_rows(values)
+        else:
+            statistics[f"{key}_mean"] = lambda weights, values=values: _weighted_mean(values, weights)
+            image_values = values
+        if key == "dice":
+            for index, name in enumerate(class_names):
+                members = np.where(labels == index, image_values, np.nan)
+                statistics[f"dice_per_class/{name}/mean"] = (
+                    lambda weights, members=members: _weighted_mean(members, weights))
+    return statistics
+
+
+def nest_intervals(intervals: dict) -> dict:
+    """``{"a/b/c": interval}`` as ``{"a": {"b": {"c": interval}}}``, the layout of the figures they belong to."""
+    nested = {}
+    for name, interval in intervals.items():
+        *path, last = name.split("/")
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = interval
+    return nested
 
 
 def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_resamples=1000, confidence=0.95,
@@ -422,13 +522,16 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
     """Every metric of ``metrics.json`` from the arrays of ``predictions.npz``.
 
     Args:
-        predictions: ``ids`` (n,), ``labels`` (n,) true class indices, ``class_names``, and, for the heads the
-            model has, ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
+        predictions: ``ids`` (n,), ``labels`` (n,) true class indices, ``class_names``, ``groups`` (n,) the
+            patient of each image when the data knows them, and, for the heads the model has,
+            ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
             (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with. Multi-class masks
             add ``mask_classes`` (K names): ``true_masks`` are then class maps (n, H, W) of 0..K and
             ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``).
         threshold, empty: see ``segmentation_metrics``; ``threshold`` is unused with multi-class masks.
-        bootstrap_resamples, confidence, seed: of the bootstrap intervals of ``BOOTSTRAPPED``.
+        bootstrap_resamples, confidence, seed: of the bootstrap intervals of every figure ``bootstrap_statistics``
+            names, in ``confidence_intervals`` laid out as the figures are (e.g. ``["per_class"]["benign"]["f1"]``);
+            over patients when ``predictions`` has ``groups`` (the patient of each image), else over images.
 
     Returns ``(metrics, dice per image, IoU per image)``; the per-image arrays are None without a mask head, and
     with multi-class masks the mean over the classes of each image's per-class values.
@@ -439,24 +542,31 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
     results = {"n_images": int(len(labels)), "class_names": class_names}
     if "label_probabilities" in predictions:
         results.update(classification_metrics(labels, predictions["label_probabilities"], class_names))
-    dice = iou = bootstrapped_dice = None
+    dice = iou = bootstrapped_dice = bootstrapped_iou = None
     mask_classes = mask_class_names(predictions)
     if "mask_probabilities" in predictions and mask_classes is not None:
-        segmentation, bootstrapped_dice, class_iou = _class_map_metrics(
+        segmentation, bootstrapped_dice, bootstrapped_iou = _class_map_metrics(
             predictions["true_masks"], predictions["mask_probabilities"], mask_classes, empty, labels, class_names)
-        dice, iou = _nanmean_rows(bootstrapped_dice), _nanmean_rows(class_iou)
+        dice, iou = _nanmean_rows(bootstrapped_dice), _nanmean_rows(bootstrapped_iou)
         results.update(segmentation)
     elif "mask_probabilities" in predictions:
         segmentation, dice, iou = segmentation_metrics(predictions["true_masks"], predictions["mask_probabilities"],
                                                        threshold=threshold, empty=empty, labels=labels,
                                                        class_names=class_names)
-        bootstrapped_dice = dice
+        bootstrapped_dice, bootstrapped_iou = dice, iou
         results.update(segmentation)
-    intervals = bootstrap_intervals(bootstrap_statistics(predictions, bootstrapped_dice), len(labels),
-                                    resamples=bootstrap_resamples, confidence=confidence, seed=seed)
+    groups = predictions.get("groups")
+    statistics = bootstrap_statistics(predictions, bootstrapped_dice, bootstrapped_iou, mask_classes)
+    intervals = bootstrap_intervals(statistics, len(labels), groups=groups, resamples=bootstrap_resamples,
+                                    confidence=confidence, seed=seed)
+    patients = None if groups is None else len(set(np.asarray(groups).astype(str).tolist()))
+    method = ("percentile bootstrap over images" if groups is None else
+              f"percentile bootstrap over patients ({patients} patients, {len(labels)} images): each resample draws "
+              "patients and takes all their images")
     results["confidence_intervals"] = {
-        "confidence": confidence, "method": "percentile bootstrap over images", "resamples": bootstrap_resamples,
-        "seed": seed, **intervals}
+        "confidence": confidence, "method": method, "unit": "image" if groups is None else "patient",
+        "units": len(labels) if groups is None else patients, "resamples": bootstrap_resamples, "seed": seed,
+        **nest_intervals(intervals)}
     return results, dice, iou
 
 

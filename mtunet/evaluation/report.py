@@ -82,10 +82,27 @@ def _image(png: bytes, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def _interval(interval) -> str:
+    """``low - high`` of a bootstrap interval; empty without one."""
+    return f"{_number(interval['low'])} - {_number(interval['high'])}" if interval else ""
+
+
+def _interval_note(metrics: dict) -> str:
+    """How the intervals were computed, in words."""
+    intervals = metrics.get("confidence_intervals")
+    if not intervals:
+        return ""
+    return (f"<p class='note'>{intervals.get('confidence', 0.95):.0%} confidence intervals: "
+            f"{html.escape(str(intervals.get('method', 'percentile bootstrap')))}; "
+            f"{intervals.get('resamples')} resamples, seed {intervals.get('seed')}.</p>")
+
+
 def _summary_table(metrics: dict) -> str:
     """Headline metrics with their 95% bootstrap intervals."""
     intervals = metrics.get("confidence_intervals", {})
-    names = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", "ROC AUC"),
+    auc_label = ("ROC AUC" if len(metrics.get("class_names", ())) <= 2
+                 else "ROC AUC, macro mean of the one-vs-rest AUCs")
+    names = [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", auc_label),
              ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"),
              ("quadratic_weighted_kappa", "quadratic-weighted kappa"), ("dice_mean", "Dice, mean per image"),
              ("dice_std", "Dice, standard deviation"), ("dice_median", "Dice, median"),
@@ -103,24 +120,31 @@ def _summary_table(metrics: dict) -> str:
             continue
         if key in macro:
             label += ", macro mean over foreground classes"
-        interval = intervals.get(key)
-        shown = f"{_number(interval['low'])} - {_number(interval['high'])}" if interval else ""
-        rows.append({"metric": label, "value": metrics[key], level: shown})
-    return _table(pd.DataFrame(rows), index=False)
+        rows.append({"metric": label, "value": metrics[key], level: _interval(intervals.get(key))})
+    return _table(pd.DataFrame(rows), index=False) + _interval_note(metrics)
 
 
 def _classification(metrics: dict) -> str:
     names = metrics["class_names"]
     # undefined metrics are None in metrics.json: as floats they are NaN, shown as n/a
-    columns = ["precision", "recall", "specificity", "f1", "support", "auc"]
-    per_class = pd.DataFrame(metrics["per_class"]).T.astype(float)[columns]
-    per_class = per_class.rename(columns={"recall": "recall (sensitivity)", "auc": "AUC (one vs rest)"})
-    per_class["support"] = per_class["support"].astype(int)
+    columns = {"precision": "precision (PPV)", "recall": "recall (sensitivity)", "specificity": "specificity",
+               "npv": "NPV", "f1": "F1", "auc": "AUC (one vs rest)"}
+    intervals = metrics.get("confidence_intervals", {}).get("per_class", {})
+    rows = []
+    for name in names:
+        figures = metrics["per_class"][name]
+        row = {"class": name, "support": int(figures["support"])}
+        for key, heading in columns.items():
+            interval = intervals.get(name, {}).get(key)
+            row[heading] = _number(figures.get(key)) + (f" ({_interval(interval)})" if interval else "")
+        rows.append(row)
+    per_class = pd.DataFrame(rows).set_index("class")
     micro = pd.DataFrame([metrics["micro_average"]], index=["micro average"]).astype(float)
     counts = pd.DataFrame(metrics["confusion_matrix"], index=[f"true {name}" for name in names],
                           columns=[f"predicted {name}" for name in names])
     normalized = pd.DataFrame(metrics["confusion_matrix_normalized"], index=counts.index, columns=counts.columns)
-    return ("<h3>Per class</h3>" + _table(per_class)
+    level = f"{metrics.get('confidence_intervals', {}).get('confidence', 0.95):.0%}"
+    return (f"<h3>Per class (value and {level} interval)</h3>" + _table(per_class)
             + "<h3>Micro average over the one-vs-rest decisions</h3>" + _table(micro)
             + "<h3>Confusion matrix (counts)</h3>" + _table(counts)
             + "<h3>Confusion matrix (each row divided by its total)</h3>" + _table(normalized))
@@ -145,7 +169,13 @@ def _mask_classes(metrics: dict) -> str:
     table = pd.concat([per_class, macro])
     for column in MASK_COUNT_COLUMNS:  # counts as integers; the macro row has none
         table[column] = ["" if math.isnan(value) else str(int(value)) for value in table[column]]
-    table = table.rename(columns=MASK_CLASS_COLUMNS).rename_axis("class").reset_index()
+    intervals = metrics.get("confidence_intervals", {})
+    for key in ("dice_mean", "iou_mean"):
+        table[f"{key}_interval"] = [_interval(intervals.get("mask_per_class", {}).get(name, {}).get(key))
+                                    for name in names] + [_interval(intervals.get(key))]
+    level = f"{intervals.get('confidence', 0.95):.0%} CI"
+    table = table.rename(columns={**MASK_CLASS_COLUMNS, "dice_mean_interval": f"Dice mean {level}",
+                                  "iou_mean_interval": f"IoU mean {level}"}).rename_axis("class").reset_index()
     labels = ["background", *names]
     counts = pd.DataFrame(metrics["mask_confusion_matrix"], index=[f"true {name}" for name in labels],
                           columns=[f"predicted {name}" for name in labels])
@@ -170,6 +200,9 @@ def _segmentation(metrics: dict) -> str:
     per_class = pd.DataFrame(metrics.get("dice_per_class", {})).T.astype(float)
     if len(per_class):
         per_class["n"] = per_class["n"].astype(int)
+        intervals = metrics.get("confidence_intervals", {})
+        per_class[f"mean, {intervals.get('confidence', 0.95):.0%} CI"] = [
+            _interval(intervals.get("dice_per_class", {}).get(name, {}).get("mean")) for name in per_class.index]
     heading = ("Dice per class of the label (mean over the mask classes of each image's Dice)" if multiclass
                else "Dice per class of the label")
     return (rule + (_mask_classes(metrics) if multiclass else "")

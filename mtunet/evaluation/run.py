@@ -127,6 +127,8 @@ def _predicted_masks(predictions) -> np.ndarray:
 def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
     names = np.asarray(predictions["class_names"], dtype=object)
     table = pd.DataFrame({"id": predictions["ids"], "true_class": names[predictions["labels"]]})
+    if "groups" in predictions:
+        table.insert(1, "patient", predictions["groups"])
     if "label_probabilities" in predictions:
         probabilities = predictions["label_probabilities"]
         predicted = probabilities.argmax(axis=1)
@@ -255,6 +257,9 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
                    "labels": np.concatenate([data.labels(name) for name in chosen]).astype(np.int64),
                    "class_names": np.asarray(data.info.class_names, str),
                    "threshold": np.float64(threshold), **_predict(model, batches(), data.info.mask_classes)}
+    groups = [data.groups(name) for name in chosen]
+    if all(group is not None for group in groups):
+        predictions["groups"] = np.concatenate(groups)
     metrics, dice, iou = compute_metrics(predictions, threshold=threshold, empty=empty,
                                          bootstrap_resamples=bootstrap_resamples, seed=seed)
     if output_dir is None:

@@ -10,24 +10,35 @@ from scipy import stats
 CONFIDENCE = 0.95
 
 
-def describe(values, confidence: float = CONFIDENCE) -> dict:
+def describe(values, confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = (0.0, 1.0)) -> dict:
     """Mean, sample standard deviation (ddof 1) and the t confidence interval of the mean of ``values``.
 
-    Returns ``{"n", "mean", "sd", "ci_low", "ci_high"}``; ``sd`` and the interval are NaN for fewer than 2 values.
-    NaN values are left out (an AUC undefined on a fold with one class).
+    ``bounds`` is the range the metric can take (accuracy, AUC, Dice: [0, 1]); the t interval, symmetric about the
+    mean, can reach past it with few, spread values (2 folds: t = 12.7), so it is cut at the bounds and
+    ``ci_clipped`` says so; None: no range.
+
+    Returns ``{"n", "mean", "sd", "ci_low", "ci_high", "ci_method", "ci_clipped"}``; ``sd`` and the interval are NaN
+    for fewer than 2 values. NaN values are left out (an AUC undefined on a fold with one class).
     """
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     n = len(values)
     mean = float(values.mean()) if n else math.nan
+    method = "t interval of the mean" + (f", cut at the metric's range [{bounds[0]:g}, {bounds[1]:g}]" if bounds
+                                         else "")
     if n < 2:
-        return {"n": n, "mean": mean, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+        return {"n": n, "mean": mean, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": method,
+                "ci_clipped": False}
     sd = float(values.std(ddof=1))
     if sd == 0:
         low = high = mean
     else:
         low, high = stats.ttest_1samp(values, 0.0).confidence_interval(confidence)
-    return {"n": n, "mean": mean, "sd": sd, "ci_low": float(low), "ci_high": float(high)}
+    clipped = bool(bounds) and (low < bounds[0] or high > bounds[1])
+    if bounds:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": float(low), "ci_high": float(high), "ci_method": method,
+            "ci_clipped": clipped}
 
 
 def smallest_wilcoxon_p(n: int) -> float:
