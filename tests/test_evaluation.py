@@ -10,11 +10,11 @@ from isic_challenge_scoring.segmentation import SegmentationScore
 from sklearn import metrics as sk_metrics
 
 from mtunet.errors import ConfigError, DataError
-from mtunet.evaluation.metrics import (MACRO_AVERAGE, bootstrap_intervals, bootstrap_statistics, classification_metrics,
-                                      resample_counts,
-                               compute_metrics, load_predictions, mask_class_names, metrics_from_predictions,
-                               overlap_per_class, overlap_per_image, save_predictions, segmentation_metrics,
-                               thresholded_jaccard)
+from mtunet.evaluation.metrics import (MACRO_AVERAGE, bootstrap_intervals, bootstrap_statistics, calibration_metrics,
+                                      classification_metrics, compute_metrics, load_predictions, mask_class_names,
+                                      metrics_from_predictions, overlap_per_class, overlap_per_image,
+                                      reliability_bins, resample_counts, save_predictions, segmentation_metrics,
+                                      thresholded_jaccard)
 from mtunet.evaluation.plots import class_colours, class_map_overlay, figure_png, gallery_figure
 from mtunet.evaluation.report import render_report
 
@@ -271,6 +271,27 @@ def test_every_per_class_figure_has_an_interval_around_its_value():
     # NPV checked by hand on a 2x2 case: 3 true negatives and 1 false negative of class b
     two = classification_metrics(np.array([0, 0, 0, 1, 1]), np.eye(2)[[0, 0, 0, 0, 1]], ["a", "b"])
     assert two["per_class"]["b"]["npv"] == pytest.approx(3 / 4) and two["per_class"]["a"]["npv"] == 1.0
+
+
+def test_calibration_bins_agree_with_scikit_learn_and_the_brier_score_is_checked_by_hand():
+    from sklearn.calibration import calibration_curve
+
+    predictions, _ = _predictions(200, seed=9)
+    labels, probabilities = predictions["labels"], predictions["label_probabilities"]
+    calibration = calibration_metrics(labels, probabilities, ["a", "b", "c"])
+    for index, name in enumerate("abc"):
+        figures = calibration["per_class"][name]
+        fraction, mean = calibration_curve(labels == index, probabilities[:, index], n_bins=10, strategy="uniform")
+        assert figures["fraction_positive"] == pytest.approx(fraction)
+        assert figures["mean_probability"] == pytest.approx(mean)
+        assert sum(figures["count"]) == 200
+        assert figures["brier"] == pytest.approx(np.mean((probabilities[:, index] - (labels == index)) ** 2))
+    assert calibration["brier_score"] == pytest.approx(np.mean(np.sum((probabilities - np.eye(3)[labels]) ** 2, 1)))
+    # a hand-made case: four images at 0.9 of which two are the class, four at 0.1 of which none is
+    binary = reliability_bins(np.array([1, 1, 0, 0, 0, 0, 0, 0], bool), np.array([0.9] * 4 + [0.1] * 4))
+    assert binary["count"] == [4, 4] and binary["fraction_positive"] == [0.0, 0.5]
+    assert binary["expected_calibration_error"] == pytest.approx((4 * 0.1 + 4 * 0.4) / 8)
+    assert "above 0.5" in calibration_metrics(labels % 2, probabilities[:, :2], ["x", "y"])["decision"]
 
 
 def test_metrics_are_recomputed_from_the_predictions_file_alone(tmp_path):

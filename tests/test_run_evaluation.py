@@ -21,8 +21,8 @@ from mtunet.evaluation.report import ReportSection
 from mtunet.evaluation.run import evaluate_run
 from mtunet.training.loop import train
 
-EVALUATION_FILES = ["predictions.npz", "per_image.csv", "confusion_matrix.png", "roc.png", "dice_histogram.png",
-                    "training_curves.png", "gallery.png", "metrics.json", "report.html"]
+EVALUATION_FILES = ["predictions.npz", "per_image.csv", "confusion_matrix.png", "roc.png", "reliability.png",
+                    "dice_histogram.png", "training_curves.png", "gallery.png", "metrics.json", "report.html"]
 HEADLINE = ["accuracy", "balanced_accuracy", "auc", "dice_mean", "iou_mean", "thresholded_jaccard", "n_images"]
 # added to a copy of the report: after the page loaded, Chromium itself records which images failed to decode
 IMAGE_CHECK = """<script>window.addEventListener("load", () => {
@@ -119,13 +119,14 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(evaluation, t
     page = (folder / "report.html").read_text()
     for text in ("Summary", "Per class", "Confusion matrix", "Empty-mask rule", "Dice per class of the label",
                  "Best and worst cases", "Training curves", "Run configuration", "Extra check section",
-                 "Added by a section builder.", "percentile bootstrap over patients", "NPV",
+                 "Added by a section builder.", "percentile bootstrap over patients", "NPV", "Calibration",
+                 "Reliability diagram", "Brier score",
                  "Per class (value and 95% interval)"):
         assert text in page, text
     parser = _ImageSources()
     parser.feed(page)
     assert parser.links == []  # nothing loaded from elsewhere
-    assert len(parser.sources) == 5  # confusion matrix, ROC curves, Dice histogram, training curves, gallery
+    assert len(parser.sources) == 6  # confusion matrix, ROC, reliability, Dice histogram, training curves, gallery
     for source in parser.sources:
         assert source.startswith("data:image/png;base64,")
         png = base64.b64decode(source.split(",", 1)[1], validate=True)
@@ -135,7 +136,7 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(evaluation, t
     checked.write_text(page.replace("</body>", IMAGE_CHECK + "</body>"))
     dom = _chromium("--dump-dom", checked.as_uri(), profile=tmp_path / "profile").stdout
     facts = dict(re.findall(r'data-(images|broken|tables|rows)="(\d+)"', dom))
-    assert facts.get("images") == "5" and facts.get("broken") == "0", facts
+    assert facts.get("images") == "6" and facts.get("broken") == "0", facts
     assert int(facts["tables"]) >= 8 and int(facts["rows"]) > 40, facts
 
     screenshot = tmp_path / "report.png"

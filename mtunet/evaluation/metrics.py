@@ -165,6 +165,47 @@ def classification_metrics(labels, probabilities, class_names) -> dict:
     }
 
 
+CALIBRATION_BINS = 10
+
+
+def reliability_bins(positives, probabilities, bins: int = CALIBRATION_BINS) -> dict:
+    """The reliability table of one class: ``probabilities`` (n,) cut into ``bins`` equal-width bins of [0, 1],
+    each with its ``count``, ``mean_probability`` and ``fraction_positive`` (of ``positives``, booleans), empty bins
+    left out, as ``sklearn.calibration.calibration_curve(strategy="uniform")`` bins them; and the expected
+    calibration error, the count-weighted mean gap between the two (Guo et al. 2017), which scikit-learn lacks."""
+    positives, probabilities = np.asarray(positives, bool), np.asarray(probabilities, float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.searchsorted(edges[1:-1], probabilities)
+    count = np.bincount(which, minlength=bins)
+    filled = count > 0
+    mean_probability = np.bincount(which, probabilities, bins)[filled] / count[filled]
+    fraction_positive = np.bincount(which, positives.astype(float), bins)[filled] / count[filled]
+    error = float(np.sum(count[filled] * np.abs(fraction_positive - mean_probability)) / max(len(positives), 1))
+    return {"count": count[filled].tolist(), "mean_probability": mean_probability.tolist(),
+            "fraction_positive": fraction_positive.tolist(), "expected_calibration_error": error}
+
+
+def calibration_metrics(labels, probabilities, class_names, bins: int = CALIBRATION_BINS) -> dict:
+    """How far the class probabilities can be trusted: the Brier score over all classes (the mean over images of
+    the squared distance between the probability vector and the one-hot truth) and, per class against the rest, its
+    Brier score (``sklearn.metrics.brier_score_loss``), expected calibration error and reliability table
+    (``reliability_bins``)."""
+    labels, probabilities = np.asarray(labels).astype(int), np.asarray(probabilities, float)
+    one_hot = np.eye(probabilities.shape[1])[labels]
+    per_class = {}
+    for index, name in enumerate(class_names):
+        positives = labels == index
+        per_class[name] = {"brier": float(sk_metrics.brier_score_loss(positives, probabilities[:, index],
+                                                                      pos_label=True)),
+                           **reliability_bins(positives, probabilities[:, index], bins)}
+    return {"brier_score": float(np.mean(np.sum((probabilities - one_hot) ** 2, axis=1))), "bins": bins,
+            "decision": ("the predicted class is the one of highest probability"
+                         + (f" (for two classes: {class_names[1]} when its probability is above 0.5)"
+                            if len(class_names) == 2 else "")
+                         + "; sensitivity, specificity, PPV and NPV follow from that decision"),
+            "per_class": per_class}
+
+
 def _summary(values) -> dict:
     values = np.asarray(values, float)
     values = values[~np.isnan(values)]
@@ -542,6 +583,7 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
     results = {"n_images": int(len(labels)), "class_names": class_names}
     if "label_probabilities" in predictions:
         results.update(classification_metrics(labels, predictions["label_probabilities"], class_names))
+        results["calibration"] = calibration_metrics(labels, predictions["label_probabilities"], class_names)
     dice = iou = bootstrapped_dice = bootstrapped_iou = None
     mask_classes = mask_class_names(predictions)
     if "mask_probabilities" in predictions and mask_classes is not None:

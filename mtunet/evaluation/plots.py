@@ -56,12 +56,31 @@ def roc_figure(labels, probabilities, class_names) -> Figure:
         positives = labels == index
         if not 0 < positives.sum() < len(labels):
             continue
-        RocCurveDisplay.from_predictions(positives, probabilities[:, index], name=f"{class_names[index]}",
-                                         ax=axis, plot_chance_level=drawn == 0)
+        RocCurveDisplay.from_predictions(positives, probabilities[:, index], name=f"{class_names[index]}", ax=axis)
         drawn += 1
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance (AUC = 0.5)")  # last in the legend
+    axis.legend(loc="lower right")
     title = f"ROC of {class_names[1]}" if len(class_names) == 2 else "ROC, one class vs the rest"
     axis.set(title=title if drawn else "ROC: undefined (one class only)", xlabel="1 - specificity",
              ylabel="sensitivity")
+    figure.tight_layout()
+    return figure
+
+
+def reliability_figure(calibration: dict, class_names) -> Figure:
+    """Reliability diagram from ``calibration_metrics``: per class (class 1 only for two classes), the fraction of
+    positives against the mean predicted probability in each bin, the diagonal being perfect calibration."""
+    figure = Figure(figsize=(5, 4.5))
+    axis = figure.subplots()
+    shown = [class_names[1]] if len(class_names) == 2 else list(class_names)
+    for name in shown:
+        figures = calibration["per_class"][name]
+        axis.plot(figures["mean_probability"], figures["fraction_positive"], marker="o",
+                  label=f"{name} (Brier {figures['brier']:.3f}, ECE {figures['expected_calibration_error']:.3f})")
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability (bin)", ylabel="fraction that is the class",
+             title=f"Reliability, {calibration['bins']} bins")
+    axis.legend(loc="upper left", fontsize="small")
     figure.tight_layout()
     return figure
 

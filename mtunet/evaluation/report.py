@@ -12,6 +12,7 @@ import pandas as pd
 FIGURES = {
     "confusion_matrix": ("Classification", "Confusion matrix"),
     "roc": ("Classification", "ROC curves"),
+    "reliability": ("Classification", "Reliability diagram: how far the class probabilities can be trusted"),
     "dice_histogram": ("Segmentation", "Dice per image"),
     "training_curves": ("Training", "Training curves of the run"),
     "gallery": ("Best and worst cases", "Best and worst cases by Dice (or by the true class's probability)"),
@@ -144,7 +145,17 @@ def _classification(metrics: dict) -> str:
                           columns=[f"predicted {name}" for name in names])
     normalized = pd.DataFrame(metrics["confusion_matrix_normalized"], index=counts.index, columns=counts.columns)
     level = f"{metrics.get('confidence_intervals', {}).get('confidence', 0.95):.0%}"
-    return (f"<h3>Per class (value and {level} interval)</h3>" + _table(per_class)
+    calibration = metrics.get("calibration")
+    calibration_part = ""
+    if calibration:
+        rows = pd.DataFrame({name: {"Brier score": figures["brier"],
+                                    "expected calibration error": figures["expected_calibration_error"]}
+                             for name, figures in calibration["per_class"].items()}).T
+        calibration_part = (f"<h3>Calibration</h3><p class='note'>Decision: {html.escape(calibration['decision'])}. "
+                            f"Brier score over all classes {_number(calibration['brier_score'])} (0 is perfect); "
+                            f"expected calibration error over {calibration['bins']} equal-width bins.</p>"
+                            + _table(rows))
+    return (f"<h3>Per class (value and {level} interval)</h3>" + _table(per_class) + calibration_part
             + "<h3>Micro average over the one-vs-rest decisions</h3>" + _table(micro)
             + "<h3>Confusion matrix (counts)</h3>" + _table(counts)
             + "<h3>Confusion matrix (each row divided by its total)</h3>" + _table(normalized))

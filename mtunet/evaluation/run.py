@@ -180,6 +180,7 @@ def _figures(predictions, metrics, dice, gallery, history) -> dict:
             metrics["confusion_matrix"], metrics["confusion_matrix_normalized"], metrics["class_names"])
         figures["roc"] = plots.roc_figure(predictions["labels"], predictions["label_probabilities"],
                                           metrics["class_names"])
+        figures["reliability"] = plots.reliability_figure(metrics["calibration"], metrics["class_names"])
     if dice is not None:
         figures["dice_histogram"] = plots.dice_histogram_figure(dice, metrics["empty_mask_rule_description"])
     figures["gallery"] = plots.gallery_figure(gallery, mask_classes=predictions.get("mask_classes"))
@@ -220,8 +221,8 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
             ``"gradcam"``); ``()`` for none.
 
     Files written to the output folder: ``predictions.npz`` (``mtunet.metrics_from_predictions`` recomputes the
-    metrics from it), ``per_image.csv``, ``confusion_matrix.png``, ``roc.png``, ``dice_histogram.png``,
-    ``training_curves.png``, ``gallery.png``, ``metrics.json`` and, last, ``report.html``.
+    metrics from it), ``per_image.csv``, ``confusion_matrix.png``, ``roc.png``, ``reliability.png``,
+    ``dice_histogram.png``, ``training_curves.png``, ``gallery.png``, ``metrics.json`` and, last, ``report.html``.
     """
     check_empty_rule(empty)
     if not 0 <= threshold <= 1:
