@@ -474,7 +474,9 @@ def predict(model_or_export, inputs, output_dir, threshold, batch_size):
     named, and make the exit status 1.
     """
     result = _predict_with_progress(model_or_export, inputs, output_dir, threshold, batch_size)
-    click.echo(f"{len(result.table)} image(s) predicted: {result.csv_path} (masks and overlays beside it)")
+    counts = result.table["predicted_class"].value_counts() if "predicted_class" in result.table else {}
+    classes = f"; predicted {', '.join(f'{name} {count}' for name, count in counts.items())}" if len(counts) else ""
+    click.echo(f"{len(result.table)} image(s) predicted: {result.csv_path} (masks and overlays beside it){classes}")
     if result.failed:
         raise click.ClickException(f"{len(result.failed)} file(s) could not be read and have no prediction: "
                                    + "; ".join(f"{file} ({reason})" for file, reason in result.failed))
@@ -518,7 +520,8 @@ def gradcam(ctx, run_or_model, images, split, output_dir, num_images, target_cla
     if "pointing_game_hit_rate" in summary:
         click.echo(f"Grad-CAM mass inside the true lesion {summary['mass_in_lesion']:.3f}, pointing game "
                    f"hit rate {summary['pointing_game_hit_rate']:.3f}")
-    click.echo(f"{len(summary['images'])} image(s); gallery: {summary['index']}")
+    click.echo(f"{gallery.heatmap_description()} at layer {gallery.cam.layer}, {len(summary['images'])} image(s) of "
+               f"{gallery.source}; gallery: {summary['index']}")
 
 
 @main.command()

@@ -15,7 +15,8 @@ from mtunet.evaluation.metrics import (MACRO_AVERAGE, bootstrap_intervals, boots
                                       metrics_from_predictions, overlap_per_class, overlap_per_image,
                                       reliability_bins, resample_counts, save_predictions, segmentation_metrics,
                                       thresholded_jaccard)
-from mtunet.evaluation.plots import class_colours, class_map_overlay, figure_png, gallery_figure
+from mtunet.evaluation.plots import (class_colours, class_map_overlay, confusion_matrix_figure, figure_png,
+                                    gallery_figure, kept_epoch, training_curves_figure)
 from mtunet.evaluation.report import render_report
 
 # 6 images, 3 classes; class 2 is never predicted
@@ -517,3 +518,22 @@ def test_class_map_overlay_gives_each_class_its_colour_and_the_gallery_draws_cla
     figure = gallery_figure({"best": cases, "worst": cases[::-1]}, mask_classes=MASK_CLASSES)
     assert [text.get_text() for text in figure.legends[0].get_texts()] == MASK_CLASSES
     assert figure_png(figure).startswith(b"\x89PNG")
+
+
+def test_confusion_matrix_cells_hold_count_and_row_share_and_curves_mark_the_kept_epoch():
+    counts = np.array([[8, 2], [1, 3]])
+    figure = confusion_matrix_figure(counts, counts / counts.sum(axis=1, keepdims=True), ["benign", "malignant"])
+    cells = sorted(text.get_text() for text in figure.axes[0].texts)
+    assert cells == sorted(["8\n(80%)", "2\n(20%)", "1\n(25%)", "3\n(75%)"])
+    assert "14 images" in figure.axes[0].get_title()
+
+    history = [{"epoch": epoch, "loss": 1.0 - 0.1 * epoch, "val_loss": value, "label_accuracy": 0.5,
+                "val_label_accuracy": 0.5} for epoch, value in enumerate([0.9, 0.4, 0.5])]
+    assert kept_epoch(history) == 2  # the second epoch (0-based 1) has the lowest validation loss
+    figure = training_curves_figure(history)
+    for axis in figure.axes:
+        # three epochs: matplotlib alone would tick 1.25, 1.5, ...
+        ticks = [tick for tick in axis.get_xticks() if 1 <= tick <= 3]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+        kept = [line for line in axis.get_lines() if line.get_label() == "kept: epoch 2"]
+        assert len(kept) == 1 and list(kept[0].get_xdata()) == [2, 2]

@@ -1,5 +1,7 @@
 """Grad-CAM and Seg-Grad-CAM against hand-derived maps, the localisation scores on hand-made cases, the gallery CLI."""
 
+import re
+
 import cv2
 import keras
 import numpy as np
@@ -182,24 +184,50 @@ def test_evaluate_reports_the_localisation_scores_of_its_images(run_dir, tmp_pat
     expected = localisation_scores(load_model(run_dir / "best.keras"), images.numpy(), targets["mask"].numpy())
     saved = json.loads((tmp_path / "metrics.json").read_text())["gradcam"]
     assert saved == pytest.approx(metrics["gradcam"]) and saved == pytest.approx(expected)
-    assert saved["images_scored"] == metrics["n_images"] and "Grad-CAM localisation" in (
-        tmp_path / "report.html").read_text()
+    report = (tmp_path / "report.html").read_text()
+    assert saved["images_scored"] == metrics["n_images"] and "Grad-CAM localisation" in report
+    assert "Grad-CAM mass inside the true lesion (mean)" in report and "pointing game hit rate" in report
+    assert "mass_in_lesion" not in report and "pointing_game" not in report
 
 
-def test_cli_writes_a_gallery_of_the_test_split(run_dir):
-    result = CliRunner().invoke(cli.main, ["gradcam", str(run_dir), "--num-images", "3"])
+# added to a copy of the gallery: choose an order as a reader would, then record the figures' order
+SORT_CHECK = """<script>window.addEventListener("load", () => {
+  const order = document.getElementById("order");
+  order.value = "%s";
+  order.dispatchEvent(new Event("change"));
+  document.body.dataset.sorted = [...document.querySelectorAll("#figures figure")].map(
+    figure => figure.dataset.index).join(",");
+});</script>"""
+
+
+def test_cli_writes_a_gallery_of_the_test_split(run_dir, tmp_path):
+    from test_run_evaluation import _chromium
+
+    result = CliRunner().invoke(cli.main, ["gradcam", str(run_dir), "--num-images", "4"])
     assert result.exit_code == 0, result.output
     gallery = run_dir / "gradcam"
     pngs = sorted(gallery.glob("*.png"))
-    assert len(pngs) == 3
-    for png in pngs:
+    assert len(pngs) == 4
+    for png in pngs:  # image, heatmap with its colour bar, overlay, true lesion side by side
         figure = cv2.imread(str(png))
-        assert figure is not None and figure.shape[0] > 300 and figure.shape[1] > 600
+        assert figure is not None and figure.shape[:2] == (340, 1100)
     index = (gallery / "index.html").read_text()
     assert all(f'src="{png.name}"' in index for png in pngs)
     assert "pointing game hit rate" in index and "true " in index and "predicted " in index
     assert "bottom row" not in index  # the U-Net decoder has no attention maps to show
-    assert f"gallery: {gallery / 'index.html'}" in result.output
+    assert "Grad-CAM of the predicted class" in result.output and f"gallery: {gallery / 'index.html'}" in result.output
+    for order in ("as listed", "by true class", "by predicted class", "wrong first"):
+        assert order in index, order
+
+    figures = re.findall(r'<figure data-index="(\d+)" data-true="(\w+)" data-predicted="(\w+)" '
+                         r'data-correct="([01])">', index)
+    assert len(figures) == 4
+    for key, column in (("correct", 3), ("true", 1)):
+        checked = tmp_path / f"{key}.html"
+        checked.write_text(index.replace("</body>", SORT_CHECK % key + "</body>"))
+        dom = _chromium("--dump-dom", checked.as_uri(), profile=tmp_path / "profile").stdout
+        expected = [index for index, *_ in sorted(figures, key=lambda figure: (figure[column], int(figure[0])))]
+        assert re.search(r'data-sorted="([\d,]*)"', dom).group(1) == ",".join(expected), dom[-500:]
 
 
 def test_cli_explains_image_files_and_skips_unreadable_ones(run_dir, tmp_path):

@@ -116,4 +116,4 @@ def test_seg_gradcam_explains_a_chosen_mask_class(run, tmp_path):
     assert "mask class 2" in index
     # the Attention U-Net's gate coefficients are a second row of panels under the image and its heatmap
     assert "bottom row: decoder_stage1_gate_attention, decoder_stage2_gate_attention" in index
-    assert cv2.imread(str(summary["images"][0])).shape[:2] == (720, 800)
+    assert cv2.imread(str(summary["images"][0])).shape[:2] == (600, 1100)

@@ -42,6 +42,8 @@ def test_folder_with_a_corrupt_file_writes_the_rest_and_names_it(tiny_model_file
     assert list(table.columns) == ["file", "predicted_class", *(f"probability_{name}" for name in TINY_CLASSES),
                                    "lesion_area_pixels", "lesion_fraction", "mask_file", "overlay_file"]
     assert [name.split("/")[-1] for name in table["file"]] == ["a.png", "b.png", "c.tif"]
+    counts = table["predicted_class"].value_counts()
+    assert "; predicted " + ", ".join(f"{name} {count}" for name, count in counts.items()) in outcome.output
     probabilities = table[[f"probability_{name}" for name in TINY_CLASSES]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     assert table["predicted_class"].tolist() == [TINY_CLASSES[index] for index in probabilities.argmax(axis=1)]

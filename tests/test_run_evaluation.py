@@ -92,6 +92,17 @@ def test_evaluate_writes_every_file_and_the_predictions_reproduce_the_metrics(ru
     assert (table["predicted_class"] == table["true_class"]).mean() == pytest.approx(metrics["accuracy"])
     assert metrics["extra_check"] == {"images_seen": len(test_ids), "ids": len(test_ids)}
 
+    # the split summary counts each split's images, patients and classes as splits.json and the data define them
+    splits = json.loads((run_dir / "splits.json").read_text())["splits"]
+    summary = metrics["data_splits"]
+    assert summary["grouping"] == "patient" and summary["evaluated"] == ["test"]
+    for name, ids in splits.items():
+        assert summary["splits"][name]["images"] == len(ids)
+        assert summary["splits"][name]["patients"] == len({example.rsplit("_", 1)[0] for example in ids})
+        assert sum(summary["splits"][name]["classes"].values()) == len(ids)
+    assert summary["splits"]["test"]["classes"] == table["true_class"].value_counts().to_dict() | {
+        name: 0 for name in ("benign", "malignant") if name not in set(table["true_class"])}
+
 
 class _ImageSources(html.parser.HTMLParser):
     def __init__(self):
@@ -121,8 +132,19 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(evaluation, t
                  "Best and worst cases", "Training curves", "Run configuration", "Extra check section",
                  "Added by a section builder.", "percentile bootstrap over patients", "NPV", "Calibration",
                  "Reliability diagram", "Brier score",
-                 "Per class (value and 95% interval)"):
+                 "Per class (value and 95% interval)", "<h2>Data</h2>", "test (evaluated)",
+                 "Split by patient: no patient is in two splits", "kept epoch",
+                 "<h1>folder · unet, mobilenetv2 encoder, 32 px · test split · ",
+                 "segmentation loss", "images seen",
+                 "Not set (the model's or dataset's default applies): decoder, skip, weights, "):
         assert text in page, text
+    # the data and the summary come first; the confusion matrix is a figure, once; no raw keys, no None rows
+    assert page.index("<h2>Data</h2>") < page.index("<h2>Summary</h2>") < page.index("<h2>Classification</h2>")
+    assert page.count("<figcaption>Confusion matrix") == 1 and "predicted benign" not in page
+    configuration = page[page.index("<h2>Run configuration</h2>"):]
+    assert ">none<" not in configuration and ">None<" not in configuration and "n/a" not in configuration
+    for key in ("images_seen", "seg_loss", "data_dir", "balanced_accuracy"):
+        assert key not in page, key
     parser = _ImageSources()
     parser.feed(page)
     assert parser.links == []  # nothing loaded from elsewhere

@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from mtunet.rundir import write_atomically
@@ -33,14 +34,19 @@ def save_png(figure: Figure, path) -> None:
 
 
 def confusion_matrix_figure(counts, normalized, class_names) -> Figure:
-    """Two panels: the confusion matrix as counts and as row-normalised fractions (rows true, columns predicted)."""
-    size = 2.5 + 0.6 * len(class_names)
-    figure = Figure(figsize=(2 * size + 1, size))
-    for axis, matrix, title, value_format in zip(figure.subplots(1, 2), (counts, normalized),
-                                                 ("counts", "row-normalised (recall on the diagonal)"), ("d", ".2f")):
-        ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(class_names)).plot(
-            ax=axis, cmap="Blues", values_format=value_format, xticks_rotation=45, colorbar=False)
-        axis.set_title(title)
+    """The confusion matrix (rows true, columns predicted): each cell holds its count and its share of the row (the
+    diagonal's share is the class's recall), coloured by that share."""
+    counts, normalized = np.asarray(counts), np.asarray(normalized, float)
+    size = 2.8 + 0.7 * len(class_names)
+    figure = Figure(figsize=(size + 1, size))
+    axis = figure.subplots()
+    display = ConfusionMatrixDisplay(normalized, display_labels=list(class_names))
+    display.plot(ax=axis, cmap="Blues", values_format=".0%", xticks_rotation=45, colorbar=False, im_kw={
+        "vmin": 0, "vmax": 1})
+    for (row, column), text in np.ndenumerate(display.text_):
+        text.set_text(f"{counts[row, column]}\n({normalized[row, column]:.0%})")
+    figure.colorbar(display.im_, ax=axis, label="share of the true class")
+    axis.set_title(f"Confusion matrix, {counts.sum()} images: count (share of the row)")
     figure.tight_layout()
     return figure
 
@@ -215,16 +221,26 @@ def _class_map_gallery(rows: dict, mask_classes: list) -> Figure:
     return figure
 
 
+def kept_epoch(history: list[dict]) -> int:
+    """The 1-based epoch whose weights a run keeps (best.keras): the one of lowest validation loss."""
+    return int(min(history, key=lambda row: row["val_loss"])["epoch"]) + 1
+
+
 def training_curves_figure(history: list[dict]) -> Figure:
-    """Loss, accuracy and Dice per epoch, training and validation, from the rows of history.csv."""
+    """Loss, accuracy and Dice per epoch, training and validation, from the rows of history.csv, with the kept epoch
+    marked."""
     panels = [(name, title) for name, title in [("loss", "loss"), ("label_accuracy", "accuracy"),
                                                 ("mask_dice", "Dice")] if history and name in history[0]]
     figure = Figure(figsize=(4.5 * len(panels), 3.5))
     epochs = [row["epoch"] + 1 for row in history]
+    kept = kept_epoch(history) if "val_loss" in history[0] else None
     for axis, (name, title) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         axis.plot(epochs, [row[name] for row in history], marker="o", label="training")
         axis.plot(epochs, [row[f"val_{name}"] for row in history], marker="o", label="validation")
+        if kept is not None:
+            axis.axvline(kept, color="grey", linestyle=":", label=f"kept: epoch {kept}")
         axis.set(title=title, xlabel="epoch")
-        axis.legend()
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.legend(fontsize="small")
     figure.tight_layout()
     return figure

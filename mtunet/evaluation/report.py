@@ -8,14 +8,29 @@ import math
 
 import pandas as pd
 
-# figure name -> (heading of the report section it belongs to, caption)
+# figure name -> its caption in the report
 FIGURES = {
-    "confusion_matrix": ("Classification", "Confusion matrix"),
-    "roc": ("Classification", "ROC curves"),
-    "reliability": ("Classification", "Reliability diagram: how far the class probabilities can be trusted"),
-    "dice_histogram": ("Segmentation", "Dice per image"),
-    "training_curves": ("Training", "Training curves of the run"),
-    "gallery": ("Best and worst cases", "Best and worst cases by Dice (or by the true class's probability)"),
+    "confusion_matrix": "Confusion matrix: each cell's count and its share of the true class",
+    "roc": "ROC curves, in class order, chance last",
+    "reliability": "Reliability diagram: how far the class probabilities can be trusted",
+    "dice_histogram": "Dice per image",
+    "training_curves": "Training curves of the run; the dotted line marks the kept epoch (lowest validation loss)",
+    "gallery": "Best and worst cases by Dice (or by the true class's probability)",
+}
+
+# metrics.json and config.json keys -> the words the report shows instead (others: underscores become spaces)
+LABELS = {
+    "mass_in_lesion": "Grad-CAM mass inside the true lesion (mean)",
+    "pointing_game_hit_rate": "pointing game hit rate (heatmap maximum inside the lesion)",
+    "pointing_game_chance": "pointing game chance level (mean lesion area)",
+    "images_scored": "images scored", "data_dir": "data folder", "output_dir": "output folder",
+    "seg_loss": "segmentation loss", "loss_weights": "loss weights (segmentation, classification)",
+    "class_weights": "class weights", "ema_momentum": "EMA momentum of the weights",
+    "precise_bn": "precise batch-norm statistics", "jit_compile": "XLA compilation",
+    "mixed_precision": "mixed precision", "reduce_lr_patience": "learning-rate reduction patience",
+    "patience": "early-stopping patience", "unfreeze_after": "unfreeze the encoder after epoch",
+    "split_seed": "split seed", "num_folds": "folds", "skip_connections": "skip connections",
+    "skip_bad_files": "skip unreadable files", "freeze_encoder": "freeze the encoder",
 }
 
 STYLE = """
@@ -48,9 +63,9 @@ class ReportSection:
     figures: dict = dataclasses.field(default_factory=dict)
 
 
-def _number(value, missing="n/a") -> str:
+def _number(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return missing
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
@@ -70,11 +85,21 @@ def _flatten(values: dict, prefix="") -> dict:
     return rows
 
 
-def _key_value_table(values: dict, missing="n/a") -> str:
-    """A name/value table; ``missing`` shows None and NaN (an undefined metric; an unset option)."""
-    rows = "".join(f"<tr><td>{html.escape(str(key))}</td><td>{html.escape(_number(value, missing))}</td></tr>"
-                   for key, value in _flatten(values).items())
+def label(key: str) -> str:
+    """The words the report shows for a metrics.json or config key."""
+    return LABELS.get(key, key.replace("_", " "))
+
+
+def _key_value_table(values: dict) -> str:
+    """A name/value table with readable names; None and NaN (an undefined metric) show as n/a."""
+    rows = "".join(f"<tr><td>{html.escape(' / '.join(label(part) for part in key.split(' / ')))}</td>"
+                   f"<td>{html.escape(_number(value))}</td></tr>" for key, value in _flatten(values).items())
     return f"<table><tr><th>name</th><th>value</th></tr>{rows}</table>"
+
+
+def _figure(figures: dict, name: str) -> str:
+    """The figure ``name`` of ``figures`` with its caption from ``FIGURES``; empty when it was not drawn."""
+    return _image(figures[name], FIGURES[name]) if name in figures else ""
 
 
 def _image(png: bytes, caption: str) -> str:
@@ -125,7 +150,7 @@ def _summary_table(metrics: dict) -> str:
     return _table(pd.DataFrame(rows), index=False) + _interval_note(metrics)
 
 
-def _classification(metrics: dict) -> str:
+def _classification(metrics: dict, figures: dict) -> str:
     names = metrics["class_names"]
     # undefined metrics are None in metrics.json: as floats they are NaN, shown as n/a
     columns = {"precision": "precision (PPV)", "recall": "recall (sensitivity)", "specificity": "specificity",
@@ -133,32 +158,28 @@ def _classification(metrics: dict) -> str:
     intervals = metrics.get("confidence_intervals", {}).get("per_class", {})
     rows = []
     for name in names:
-        figures = metrics["per_class"][name]
-        row = {"class": name, "support": int(figures["support"])}
+        values = metrics["per_class"][name]
+        row = {"class": name, "support": int(values["support"])}
         for key, heading in columns.items():
             interval = intervals.get(name, {}).get(key)
-            row[heading] = _number(figures.get(key)) + (f" ({_interval(interval)})" if interval else "")
+            row[heading] = _number(values.get(key)) + (f" ({_interval(interval)})" if interval else "")
         rows.append(row)
     per_class = pd.DataFrame(rows).set_index("class")
     micro = pd.DataFrame([metrics["micro_average"]], index=["micro average"]).astype(float)
-    counts = pd.DataFrame(metrics["confusion_matrix"], index=[f"true {name}" for name in names],
-                          columns=[f"predicted {name}" for name in names])
-    normalized = pd.DataFrame(metrics["confusion_matrix_normalized"], index=counts.index, columns=counts.columns)
     level = f"{metrics.get('confidence_intervals', {}).get('confidence', 0.95):.0%}"
+    parts = [f"<h3>Per class (value and {level} interval)</h3>", _table(per_class),
+             "<h3>Micro average over the one-vs-rest decisions</h3>", _table(micro),
+             _figure(figures, "confusion_matrix"), _figure(figures, "roc")]
     calibration = metrics.get("calibration")
-    calibration_part = ""
     if calibration:
-        rows = pd.DataFrame({name: {"Brier score": figures["brier"],
-                                    "expected calibration error": figures["expected_calibration_error"]}
-                             for name, figures in calibration["per_class"].items()}).T
-        calibration_part = (f"<h3>Calibration</h3><p class='note'>Decision: {html.escape(calibration['decision'])}. "
-                            f"Brier score over all classes {_number(calibration['brier_score'])} (0 is perfect); "
-                            f"expected calibration error over {calibration['bins']} equal-width bins.</p>"
-                            + _table(rows))
-    return (f"<h3>Per class (value and {level} interval)</h3>" + _table(per_class) + calibration_part
-            + "<h3>Micro average over the one-vs-rest decisions</h3>" + _table(micro)
-            + "<h3>Confusion matrix (counts)</h3>" + _table(counts)
-            + "<h3>Confusion matrix (each row divided by its total)</h3>" + _table(normalized))
+        table = pd.DataFrame({name: {"Brier score": values["brier"],
+                                     "expected calibration error": values["expected_calibration_error"]}
+                              for name, values in calibration["per_class"].items()}).T
+        parts += [f"<h3>Calibration</h3><p class='note'>Decision: {html.escape(calibration['decision'])}. "
+                  f"Brier score over all classes {_number(calibration['brier_score'])} (0 is perfect); "
+                  f"expected calibration error over {calibration['bins']} equal-width bins.</p>", _table(table),
+                  _figure(figures, "reliability")]
+    return "".join(parts)
 
 
 # column of mask_per_class -> its heading in the per-class table of a multi-class mask
@@ -199,7 +220,7 @@ def _mask_classes(metrics: dict) -> str:
             + "<h3>Pixel confusion matrix (counts, rows true, columns predicted)</h3>" + _table(counts))
 
 
-def _segmentation(metrics: dict) -> str:
+def _segmentation(metrics: dict, figures: dict) -> str:
     multiclass = "mask_per_class" in metrics
     decision = "" if multiclass else f"Mask threshold {metrics['threshold']:g}. "
     scored = ("have a defined Dice of some class" if multiclass else "are in the per-image Dice and IoU")
@@ -217,40 +238,76 @@ def _segmentation(metrics: dict) -> str:
     heading = ("Dice per class of the label (mean over the mask classes of each image's Dice)" if multiclass
                else "Dice per class of the label")
     return (rule + (_mask_classes(metrics) if multiclass else "")
-            + (f"<h3>{heading}</h3>" + _table(per_class) if len(per_class) else ""))
+            + (f"<h3>{heading}</h3>" + _table(per_class) if len(per_class) else "")
+            + _figure(figures, "dice_histogram"))
+
+
+def _model_description(model: dict) -> str:
+    """``unet, mobilenetv2 encoder, 128 px`` from config.json's model spec; empty without one."""
+    if not model:
+        return ""
+    return (f"{model.get('preset') or 'custom model'}, {model['encoder']} encoder"
+            + (f", {model['decoder']} decoder" if model.get("decoder") not in (None, model.get("preset")) else "")
+            + (f", {model['skip']} skips" if model.get("skip", "identity") != "identity" else "")
+            + f", {model['input_shape'][0]} px")
+
+
+def _data_splits(splits: dict) -> str:
+    """Images, patients and images per class of every split, the evaluated one marked."""
+    rows = []
+    for name, values in splits["splits"].items():
+        row = {"split": name + (" (evaluated)" if name in splits["evaluated"] else ""), "images": values["images"],
+               "patients": "n/a" if values["patients"] is None else values["patients"]}
+        rows.append({**row, **values["classes"]})
+    grouping = {"patient": "no patient is in two splits", "example": "the data names no patients: each image is its "
+                "own", "published": "the dataset's published splits"}.get(splits["grouping"], splits["grouping"])
+    return (_table(pd.DataFrame(rows), index=False)
+            + f"<p class='note'>Split by {html.escape(str(splits['grouping']))}: {html.escape(grouping)}.</p>")
+
+
+def _configuration(options: dict) -> str:
+    """The options that are set, and the names of those left unset (None: the default applies)."""
+    unset = [label(key) for key, value in options.items() if value is None]
+    note = f"<p class='note'>Not set (the model's or dataset's default applies): {html.escape(', '.join(unset))}.</p>"
+    return _key_value_table({key: value for key, value in options.items() if value is not None}) + (
+        note if unset else "")
 
 
 def render_report(*, metrics: dict, run: dict, config: dict, figures: dict, sections=()) -> str:
     """The HTML of ``report.html``.
 
     Args:
-        metrics: the content of ``metrics.json`` (``mtunet.evaluation.metrics.compute_metrics`` plus run facts).
-        run: facts shown at the top, ``{label: value}`` (run directory, model, dataset, split, ...).
-        config: the run's ``config.json`` (its ``options`` and ``versions`` are tabulated).
+        metrics: the content of ``metrics.json`` (``mtunet.evaluation.metrics.compute_metrics`` plus run facts;
+            ``data_splits``, when present, is shown first).
+        run: facts shown at the top, ``{key: value}`` (``run``, ``model``, ``dataset``, ``split``, ``date``, ...);
+            None values are left out.
+        config: the run's ``config.json`` (its ``model`` titles the page, its ``options`` and ``versions`` are
+            tabulated).
         figures: ``{name: PNG bytes}`` with names from ``FIGURES``.
         sections: ``ReportSection``s appended after the gallery (e.g. Grad-CAM).
     """
-    parts = [f"<h1>Evaluation of {html.escape(str(run.get('run', '')))}</h1>", _key_value_table(run),
-             "<h2>Summary</h2>", _summary_table(metrics)]
-    headings = {
-        "Classification": _classification(metrics) if "per_class" in metrics else None,
-        "Segmentation": _segmentation(metrics) if "dice_mean" in metrics else None,
-        "Training": "",
-        "Best and worst cases": "",
-    }
-    for heading, body in headings.items():
-        images = [_image(figures[name], caption) for name, (section, caption) in FIGURES.items()
-                  if section == heading and name in figures]
-        if body is None or (not body and not images):
-            continue
-        parts += [f"<h2>{heading}</h2>", body, *images]
+    title = " · ".join(str(part) for part in (run.get("dataset"), _model_description(config.get("model", {})),
+                                              run.get("split") and f"{run['split']} split", run.get("date"))
+                       if part) or "Evaluation"
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p class='note'>Run {html.escape(str(run.get('run', '')))}</p>",
+             _key_value_table({key: value for key, value in run.items() if value is not None})]
+    if "data_splits" in metrics:
+        parts += ["<h2>Data</h2>", _data_splits(metrics["data_splits"])]
+    parts += ["<h2>Summary</h2>", _summary_table(metrics)]
+    if "per_class" in metrics:
+        parts += ["<h2>Classification</h2>", _classification(metrics, figures)]
+    if "dice_mean" in metrics:
+        parts += ["<h2>Segmentation</h2>", _segmentation(metrics, figures)]
+    for heading, name in (("Training", "training_curves"), ("Best and worst cases", "gallery")):
+        if name in figures:
+            parts += [f"<h2>{heading}</h2>", _figure(figures, name)]
     for section in sections:
         parts += [f"<h2>{html.escape(section.title)}</h2>",
                   f"<p class='note'>{html.escape(section.text)}</p>" if section.text else "",
                   _key_value_table(section.metrics),
                   *(_image(png, caption) for caption, png in section.figures.items())]
-    parts += ["<h2>Run configuration</h2>", _key_value_table(config.get("options", {}), missing="none"),
+    parts += ["<h2>Run configuration</h2>", _configuration(config.get("options", {})),
               "<h3>Versions</h3>", _key_value_table(config.get("versions", {}))]
     body = "\n".join(part for part in parts if part)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>mtunet evaluation</title>"
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")

@@ -189,6 +189,17 @@ def _figures(predictions, metrics, dice, gallery, history) -> dict:
     return {name: plots.figure_png(figure) for name, figure in figures.items()}
 
 
+def _data_splits(data, chosen) -> dict:
+    """Images, patients (None when the data names none) and images per class of each split; the evaluated ones."""
+    splits = {}
+    for name in SPLIT_NAMES:
+        groups = data.groups(name)
+        splits[name] = {"images": data.info.split_sizes[name],
+                        "patients": None if groups is None else len(set(groups.tolist())),
+                        "classes": data.info.class_counts[name]}
+    return {"grouping": data.splits.grouping, "evaluated": list(chosen), "splits": splits}
+
+
 def _training_history(run_dir: pathlib.Path) -> list[dict]:
     path = run_dir / HISTORY_FILE
     if not path.is_file() or path.stat().st_size == 0:
@@ -269,7 +280,7 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     output_dir = pathlib.Path(output_dir)
     run_facts = {"run": str(run_dir), "model": str(model_path), "dataset": dataset, "data_dir": data_dir,
                  "split": split, "output_dir": str(output_dir), "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}"}
-    metrics = {**run_facts, **metrics}
+    metrics = {**run_facts, "data_splits": _data_splits(data, chosen), **metrics}
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / REPORT_FILE).unlink(missing_ok=True)  # its presence means a complete evaluation

@@ -14,6 +14,7 @@ import re
 
 import cv2
 import numpy as np
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from mtunet.data import SPLIT_NAMES, load_dataset
@@ -136,7 +137,7 @@ class Gallery:
             for offset, example in enumerate(batch):
                 entry = self._describe(example, result, offset)
                 entry["file"] = _file_name(start + offset, example.id)
-                figure = self._figure(example, result, offset, entry, maps)
+                figure = self._figure(example, result, offset, maps)
                 write_atomically(self.output_dir / entry["file"],
                                  lambda temporary: figure.savefig(temporary, format="png", dpi=100))
                 entries.append(entry)
@@ -161,64 +162,72 @@ class Gallery:
         if example.label is not None:
             entry["true"] = self.class_names[example.label]
         if self.cam.kind == "classification":
-            entry["explained"] = f"Grad-CAM of {self.class_names[result.target_classes[offset]]} at {self.cam.layer}"
+            entry["explained"] = f"heatmap: Grad-CAM of {self.class_names[result.target_classes[offset]]}"
         elif self.cam.kind == "multiclass_mask":
-            entry["explained"] = f"Seg-Grad-CAM of mask class {result.target_classes[offset]} at {self.cam.layer}"
+            entry["explained"] = f"heatmap: Seg-Grad-CAM of mask class {result.target_classes[offset]}"
         else:
-            entry["explained"] = f"Seg-Grad-CAM of the mask at {self.cam.layer}"
+            entry["explained"] = "heatmap: Seg-Grad-CAM of the mask"
         if example.mask is not None and example.mask.any():
             heatmap, mask = result.heatmaps[offset:offset + 1], example.mask[None]
             entry["mass_in_lesion"] = float(mass_in_lesion(heatmap, mask)[0])
             entry["pointing_game"] = float(pointing_game(heatmap, mask)[0])
         return entry
 
-    def _figure(self, example, result, offset, entry, maps):
-        """The image with the true lesion (green), and the heatmap over it with the predicted mask (yellow); below,
-        the decoder's explained maps (attention coefficients, 0 to 1) where it has any."""
+    def _figure(self, example, result, offset, maps):
+        """Side by side: the image, the heatmap with its colour bar, the heatmap over the image with the predicted
+        mask (yellow), and the true lesion (green) when known; below, the decoder's explained maps (attention
+        coefficients, 0 to 1) where it has any. The caption is the page's, not burnt into the picture."""
         image = example.image.astype(np.uint8)
         image = image[..., 0] if image.shape[2] == 1 else image
         heatmap = result.heatmaps[offset]
         heatmap = heatmap / heatmap.max() if heatmap.max() > 0 else heatmap
-        figure = Figure(figsize=(8, 7.2 if maps else 4.8), layout="constrained")
-        top, bottom = figure.subfigures(2, 1, height_ratios=(2, 1)) if maps else (figure, None)
-        left, right = top.subplots(1, 2)
-        for axis in (left, right):
+        truth = example.mask is not None
+        figure = Figure(figsize=(11 if truth else 8.4, 6.0 if maps else 3.4), layout="constrained")
+        top, bottom = figure.subfigures(2, 1, height_ratios=(1.3, 1)) if maps else (figure, None)
+        axes = top.subplots(1, 4 if truth else 3)
+        for axis in axes:
             axis.imshow(image, cmap="gray", vmin=0, vmax=255)
             axis.set_axis_off()
-        right.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        outlines = ["predicted mask: yellow"] if result.masks is not None else []
-        if result.masks is not None and 0 < (result.masks[offset] > 0.5).sum() < result.masks[offset].size:
-            right.contour(result.masks[offset], levels=[0.5], colors="yellow", linewidths=1.5)
-        if example.mask is not None and 0 < example.mask.sum() < example.mask.size:
-            outlines.insert(0, "true lesion: green")
-            for axis in (left, right):
-                axis.contour(example.mask, levels=[0.5], colors="lime", linewidths=1.2, linestyles="dashed")
-        left.set_title("image" + (" (true lesion: green)" if example.mask is not None else ""), fontsize=9)
-        right.set_title(f"{entry['explained']}\n{', '.join(outlines)}", fontsize=9)
+        axes[0].set_title("image", fontsize=9)
+        shown = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1)
+        axes[1].set_title("heatmap", fontsize=9)
+        top.colorbar(shown, ax=axes[1], shrink=0.8, label="Grad-CAM, 0 to its maximum")
+        axes[2].imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        overlay_title = "overlay"
+        if result.masks is not None:
+            overlay_title += ", predicted mask: yellow"
+            if 0 < (result.masks[offset] > 0.5).sum() < result.masks[offset].size:
+                axes[2].contour(result.masks[offset], levels=[0.5], colors="yellow", linewidths=1.5)
+        axes[2].set_title(overlay_title, fontsize=9)
+        if truth:
+            lesion = np.ma.masked_where(example.mask <= 0.5, np.ones_like(example.mask, float))
+            axes[3].imshow(lesion, cmap=ListedColormap(["lime"]), alpha=0.45, vmin=0, vmax=1)
+            axes[3].set_title("true lesion: green" if example.mask.any() else "true mask: empty", fontsize=9)
         if maps:
-            axes = np.atleast_1d(bottom.subplots(1, len(maps)))
-            for axis, (name, decoder_map) in zip(axes, maps.items()):
+            map_axes = np.atleast_1d(bottom.subplots(1, len(maps)))
+            for axis, (name, decoder_map) in zip(map_axes, maps.items()):
                 axis.imshow(image, cmap="gray", vmin=0, vmax=255)
                 shown = axis.imshow(decoder_map.values[offset], cmap="jet", alpha=0.45, vmin=0, vmax=1)
                 axis.set_title(f"{name.removeprefix('decoder_')}\n(stride {decoder_map.stride})", fontsize=8)
                 axis.set_axis_off()
-            bottom.colorbar(shown, ax=list(axes), shrink=0.8, label="attention coefficient")
-        figure.suptitle(_caption(entry), fontsize=11)
+            bottom.colorbar(shown, ax=list(map_axes), shrink=0.8, label="attention coefficient")
         return figure
 
-    def _index_html(self, entries, summary) -> str:
+    def heatmap_description(self) -> str:
+        """What the heatmaps show, in words: ``Grad-CAM of the class score ... of each image's predicted class``."""
         if self.cam.kind == "binary_mask":
-            explained = "Seg-Grad-CAM of the mask logits summed over the image"
+            return "Seg-Grad-CAM of the mask logits summed over the image"
         elif self.cam.kind == "multiclass_mask" and isinstance(self.target_class, str):
-            explained = "Seg-Grad-CAM of the logits of each image's most predicted mask class, summed over the image"
+            return "Seg-Grad-CAM of the logits of each image's most predicted mask class, summed over the image"
         elif self.cam.kind == "multiclass_mask":
             name = model_heads(self.cam.model)[self.head].mask_classes[self.target_class - 1]
-            explained = f"Seg-Grad-CAM of the logits of mask class {self.target_class} ({name}), summed over the image"
-        elif isinstance(self.target_class, str):
-            explained = "Grad-CAM of the class score (before the softmax) of each image's predicted class"
-        else:
-            explained = f"Grad-CAM of the class score (before the softmax) of {self.class_names[self.target_class]}"
-        facts = [f"source: {self.source}", f"heatmap: {explained}, at layer {self.cam.layer}",
+            return f"Seg-Grad-CAM of the logits of mask class {self.target_class} ({name}), summed over the image"
+        if isinstance(self.target_class, str):
+            return "Grad-CAM of the predicted class's score (before the softmax)"
+        return f"Grad-CAM of the class score (before the softmax) of {self.class_names[self.target_class]}"
+
+    def _index_html(self, entries, summary) -> str:
+        facts = [f"source: {self.source}", f"heatmap: {self.heatmap_description()}, at layer {self.cam.layer}",
                  f"images: {len(entries)}"]
         if "pointing_game_hit_rate" in summary:
             facts.append(f"Grad-CAM mass inside the true lesion (mean): {summary['mass_in_lesion']:.3f}; "
@@ -227,25 +236,67 @@ class Gallery:
             facts.append(f"bottom row: {', '.join(self.decoder_maps.layers)}, the attention coefficients of the "
                          "decoder's gates from 0 (skip removed) to 1 (skip kept), deepest stage first")
         facts += [f"skipped {file}: {reason}" for file, reason in self.skipped]
-        figures = "\n".join(
-            f'<figure><img src="{html.escape(entry["file"])}" alt="{html.escape(entry["id"])}">'
-            f"<figcaption>{html.escape(_caption(entry))}</figcaption></figure>" for entry in entries)
+        attributes = [_sort_keys(index, entry) for index, entry in enumerate(entries)]
+        orders = [(key, text) for key, text in SORT_ORDERS if all(key in keys for keys in attributes)]
+        options = "".join(f'<option value="{key}">{html.escape(text)}</option>' for key, text in orders)
+        figures = "\n".join(_figure_html(index, entry) for index, entry in enumerate(entries))
         items = "".join(f"<li>{html.escape(fact)}</li>" for fact in facts)
-        return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Grad-CAM gallery</title>\n<style>"
-                "body{font-family:sans-serif;margin:1.5em} figure{display:inline-block;margin:0.5em;width:420px}"
-                "img{width:100%} figcaption{font-size:0.85em}</style></head>\n"
-                f"<body><h1>Grad-CAM gallery</h1><ul>{items}</ul>\n{figures}\n</body></html>\n")
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Grad-CAM gallery</title>\n"
+                f"<style>{GALLERY_STYLE}</style></head>\n<body><h1>Grad-CAM gallery</h1><ul>{items}</ul>\n"
+                f'<label>Order: <select id="order">{options}</select></label>\n'
+                f'<div id="figures">\n{figures}\n</div>\n<script>{SORT_SCRIPT}</script>\n</body></html>\n')
 
 
-def _caption(entry) -> str:
-    parts = [entry["id"]]
-    if "predicted" in entry:
-        parts.append(f"predicted {entry['predicted']} ({entry['probability']:.0%})")
+# value of <select id="order"> (an entry key, its figure's data- attribute) -> its label
+SORT_ORDERS = (("index", "as listed"), ("true", "by true class"), ("predicted", "by predicted class"),
+               ("correct", "wrong first"))
+GALLERY_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#222} "
+                 "#figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(600px,1fr));gap:1em} "
+                 "figure{margin:0;border:1px solid #ddd;padding:.4em} img{width:100%} "
+                 "figcaption{font-size:.9em;line-height:1.4} .wrong{color:#b00020;font-weight:bold} "
+                 "select{margin:.5em 0 1em}")
+# sorts the figures by the chosen data- attribute, ties in list order (hand-written: no library needed for this)
+SORT_SCRIPT = """
+const order = document.getElementById("order"), box = document.getElementById("figures");
+order.addEventListener("change", () => {
+  const key = order.value, figures = [...box.children];
+  figures.sort((a, b) => (a.dataset[key] ?? "").localeCompare(b.dataset[key] ?? "", undefined, {numeric: true})
+                         || a.dataset.index - b.dataset.index);
+  figures.forEach(figure => box.appendChild(figure));
+});"""
+
+
+def _sort_keys(index: int, entry: dict) -> dict:
+    """The values a figure sorts by (``SORT_ORDERS``): those the entry knows."""
+    keys = {"index": index, **{key: entry[key] for key in ("true", "predicted") if key in entry}}
+    if "true" in entry and "predicted" in entry:
+        keys["correct"] = int(entry["true"] == entry["predicted"])
+    return keys
+
+
+def _figure_html(index: int, entry: dict) -> str:
+    """One ``<figure>`` of the gallery: its PNG, a caption of a few lines, and the data- attributes it sorts by."""
+    keys = _sort_keys(index, entry)
+    correct = keys.get("correct")
+    data = "".join(f' data-{key}="{html.escape(str(value))}"' for key, value in keys.items())
+    lines = [f"<b>{html.escape(entry['id'])}</b>"]
+    classes = []
     if "true" in entry:
-        parts.append(f"true {entry['true']}")
+        classes.append(f"true {html.escape(entry['true'])}")
+    if "predicted" in entry:
+        classes.append(f"predicted {html.escape(entry['predicted'])} ({entry['probability']:.0%})")
+    if correct is not None:
+        classes.append("correct" if correct else "<span class='wrong'>wrong</span>")
+    if classes:
+        lines.append(" · ".join(classes))
+    lines.append(html.escape(entry["explained"]))
     if "pointing_game" in entry:
-        parts.append(f"mass in lesion {entry['mass_in_lesion']:.0%}, pointing game {entry['pointing_game']:.2g}")
-    return "; ".join(parts)
+        hit = entry["pointing_game"]
+        lines.append(f"heatmap mass inside the lesion {entry['mass_in_lesion']:.0%} · pointing game "
+                     + ("hit" if hit == 1 else "miss" if hit == 0 else f"{hit:.2f} (a maximum shared by several "
+                        "pixels, some in the lesion)"))
+    return (f'<figure{data}><img src="{html.escape(entry["file"])}" alt="{html.escape(entry["id"])}">'
+            f"<figcaption>{'<br>'.join(lines)}</figcaption></figure>")
 
 
 def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_dir=None, num_images: int | None = None,
