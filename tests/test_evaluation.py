@@ -196,6 +196,32 @@ def test_a_resample_weighted_by_counts_gives_the_metrics_of_the_repeated_images(
         assert statistics["dice_mean"](counts)[row] == pytest.approx(np.mean(dice[resample]))
 
 
+def test_every_headline_figure_of_a_resample_equals_the_metrics_of_the_repeated_images():
+    # weighted F1, kappa, medians, standard deviations, the thresholded Jaccard and the pooled pixel figures too
+    predictions = _one_image_per_patient(40, seed=11)
+    predictions["true_masks"][::7] = 0  # some empty masks, some images the "one" rule scores 1
+    metrics, dice, iou = compute_metrics(predictions, bootstrap_resamples=1)
+    statistics = bootstrap_statistics(predictions, dice, iou, threshold=0.5)
+    indices = np.random.default_rng(12).integers(0, 40, size=(4, 40))
+    counts = resample_counts(indices, 40)
+    names = ("weighted_f1", "quadratic_weighted_kappa", "dice_median", "dice_std", "iou_median", "iou_std",
+             "thresholded_jaccard", "dice_pooled", "iou_pooled", "pixel_sensitivity", "pixel_specificity")
+    assert metrics["dice_median"] == pytest.approx(statistics["dice_median"](np.ones((1, 40)))[0])
+    for row, resample in enumerate(indices):
+        repeated = {**{key: value[resample] for key, value in predictions.items() if key != "class_names"},
+                    "class_names": predictions["class_names"]}
+        expected, _, _ = compute_metrics(repeated, bootstrap_resamples=1)
+        for name in names:
+            assert statistics[name](counts)[row] == pytest.approx(expected[name]), name
+        labels, predicted = repeated["labels"], repeated["label_probabilities"].argmax(axis=1)
+        assert statistics["quadratic_weighted_kappa"](counts)[row] == pytest.approx(
+            sk_metrics.cohen_kappa_score(labels, predicted, weights="quadratic"))
+        assert statistics["dice_median"](counts)[row] == pytest.approx(np.median(dice[resample]))
+    intervals = compute_metrics(predictions, bootstrap_resamples=100)[0]["confidence_intervals"]
+    for name in names:
+        assert intervals[name]["low"] <= metrics[name] <= intervals[name]["high"], name
+
+
 def test_bootstrap_intervals_contain_the_estimate_narrow_with_more_images_and_follow_the_seed():
     widths = {}
     for size in (40, 640):

@@ -136,7 +136,8 @@ def test_report_is_self_contained_and_renders_in_headless_chromium(evaluation, t
                  "Split by patient: no patient is in two splits", "kept epoch",
                  "<h1>folder · unet, mobilenetv2 encoder, 32 px · test split · ",
                  "segmentation loss", "images seen",
-                 "Not set (the model's or dataset's default applies): decoder, skip, weights, "):
+                 "Not set (the model's or dataset's default applies): decoder, skip, unfreeze",
+                 "none (trained from scratch)"):
         assert text in page, text
     # the data and the summary come first; the confusion matrix is a figure, once; no raw keys, no None rows
     assert page.index("<h2>Data</h2>") < page.index("<h2>Summary</h2>") < page.index("<h2>Classification</h2>")

@@ -458,9 +458,42 @@ def _weighted_mean(values, weights):
         return (weights @ np.where(defined, values, 0.0)) / (weights @ defined.astype(float))
 
 
+def _weighted_median(values, weights):
+    """Median of ``values`` (n,) without its NaNs for each row of integer counts ``weights`` (r, n): the median of
+    the values repeated as often as counted, as ``np.median`` computes it (the mean of the two middle values)."""
+    defined = ~np.isnan(values)
+    order = np.argsort(values[defined], kind="stable")
+    ordered, counts = values[defined][order], weights[:, defined][:, order]
+    cumulative = np.cumsum(counts, axis=1)
+    total = cumulative[:, -1] if ordered.size else np.zeros(len(weights))
+    with np.errstate(invalid="ignore"):
+        lower = np.argmax(cumulative > ((total - 1) // 2)[:, None], axis=1) if ordered.size else total
+        upper = np.argmax(cumulative > (total // 2)[:, None], axis=1) if ordered.size else total
+        return np.where(total > 0, (ordered[lower] + ordered[upper]) / 2 if ordered.size else np.nan, np.nan)
+
+
+def _weighted_std(values, weights):
+    """Population standard deviation (``np.std``) of ``values`` (n,) without NaNs for each row of ``weights``."""
+    mean = _weighted_mean(values, weights)
+    squares = _weighted_mean(values ** 2, weights)
+    return np.sqrt(np.maximum(squares - mean ** 2, 0.0))
+
+
 def _ratio(numerator, denominator, undefined=math.nan):
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), undefined)
+
+
+def _quadratic_kappa(confusion):
+    """Cohen's kappa with quadratic weights of each ``(K, K)`` confusion matrix of ``confusion`` (r, K, K), as
+    ``sklearn.metrics.cohen_kappa_score(weights="quadratic")`` computes it (NaN where it is undefined)."""
+    num_classes = confusion.shape[-1]
+    grid = np.arange(num_classes)
+    disagreement = (grid[:, None] - grid[None, :]) ** 2.0
+    total = confusion.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = confusion.sum(axis=2)[:, :, None] * confusion.sum(axis=1)[:, None, :] / total[:, None, None]
+        return 1 - (disagreement * confusion).sum(axis=(1, 2)) / (disagreement * expected).sum(axis=(1, 2))
 
 
 def _classification_statistics(labels, probabilities, class_names) -> dict:
@@ -496,6 +529,19 @@ def _classification_statistics(labels, probabilities, class_names) -> dict:
         [per_class(index, "recall")(weights) for index in range(num_classes)], axis=1))
     statistics["macro_f1"] = lambda weights: np.mean(np.stack(
         [per_class(index, "f1")(weights) for index in range(num_classes)], axis=1), axis=1)
+
+    def weighted_f1(weights):  # each class's F1 weighted by its support
+        total = 0.0
+        for index in range(num_classes):
+            tp, _, fn, _ = confusion[index](weights)
+            total = total + (tp + fn) * per_class(index, "f1")(weights)
+        return _ratio(total, weights.sum(axis=1), 0.0)
+
+    statistics["weighted_f1"] = weighted_f1
+    pairs = np.zeros((len(labels), num_classes * num_classes))
+    pairs[np.arange(len(labels)), labels * num_classes + predicted] = 1
+    statistics["quadratic_weighted_kappa"] = lambda weights: _quadratic_kappa(
+        (weights @ pairs).reshape(-1, num_classes, num_classes))
     if num_classes == 2:
         statistics["auc"] = statistics[f"per_class/{class_names[1]}/auc"]
     else:
@@ -504,17 +550,37 @@ def _classification_statistics(labels, probabilities, class_names) -> dict:
     return statistics
 
 
-def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=None) -> dict:
+def _pooled_statistics(true_masks, mask_probabilities, threshold) -> dict:
+    """Bootstrap statistics of the pooled figures of binary masks (``segmentation_metrics``'s): each resample pools
+    the pixels of its images, counted as often as drawn."""
+    true = np.asarray(true_masks).reshape(len(true_masks), -1) > 0
+    predicted = np.asarray(mask_probabilities).reshape(len(true_masks), -1) > threshold
+    cells = np.stack([(true & predicted).sum(1), (~true & predicted).sum(1), (true & ~predicted).sum(1),
+                      (~true & ~predicted).sum(1)], axis=1).astype(float)
+
+    def pooled(figure):
+        return lambda weights: figure(*(weights @ cells).T)
+
+    return {"dice_pooled": pooled(lambda tp, fp, fn, tn: _ratio(2 * tp, 2 * tp + fp + fn)),
+            "iou_pooled": pooled(lambda tp, fp, fn, tn: _ratio(tp, tp + fp + fn)),
+            "pixel_sensitivity": pooled(lambda tp, fp, fn, tn: _ratio(tp, tp + fn)),
+            "pixel_specificity": pooled(lambda tp, fp, fn, tn: _ratio(tn, tn + fp))}
+
+
+def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=None, threshold=0.5) -> dict:
     """``{name: function(weights (r, n)) -> (r,)}``: each figure of ``compute_metrics`` that gets an interval,
     computed for each resample (a row of image counts, see ``bootstrap_intervals``).
 
-    Names: ``accuracy``, ``balanced_accuracy``, ``auc``, ``macro_f1`` and ``per_class/<class>/<precision, recall,
-    specificity, npv, f1, auc>`` as ``classification_metrics`` defines them; ``dice_mean`` and ``iou_mean`` and, by
-    the true class of the label, ``dice_per_class/<class>/mean``. ``dice`` and ``iou`` are ``(n,)`` per image (means
-    leave NaNs out) or, for multi-class masks, ``(n, K)`` per image and mask class (``overlap_per_class``): then
-    the means are the macro means over the classes of each class's mean over the resampled images, as
-    ``segmentation_metrics``'s, and ``mask_per_class/<mask class>/<dice_mean, iou_mean>`` are added
-    (``mask_classes``, the K names, default ``class_1``..)."""
+    Names: ``accuracy``, ``balanced_accuracy``, ``auc``, ``macro_f1``, ``weighted_f1``,
+    ``quadratic_weighted_kappa`` and ``per_class/<class>/<precision, recall, specificity, npv, f1, auc>`` as
+    ``classification_metrics`` defines them; ``dice_mean`` and ``iou_mean`` and, by the true class of the label,
+    ``dice_per_class/<class>/mean``. ``dice`` and ``iou`` are ``(n,)`` per image (means leave NaNs out): then also
+    their medians and standard deviations, ``thresholded_jaccard`` and, from the masks of ``predictions`` cut at
+    ``threshold``, the pooled ``dice_pooled``, ``iou_pooled``, ``pixel_sensitivity`` and ``pixel_specificity``. For
+    multi-class masks they are ``(n, K)`` per image and mask class (``overlap_per_class``): then the means are the
+    macro means over the classes of each class's mean over the resampled images, as ``segmentation_metrics``'s, and
+    ``mask_per_class/<mask class>/<dice_mean, iou_mean>`` are added (``mask_classes``, the K names, default
+    ``class_1``..)."""
     statistics = {}
     labels = np.asarray(predictions["labels"])
     class_names = [str(name) for name in predictions.get("class_names", range(int(labels.max(initial=0)) + 1))]
@@ -537,12 +603,19 @@ def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=No
             image_values = _nanmean_rows(values)
         else:
             statistics[f"{key}_mean"] = lambda weights, values=values: _weighted_mean(values, weights)
+            statistics[f"{key}_median"] = lambda weights, values=values: _weighted_median(values, weights)
+            statistics[f"{key}_std"] = lambda weights, values=values: _weighted_std(values, weights)
             image_values = values
+        if key == "iou" and values.ndim == 1:
+            thresholded = np.where(values < ISIC_JACCARD_THRESHOLD, 0.0, values)
+            statistics["thresholded_jaccard"] = lambda weights: _weighted_mean(thresholded, weights)
         if key == "dice":
             for index, name in enumerate(class_names):
                 members = np.where(labels == index, image_values, np.nan)
                 statistics[f"dice_per_class/{name}/mean"] = (
                     lambda weights, members=members: _weighted_mean(members, weights))
+    if dice is not None and np.ndim(dice) == 1 and "true_masks" in predictions:
+        statistics.update(_pooled_statistics(predictions["true_masks"], predictions["mask_probabilities"], threshold))
     return statistics
 
 
@@ -598,7 +671,7 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
         bootstrapped_dice, bootstrapped_iou = dice, iou
         results.update(segmentation)
     groups = predictions.get("groups")
-    statistics = bootstrap_statistics(predictions, bootstrapped_dice, bootstrapped_iou, mask_classes)
+    statistics = bootstrap_statistics(predictions, bootstrapped_dice, bootstrapped_iou, mask_classes, threshold)
     intervals = bootstrap_intervals(statistics, len(labels), groups=groups, resamples=bootstrap_resamples,
                                     confidence=confidence, seed=seed)
     patients = None if groups is None else len(set(np.asarray(groups).astype(str).tolist()))

@@ -37,7 +37,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; }
-th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: right; }
+th, td { border: 1px solid #bbb; padding: .25em .6em; text-align: right; white-space: nowrap; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: .9em; color: #555; } .note { color: #444; font-size: .95em; }
@@ -63,11 +63,11 @@ class ReportSection:
     figures: dict = dataclasses.field(default_factory=dict)
 
 
-def _number(value) -> str:
+def _number(value, decimals: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.{decimals}f}"
     return str(value)
 
 
@@ -109,8 +109,10 @@ def _image(png: bytes, caption: str) -> str:
 
 
 def _interval(interval) -> str:
-    """``low - high`` of a bootstrap interval; empty without one."""
-    return f"{_number(interval['low'])} - {_number(interval['high'])}" if interval else ""
+    """``[low, high]`` of a bootstrap interval, 3 decimals as ``mtunet evaluate`` prints it; empty without one."""
+    if not interval:
+        return ""
+    return f"[{_number(interval['low'], 3)}, {_number(interval['high'], 3)}]"
 
 
 def _interval_note(metrics: dict) -> str:
@@ -162,7 +164,7 @@ def _classification(metrics: dict, figures: dict) -> str:
         row = {"class": name, "support": int(values["support"])}
         for key, heading in columns.items():
             interval = intervals.get(name, {}).get(key)
-            row[heading] = _number(values.get(key)) + (f" ({_interval(interval)})" if interval else "")
+            row[heading] = f"{_number(values.get(key), 3)} {_interval(interval)}".strip()
         rows.append(row)
     per_class = pd.DataFrame(rows).set_index("class")
     micro = pd.DataFrame([metrics["micro_average"]], index=["micro average"]).astype(float)
@@ -265,11 +267,16 @@ def _data_splits(splits: dict) -> str:
             + f"<p class='note'>Split by {html.escape(str(splits['grouping']))}: {html.escape(grouping)}.</p>")
 
 
+# options whose None is a choice, not "unset": what it means
+NONE_MEANS = {"weights": "none (trained from scratch)"}
+
+
 def _configuration(options: dict) -> str:
     """The options that are set, and the names of those left unset (None: the default applies)."""
-    unset = [label(key) for key, value in options.items() if value is None]
+    shown = {key: NONE_MEANS[key] if value is None and key in NONE_MEANS else value for key, value in options.items()}
+    unset = [label(key) for key, value in shown.items() if value is None]
     note = f"<p class='note'>Not set (the model's or dataset's default applies): {html.escape(', '.join(unset))}.</p>"
-    return _key_value_table({key: value for key, value in options.items() if value is not None}) + (
+    return _key_value_table({key: value for key, value in shown.items() if value is not None}) + (
         note if unset else "")
 
 

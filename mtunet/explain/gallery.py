@@ -188,21 +188,21 @@ class Gallery:
         for axis in axes:
             axis.imshow(image, cmap="gray", vmin=0, vmax=255)
             axis.set_axis_off()
-        axes[0].set_title("image", fontsize=9)
+        axes[0].set_title("image", fontsize=12)
         shown = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1)
-        axes[1].set_title("heatmap", fontsize=9)
-        top.colorbar(shown, ax=axes[1], shrink=0.8, label="Grad-CAM, 0 to its maximum")
+        axes[1].set_title("heatmap", fontsize=12)
+        top.colorbar(shown, ax=axes[1], shrink=0.8).set_label("Grad-CAM, 0 to its maximum", fontsize=10)
         axes[2].imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1)
         overlay_title = "overlay"
         if result.masks is not None:
             overlay_title += ", predicted mask: yellow"
             if 0 < (result.masks[offset] > 0.5).sum() < result.masks[offset].size:
                 axes[2].contour(result.masks[offset], levels=[0.5], colors="yellow", linewidths=1.5)
-        axes[2].set_title(overlay_title, fontsize=9)
+        axes[2].set_title(overlay_title, fontsize=12)
         if truth:
             lesion = np.ma.masked_where(example.mask <= 0.5, np.ones_like(example.mask, float))
             axes[3].imshow(lesion, cmap=ListedColormap(["lime"]), alpha=0.45, vmin=0, vmax=1)
-            axes[3].set_title("true lesion: green" if example.mask.any() else "true mask: empty", fontsize=9)
+            axes[3].set_title("true lesion: green" if example.mask.any() else "true mask: empty", fontsize=12)
         if maps:
             map_axes = np.atleast_1d(bottom.subplots(1, len(maps)))
             for axis, (name, decoder_map) in zip(map_axes, maps.items()):
