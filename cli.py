@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import itertools
-import os
+import logging
 
 import click
 
@@ -65,8 +65,19 @@ SKIP_BAD_FILES = click.option(
 )
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+class _EchoHandler(logging.Handler):
+    """Log records as plain lines on the command's stderr (click's, so that it is the stream of the moment)."""
+
+    def emit(self, record):
+        click.echo(self.format(record), err=True)
+
+
+def _show_progress_messages():
+    """mtunet's INFO log (the start line of a training run, which run of an experiment trains) on stderr, once."""
+    package = logging.getLogger("mtunet")
+    if not any(isinstance(handler, _EchoHandler) for handler in package.handlers):
+        package.addHandler(_EchoHandler())
+        package.setLevel(logging.INFO)
 
 
 def user_errors_as_messages(command):
@@ -75,8 +86,12 @@ def user_errors_as_messages(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        _quiet_tensorflow()
         from mtunet.errors import MtunetError
+        from mtunet.quiet import start_tensorflow
+
+        verbose = click.get_current_context().find_root().params.get("verbose", False)
+        _show_progress_messages()
+        start_tensorflow(verbose=verbose)
 
         try:
             return command(*args, **kwargs)
@@ -90,7 +105,8 @@ def user_errors_as_messages(command):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(importlib.metadata.version("mtunet"), prog_name="mtunet")
-def main():
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and log messages too.")
+def main(verbose):
     """Multi-task U-Nets for medical images: a lesion mask and a diagnosis from one network."""
 
 
@@ -106,13 +122,14 @@ def encoders(image_size, num_classes):
 
     check_input_shape((image_size, image_size, 3))
     rows = encoder_table(num_classes=num_classes, image_size=image_size)
-    header = f"{'encoder':<16}{'parameters':>14}  {'imagenet':<10}input scaling"
+    width = max(len(row["encoder"]) for row in rows) + 2
+    header = f"{'encoder':<{width}}{'parameters':>12}  {'imagenet':<10}input scaling"
     click.echo(f"multi-task model at {image_size}x{image_size} with {num_classes} classes")
     click.echo(header)
     click.echo("-" * len(header))
     for row in rows:
-        click.echo(f"{row['encoder']:<16}{row['parameters']:>14,}  {'yes' if row['imagenet_weights'] else 'no':<10}"
-                   f"{row['input_scaling']}")
+        click.echo(f"{row['encoder']:<{width}}{row['parameters']:>12,}  "
+                   f"{'yes' if row['imagenet_weights'] else 'no':<10}{row['input_scaling']}")
 
 
 @main.command()

@@ -47,9 +47,9 @@ def measure(data_dir, image_size, batch_size, steps, memory_limit):
     model = build_model("mobilenetv2", input_shape=(image_size, image_size, data.info.channels),
                         num_classes=data.info.num_classes, weights=None)
     compile_model(model, TrainConfig(), data.class_weights())
-    model.fit(train.take(1), verbose=0)  # traces the training step
+    model.fit(train.take(1), verbose=0, shuffle=False)  # traces the training step; the pipeline shuffles
     start = time.perf_counter()
-    model.fit(train.take(steps), verbose=0)
+    model.fit(train.take(steps), verbose=0, shuffle=False)
     step_seconds = (time.perf_counter() - start) / steps
     return {"image_size": image_size, "train_images": int(data.info.split_sizes["train"]), "storage": data.info.storage,
             "load_s": load_seconds, "pipeline_epoch_s": pipeline_seconds, "step_s": step_seconds,

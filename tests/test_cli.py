@@ -1,5 +1,6 @@
 """The mtunet command: instant help and version, the encoders table, one-line user errors."""
 
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,23 @@ def test_help_and_version_do_not_import_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "encoders" in result.stdout and "mtunet, version 0.1.0" in result.stdout
     assert result.stdout.strip().endswith("False False")
+
+
+TENSORFLOW_START_UP = ("absl::InitializeLog", "oneDNN custom operations", "Could not find cuda drivers", "cuInit")
+
+
+def test_commands_hide_tensorflows_start_up_lines_unless_verbose():
+    # TensorFlow's C++ code writes them to the process's standard error: only a separate process shows them
+    def run(*arguments):
+        environment = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+        return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *arguments], capture_output=True,
+                              text=True, env=environment, check=True)
+
+    quiet = run("architectures")
+    assert "attention_unet" in quiet.stdout
+    assert not [line for line in TENSORFLOW_START_UP if line in quiet.stderr], quiet.stderr
+    loud = run("--verbose", "architectures")
+    assert "attention_unet" in loud.stdout and [line for line in TENSORFLOW_START_UP if line in loud.stderr]
 
 
 def test_encoders_lists_every_registered_encoder():

@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -190,6 +191,7 @@ def test_ctrl_c_stops_after_saving_says_how_to_resume_and_resume_finishes(datase
         # middle of the run however slow this process is to send it (without the wait a busy CI machine let the
         # child finish all epochs first).
         entry = ("import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                 "from mtunet.quiet import start_tensorflow; start_tensorflow()\n"  # as the CLI, before the patch
                  "from mtunet.training.callbacks import EpochBackup\n"
                  "save = EpochBackup.on_epoch_end\n"
                  "def save_then_wait(self, epoch, logs=None):\n"
@@ -209,6 +211,13 @@ def test_ctrl_c_stops_after_saving_says_how_to_resume_and_resume_finishes(datase
         message = stderr.read()
     assert child.returncode == 130, message
     assert f"continue with: mtunet train --resume {run_dir}" in message and "Traceback" not in message
+    # what the terminal showed: mtunet's start line and time estimate, not TensorFlow's or Keras's chatter
+    assert re.search(r"^training unet \(mobilenetv2 encoder, 32 px, [\d,]+ parameters\) on folder at \S+: \d+ train "
+                     rf"and \d+ validation images, up to 4 epochs at batch 8; run directory {re.escape(str(run_dir))}$",
+                     message, re.MULTILINE), message
+    assert re.search(r"^epoch 1 took \d+ s; the remaining 3 epoch\(s\) take about \d+ min", message, re.MULTILINE)
+    for chatter in ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers", "cuInit", "shuffle=True"):
+        assert chatter not in message, chatter
     assert not (run_dir / "summary.json").exists()
 
     run = train(resume=run_dir)

@@ -259,7 +259,7 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
 
         ds = load_dataset("folder", data_dir="data/busbra", image_size=224, splits_path="runs/splits.json")
         model.fit(ds.pipeline("train", batch_size=16, training=True),
-                  validation_data=ds.pipeline("validation", batch_size=16, training=False))
+                  validation_data=ds.pipeline("validation", batch_size=16, training=False), shuffle=False)
     """
     spec = get_dataset(name)
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:

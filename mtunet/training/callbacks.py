@@ -2,17 +2,40 @@
 learning-rate reduction that a resumed run continues, and the per-epoch backup it resumes from."""
 
 import json
+import logging
 import math
 import pathlib
+import time
 
 import keras
 
 from mtunet.rundir import BACKUP_METADATA, write_atomically, write_json
 
+logger = logging.getLogger(__name__)
+
 # Adam at the paper's fixed 1e-3 leaves the validation loss of a from-scratch model swinging from epoch to epoch,
 # so early stopping keeps an early epoch; halving the rate when the validation loss stalls settles it.
 LR_REDUCTION_FACTOR, MIN_LR_FRACTION = 0.5, 0.01
 
+
+class DurationEstimate(keras.callbacks.Callback):
+    """Logs, after the first epoch a process trains, how long it took and about how long the remaining ones take."""
+
+    def __init__(self, last_epoch: int):
+        super().__init__()
+        self.last_epoch, self.started, self.reported = last_epoch, None, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = self.started or time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.reported:
+            return
+        self.reported = True
+        seconds, remaining = time.perf_counter() - self.started, self.last_epoch - epoch - 1
+        if remaining:
+            logger.info("epoch %d took %.0f s; the remaining %d epoch(s) take about %.0f min (early stopping may end "
+                        "the run sooner)", epoch + 1, seconds, remaining, seconds * remaining / 60)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

@@ -26,8 +26,8 @@ from mtunet.rundir import (
 from mtunet.training.averaging import AveragingAdam, SwapInAveragedWeights
 from mtunet.training.batchnorm import PreciseBatchNorm
 from mtunet.training.callbacks import (
-    BestModelCheckpoint, EpochBackup, ResumableEarlyStopping, ResumableReduceLROnPlateau, StopOnNonFiniteLoss,
-    read_backup, restore_backup,
+    BestModelCheckpoint, DurationEstimate, EpochBackup, ResumableEarlyStopping, ResumableReduceLROnPlateau,
+    StopOnNonFiniteLoss, read_backup, restore_backup,
 )
 from mtunet.training.config import TrainConfig, load_config
 from mtunet.training.distribute import is_chief, select_strategy
@@ -275,10 +275,12 @@ class _Training:
         precise_bn = (PreciseBatchNorm(self.statistics_data)
                       if config.precise_bn and not isinstance(self.strategy, tf.distribute.TPUStrategy) else None)
         averaging = SwapInAveragedWeights(resumed=restored is not None) if config.ema_momentum else None
-        callbacks = _callbacks(self.work_dir, backup_dir, ResumableEarlyStopping(config.patience, restored), reduce_lr,
-                               nan_guard, precise_bn, averaging)
+        callbacks = [DurationEstimate(last_epoch)] + _callbacks(
+            self.work_dir, backup_dir, ResumableEarlyStopping(config.patience, restored), reduce_lr, nan_guard,
+            precise_bn, averaging)
+        # shuffle=False: the tf.data pipeline shuffles; Keras warns that its own shuffle=True is ignored otherwise
         self.model.fit(self.train_data, validation_data=self.validation_data, epochs=last_epoch,
-                       initial_epoch=initial_epoch, callbacks=callbacks)
+                       initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False)
         if nan_guard.failed_epoch is not None:
             raise TrainingDivergedError(
                 f"the loss became NaN or infinite in epoch {nan_guard.failed_epoch}; likely causes: a learning rate "
@@ -328,6 +330,11 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
     with strategy.scope():  # before anything is written: a model that cannot be built leaves no run behind
         model = build_model_from_spec(spec, weights=config.weights,
                                       freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
+    logger.info("training %s (%s encoder, %d px, %s parameters) on %s%s: %d train and %d validation images, up to %d "
+                "epochs at batch %d; run directory %s", spec.preset or "a custom model", spec.encoder,
+                config.image_size, f"{model.count_params():,}", config.dataset,
+                f" at {config.data_dir}" if config.data_dir else "", info.split_sizes["train"],
+                info.split_sizes["validation"], config.epochs, config.batch_size, run_dir)
     chief = is_chief()
     work_dir = _working_directory(run_dir, chief)
     try:
