@@ -16,7 +16,7 @@ import click
 from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
 from mtunet.options import (
     CLASS_WEIGHTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES,
-    STRATEGIES, TASKS,
+    STRATEGIES, TASKS, command_line_spelling,
 )
 from mtunet.training.config import TrainConfig
 
@@ -94,7 +94,8 @@ def user_errors_as_messages(command):
         start_tensorflow(verbose=verbose)
 
         try:
-            return command(*args, **kwargs)
+            with command_line_spelling():
+                return command(*args, **kwargs)
         except MtunetError as error:
             exception = click.ClickException(str(error))
             exception.exit_code = getattr(error, "exit_code", exception.exit_code)
@@ -210,14 +211,25 @@ def _echo_inspect_report(report: dict) -> None:
 def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
     """Classes, counts per split and class, patients, image sizes, mask coverage and problems of a dataset.
 
-    Without --skip-bad-files, bad files stop it with an error that names them; with it, they are listed.
+    Without --skip-bad-files, bad files are listed, every one grouped by kind, and the exit status is 1; with it,
+    they are left out of the figures and listed.
     """
     import json
 
     from mtunet.data import inspect_dataset
+    from mtunet.data.problems import BadFilesError
 
-    report = inspect_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=seed,
-                             skip_bad_files=skip_bad_files)
+    try:
+        report = inspect_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=seed,
+                                 skip_bad_files=skip_bad_files)
+    except BadFilesError as error:  # inspect's job is to find them: every one, grouped by kind
+        click.echo(f"{len(error.problems)} bad file(s) in {error.where}:")
+        for (problem, expected), files in error.kinds().items():
+            click.echo(f"  {len(files)} {problem} (expected {expected}):")
+            for file in files:
+                click.echo(f"    {file}")
+        raise click.ClickException(f"{len(error.problems)} bad file(s) in {error.where}, listed above; fix them, "
+                                   "or pass --skip-bad-files to leave them out") from None
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:

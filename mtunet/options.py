@@ -1,5 +1,7 @@
 """The choices of mtunet's options, in one place and free of TensorFlow, so that the library and the command line
-(which must answer ``--help`` without importing TensorFlow) share them."""
+(which must answer ``--help`` without importing TensorFlow) share them, and how a message spells an option."""
+
+import contextlib
 
 TASKS = ("multi", "segmentation", "classification")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
@@ -10,3 +12,28 @@ STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 EVALUATION_SPLITS = ("train", "validation", "test", "all")
 EMPTY_MASK_RULES = ("one", "skip")
 EXPORT_FORMATS = ("saved_model", "tflite")
+
+# How messages spell an option: "python" (``skip_bad_files=True``), or "cli" (``--skip-bad-files``) while a
+# command runs, so that each user reads the spelling they type.
+_spelling = {"style": "python"}
+
+
+@contextlib.contextmanager
+def command_line_spelling():
+    """Inside the block, ``spell`` gives command-line options (the CLI runs each command in it)."""
+    previous, _spelling["style"] = _spelling["style"], "cli"
+    try:
+        yield
+    finally:
+        _spelling["style"] = previous
+
+
+def spell(name: str, value) -> str:
+    """Option ``name`` set to ``value`` as the user writes it: ``weights=None`` in Python, ``--weights none`` on the
+    command line (a flag as ``--skip-bad-files``)."""
+    if _spelling["style"] == "python":
+        return f"{name}={value!r}"
+    flag = "--" + name.replace("_", "-")
+    if value is True:
+        return flag
+    return f"{flag} {'none' if value is None else value}"

@@ -105,15 +105,30 @@ def test_cli_reports_bad_files_in_one_line_without_traceback(folder_dataset):
     root = folder_dataset()
     (root / "masks" / "case002_1.png").unlink()
     (root / "images" / "case003_0.png").write_bytes(b"broken")
+    with open(root / "labels.csv", "a") as labels:
+        labels.write("case999_0,benign,case999\n")  # a row without an image
     result = CliRunner().invoke(main, ["data", "inspect", "--dataset", "folder", "--data-dir", str(root)])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: 1 file(s) in ")
-    assert "have no mask in masks/: images/case002_1.png" in result.output
-    assert "(1 other bad file(s) too)" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    # every bad file at once, grouped by kind, and the option (as the command line spells it) that leaves them out
+    lines = result.output.splitlines()
+    assert lines[0] == f"3 bad file(s) in {root}:"
+    assert "  1 have no mask in masks/ (expected masks/<id>.<ext> for every image):" in lines
+    assert "    images/case002_1.png" in lines and "    images/case003_0.png" in lines
+    assert "    labels.csv:case999_0" in lines
+    assert lines[-1] == (f"Error: 3 bad file(s) in {root}, listed above; fix them, or pass --skip-bad-files to leave "
+                         "them out")
+    assert "skip_bad_files" not in result.output and "Traceback" not in result.output
+    train = CliRunner().invoke(main, ["train", "--dataset", "folder", "--data-dir", str(root), "--weights", "none",
+                                      "--image-size", "32", "--epochs", "1", "--output-dir", str(root / "run")])
+    assert train.exit_code == 1 and len(train.output.strip().splitlines()) == 1, train.output
+    for kind in ("1 have no mask in masks/", "1 cannot be read as an image", "1 name no image in images/",
+                 "Pass --skip-bad-files to leave them out"):
+        assert kind in train.output, kind
+    assert not (root / "run").exists() or not any((root / "run").iterdir())
     result = CliRunner().invoke(main, ["data", "inspect", "--dataset", "folder", "--data-dir", str(root),
                                        "--skip-bad-files", "--image-size", "32"])
     assert result.exit_code == 0, result.output
-    assert result.output.endswith("problems: 2 file(s) left out: 1 have no mask in masks/; 1 cannot be read as an "
-                                  "image\n  images/case002_1.png: have no mask in masks/\n"
+    assert result.output.endswith("problems: 3 file(s) left out: 1 have no mask in masks/; 1 name no image in "
+                                  "images/; 1 cannot be read as an image\n  images/case002_1.png: have no mask in "
+                                  "masks/\n  labels.csv:case999_0: name no image in images/\n"
                                   "  images/case003_0.png: cannot be read as an image\n")

@@ -1,9 +1,12 @@
+import re
+
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
 from mtunet.data.folder import read_folder
+from mtunet.data.problems import BadFilesError
 from mtunet.errors import DataError
 
 
@@ -61,20 +64,21 @@ def _mask_classes_with_a_colour_mask(root):
 
 # breakage, error message (regex), examples left when skipping (24 in the intact dataset), files listed as skipped
 BAD_FILES = [
-    (_corrupt_images, r"4 file\(s\) in .* cannot be read as an image: images/case000_0.png, images/case001_1.png, "
-                      r"images/case002_0.png and 1 more; expected a PNG, JPEG, BMP or TIFF image", 20, 4),
-    (_shrink_mask, r"1 file\(s\) in .* are masks of another size than their image: masks/case004_0.png; "
-                   r"expected a mask of its image's height and width", 23, 1),
+    (_corrupt_images, r"4 bad file\(s\) in .*: 4 cannot be read as an image \(images/case000_0.png, "
+                      r"images/case001_1.png, images/case002_0.png and 1 more; expected a PNG, JPEG, BMP or TIFF "
+                      r"image", 20, 4),
+    (_shrink_mask, r"1 bad file\(s\) in .*: 1 are masks of another size than their image \(masks/case004_0.png; "
+                   r"expected a mask of its image's height and width\)", 23, 1),
     (_drop_mask, r"images/case005_1.png; expected masks/<id>.<ext> for every image", 23, 1),
-    (_drop_image, r"name no image in images/: labels.csv:case006_0; expected an image file", 23, 2),  # + its mask
-    (_add_unlisted_image, r"have no row in labels.csv: images/stray.png", 24, 1),
-    (_empty_label, r"have an empty label: labels.csv:case001_1", 23, 1),
-    (_label_not_in_class_list, r"2 file\(s\) in .* have a label that is not in classes.txt: labels.csv:case001_0, "
-                               r"labels.csv:case002_1; expected one of benign, malignant", 22, 2),
-    (_mask_classes_with_a_value_above_them, r"^1 file\(s\) in .* have mask value 3, above the 2 mask classes: "
-                                            r"masks/case003_0.png; expected mask values 0 \(background\) to 2, one "
-                                            r"per mask class in mask_classes.txt\. Pass skip_bad_files", 23, 1),
-    (_mask_classes_with_a_colour_mask, r"are colour masks whose channels differ: masks/case004_1.png; expected "
+    (_drop_image, r"name no image in images/ \(labels.csv:case006_0; expected an image file", 23, 2),  # + its mask
+    (_add_unlisted_image, r"have no row in labels.csv \(images/stray.png", 24, 1),
+    (_empty_label, r"have an empty label \(labels.csv:case001_1", 23, 1),
+    (_label_not_in_class_list, r"2 bad file\(s\) in .*: 2 have a label that is not in classes.txt \("
+                               r"labels.csv:case001_0, labels.csv:case002_1; expected one of benign, malignant", 22, 2),
+    (_mask_classes_with_a_value_above_them, r"^1 bad file\(s\) in .*: 1 have mask value 3, above the 2 mask classes "
+                                            r"\(masks/case003_0.png; expected mask values 0 \(background\) to 2, one "
+                                            r"per mask class in mask_classes.txt\)\. Pass skip_bad_files", 23, 1),
+    (_mask_classes_with_a_colour_mask, r"are colour masks whose channels differ \(masks/case004_1.png; expected "
                                        r"1-channel mask values 0 \(background\) to 2", 23, 1),
 ]
 
@@ -93,12 +97,19 @@ def test_bad_files_raise_one_error_naming_them_or_are_skipped(folder_dataset, br
     assert all(isinstance(file, str) and reason for file, reason in store.skipped)
 
 
-def test_several_kinds_of_problem_are_counted(folder_dataset):
+def test_every_kind_of_problem_is_named_with_its_files(folder_dataset):
     root = folder_dataset()
     _corrupt_images(root)
     _drop_mask(root)
-    with pytest.raises(DataError, match=r"have no mask in masks/: .* \(4 other bad file\(s\) too\)"):
+    with pytest.raises(BadFilesError) as error:
         read_folder(root, image_size=16)
+    message = str(error.value)
+    assert re.match(r"5 bad file\(s\) in .*: ", message), message
+    assert "1 have no mask in masks/ (images/case005_1.png; expected masks/<id>.<ext> for every image)" in message
+    assert "4 cannot be read as an image (images/case000_0.png" in message and "\n" not in message
+    kinds = error.value.kinds()
+    assert {problem: len(files) for (problem, _), files in kinds.items()} == {
+        "have no mask in masks/": 1, "cannot be read as an image": 4}
 
 
 # breakage, error message (regex): problems with the dataset as a whole, never skipped

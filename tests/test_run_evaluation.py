@@ -192,7 +192,8 @@ def test_cli_user_errors_are_one_line(run_dir, tmp_path):
         ([str(tmp_path)], f"Error: {tmp_path} is not a run directory: config.json not found"),
         ([str(run_dir), "--model", str(tmp_path / "missing.keras")], "model " + str(tmp_path / "missing.keras")
          + " not found"),
-        ([str(run_dir), "--model", str(tmp_path / "not-a-model.keras")], "cannot be loaded as a Keras model"),
+        ([str(run_dir), "--model", str(tmp_path / "not-a-model.keras")],
+         f"Error: model {tmp_path / 'not-a-model.keras'} is not a .keras archive"),
         ([str(run_dir), "--dataset", "folder", "--data-dir", str(mismatched)],
          f"Error: dataset 'folder' at {mismatched} has the classes ['grade1', 'grade2'], but the model was trained "
          "on ['benign', 'malignant']; expected the same class names in the same order"),

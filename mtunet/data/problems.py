@@ -1,6 +1,7 @@
 """Collecting bad input files, then either raising one ``DataError`` for all of them or skipping them."""
 
 from mtunet.errors import DataError
+from mtunet.options import spell
 
 # How many names an error message lists before it only counts the rest.
 NAMES_SHOWN = 3
@@ -36,16 +37,30 @@ class Problems:
         return bool(self._found)
 
     def resolve(self) -> list[tuple[str, str]]:
-        """Returns ``[(file, problem), ...]`` when skipping, else raises ``DataError`` if any problem was found.
+        """Returns ``[(file, problem), ...]`` when skipping, else raises ``BadFilesError`` if any problem was found.
 
-        The error is one line: the first kind of problem with the first few files and a count, then a count of
-        the other kinds.
+        The error is one line naming every kind of problem, with its count and first few files.
         """
         if self.skip or not self._found:
             return [(file, problem) for (problem, _), files in self._found.items() for file in files]
-        (problem, expected), files = next(iter(self._found.items()))
-        message = f"{len(files)} file(s) in {self.where} {problem}: {name_some(files)}; expected {expected}"
-        others = sum(len(other) for other in self._found.values()) - len(files)
-        if others:
-            message += f" ({others} other bad file(s) too)"
-        raise DataError(message + ". Pass skip_bad_files=True (--skip-bad-files) to leave bad files out")
+        raise BadFilesError(self.where, [(file, problem, expected) for (problem, expected), files in self._found.items()
+                                         for file in files])
+
+
+class BadFilesError(DataError):
+    """Files of a dataset that cannot be used, every one of them: ``problems`` is ``[(file, problem, expected)]``
+    and ``kinds()`` groups them."""
+
+    def __init__(self, where: str, problems: list[tuple[str, str, str]]):
+        self.where, self.problems = where, problems
+        kinds = "; ".join(f"{len(files)} {problem} ({name_some(files)}; expected {expected})"
+                          for (problem, expected), files in self.kinds().items())
+        super().__init__(f"{len(problems)} bad file(s) in {where}: {kinds}. Pass {spell('skip_bad_files', True)} "
+                         "to leave them out")
+
+    def kinds(self) -> dict[tuple[str, str], list[str]]:
+        """``{(problem, expected): [file, ...]}``, in the order the problems were found."""
+        kinds = {}
+        for file, problem, expected in self.problems:
+            kinds.setdefault((problem, expected), []).append(file)
+        return kinds

@@ -85,6 +85,8 @@ def load_trained_model(model_or_run) -> TrainedModel:
     elif path.is_file() and path.suffix == ".keras":
         model_path = path
         run_dir = path.parent if (path.parent / CONFIG_FILE).is_file() else None
+    elif not path.exists():
+        raise ConfigError(f"model {path} not found; expected a .keras file saved by mtunet or a run directory")
     else:
         raise ConfigError(f"{path}: expected a .keras model file or a run directory")
     model = load_model(model_path)

@@ -66,12 +66,7 @@ def _load_run(run_dir: pathlib.Path, model_path):
     if not model_path.is_file():
         raise ConfigError(f"model {model_path} not found" + (": the run never finished an epoch"
                                                               if model_path.name == BEST_MODEL_FILE else ""))
-    try:
-        model = load_model(model_path)
-    except (OSError, ValueError, TypeError) as error:
-        raise ConfigError(f"--model {model_path} cannot be loaded as a Keras model ({type(error).__name__}: "
-                          f"{error}); expected a .keras file saved by mtunet") from None
-    return options, record, model, model_path
+    return options, record, load_model(model_path), model_path
 
 
 def _check_compatible(model, model_path, data, run_classes, source):

@@ -1,8 +1,14 @@
 """``build_model``: a ``ModelSpec``'s encoder, skip modules, decoder and heads as one functional Keras model."""
 
+import json
+import pathlib
+import re
+import zipfile
+
 import keras
 
 import mtunet.training.averaging  # noqa: F401  (registers the optimiser a compiled model refers to)
+from mtunet.errors import ConfigError
 from mtunet.models.decoders import DECODERS
 from mtunet.models.encoders import build_encoder, get_encoder
 from mtunet.models.heads import Head, build_head
@@ -215,7 +221,53 @@ def pyramid_layer(model, level: str) -> str:
     raise ValueError(f"no layer of the encoder outputs pyramid level {level}")
 
 
+def _saved_keras_version(path: pathlib.Path) -> str | None:
+    """The Keras version a ``.keras`` archive records in its metadata.json; None if it records none."""
+    with zipfile.ZipFile(path) as archive:
+        if "metadata.json" not in archive.namelist():
+            return None
+        return json.loads(archive.read("metadata.json")).get("keras_version")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
 def load_model(path) -> keras.Model:
     """Loads a ``.keras`` model saved by mtunet (``best.keras``), with its custom layers, losses, metrics and
-    optimiser."""
-    return keras.saving.load_model(path)
+    optimiser, in Keras's safe mode (never ``safe_mode=False``).
+
+    Raises ``ConfigError``, one line naming the file and why, when it does not exist, is not a ``.keras`` archive,
+    was written by a newer Keras that cannot be read, holds Python code (a ``Lambda`` layer: refused, as loading it
+    would run that code) or is a Keras model without mtunet's heads.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model {path} not found; expected a .keras file saved by mtunet")
+    if not zipfile.is_zipfile(path) or "config.json" not in zipfile.ZipFile(path).namelist():
+        raise ConfigError(f"model {path} is not a .keras archive (a zip file with config.json and the weights); "
+                          "expected a .keras file saved by mtunet")
+    saved_version = _saved_keras_version(path)
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # Keras raises ValueError, TypeError, KeyError, ... for an unreadable model
+        message = str(error)
+        if "safe_mode" in message or "arbitrary code execution" in message:
+            raise ConfigError(f"model {path} holds Python code (a Lambda layer or a pickled function) and is refused: "
+                              "loading it would run that code; mtunet models have none") from None
+        if saved_version and _version_tuple(saved_version) > _version_tuple(keras.__version__):
+            raise ConfigError(f"model {path} was written by Keras {saved_version}, newer than the installed "
+                              f"{keras.__version__}, and cannot be read by it ({type(error).__name__}); upgrade Keras "
+                              "(pip install -U keras)") from None
+        first_line = message.strip().splitlines()[0] if message.strip() else ""
+        raise ConfigError(f"model {path} cannot be loaded as a Keras model ({type(error).__name__}: {first_line}); "
+                          "expected a .keras file saved by mtunet") from None
+    try:
+        heads = model_heads(model)
+    except (ValueError, KeyError, TypeError, ConfigError):
+        heads = {}
+    if not heads:
+        raise ConfigError(f"model {path} is a Keras model without mtunet's outputs (it has "
+                          f"{', '.join(model.output_names)}); expected one saved by mtunet, with a label and/or mask "
+                          "output") from None
+    return model

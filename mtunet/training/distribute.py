@@ -58,7 +58,7 @@ def select_strategy(name: str) -> tf.distribute.Strategy:
             name = "mirrored"
         else:
             name = "default"
-    logger.info("distribution strategy: %s", name)
+    logger.debug("distribution strategy: %s", name)
     if name == "tpu":
         try:
             return _tpu_strategy()

@@ -8,6 +8,7 @@ import keras
 
 from mtunet.errors import WeightsUnavailableError
 from mtunet.models.encoders.base import ENCODERS, EncoderSpec
+from mtunet.options import spell
 
 
 def _densenet161(**kwargs):
@@ -43,7 +44,7 @@ class ApplicationEncoder(EncoderSpec):
             if weights == "imagenet" and _is_download_failure(error):
                 raise WeightsUnavailableError(
                     f"could not download the ImageNet weights of {self.name!r} ({error}); "
-                    "train from scratch with weights=None or pass the path of a local weights file"
+                    f"train from scratch with {spell('weights', None)} or pass the path of a local weights file"
                 ) from error
             raise
         return backbone, self.pyramid_layers

@@ -15,6 +15,7 @@ import keras
 
 from mtunet.errors import ConfigError, WeightsUnavailableError
 from mtunet.models.registry import Registry
+from mtunet.options import spell
 
 # Pyramid level names: P<n> is the feature map 2**n times smaller than the input (P5 is the bottleneck).
 PYRAMID_LEVELS = ("P1", "P2", "P3", "P4", "P5")
@@ -82,7 +83,8 @@ def build_encoder(spec: EncoderSpec, input_shape: tuple[int, int, int], weights:
     """
     if weights == "imagenet" and not spec.imagenet_weights:
         raise WeightsUnavailableError(
-            f"Keras has no ImageNet weights for encoder {spec.name!r}; use weights=None or a local weights file"
+            f"Keras has no ImageNet weights for encoder {spec.name!r}; use {spell('weights', None)} or a local "
+            "weights file"
         )
     if weights not in ("imagenet", None) and not os.path.isfile(weights):
         raise ConfigError(f"encoder weights file {weights!r} not found; expected 'imagenet', None or a file path")
