@@ -229,6 +229,14 @@ def test_cli_writes_a_gallery_of_the_test_split(run_dir, tmp_path):
         expected = [index for index, *_ in sorted(figures, key=lambda figure: (figure[column], int(figure[0])))]
         assert re.search(r'data-sorted="([\d,]*)"', dom).group(1) == ",".join(expected), dom[-500:]
 
+    # a second gallery never mixes with the first: beside it by default, refused in a folder that holds files
+    again = CliRunner().invoke(cli.main, ["gradcam", str(run_dir), "--num-images", "2"])
+    assert again.exit_code == 0 and f"gallery: {run_dir / 'gradcam-2' / 'index.html'}" in again.output, again.output
+    assert sorted(gallery.glob("*.png")) == pngs and len(list((run_dir / "gradcam-2").glob("*.png"))) == 2
+    refused = CliRunner().invoke(cli.main, ["gradcam", str(run_dir), "--output-dir", str(gallery)])
+    assert refused.exit_code == 1 and refused.output.startswith(f"Error: --output-dir {gallery}: the folder already "
+                                                                "holds files"), refused.output
+
 
 def test_cli_explains_image_files_and_skips_unreadable_ones(run_dir, tmp_path):
     for name in ("a.png", "b.jpg"):

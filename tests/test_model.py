@@ -239,6 +239,31 @@ def test_offline_imagenet_download_fails_with_one_clear_message(tmp_path, monkey
         _build("mobilenetv2", weights="imagenet")
 
 
+def test_offline_training_start_leaves_no_run_behind_and_speaks_cli(tmp_path, monkeypatch):
+    import urllib.error
+
+    import keras.src.utils.file_utils as file_utils
+    from click.testing import CliRunner
+
+    import cli
+    from conftest import write_folder_dataset
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "urlretrieve", refuse)
+    data_dir = write_folder_dataset(tmp_path / "lesions", num_patients=12)
+    common = ["train", "--dataset", "folder", "--data-dir", str(data_dir), "--image-size", "32", "--epochs", "1",
+              "--batch-size", "8", "--output-dir", str(tmp_path / "try")]
+    result = CliRunner().invoke(cli.main, common)
+    assert result.exit_code == 1 and "train from scratch with --weights none" in result.output, result.output
+    assert "weights=None" not in result.output and not (tmp_path / "try").exists()
+    result = CliRunner().invoke(cli.main, [*common, "--weights", "none"])  # the rerun is not refused
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "try" / "summary.json").is_file()
+
+
 def test_freeze_encoder_leaves_only_decoder_and_heads_trainable():
     model = _build("mobilenetv2", freeze_encoder=True)
     assert model.get_layer("encoder").trainable_weights == []

@@ -9,6 +9,7 @@ Examples::
 
 import dataclasses
 import html
+import itertools
 import pathlib
 import re
 
@@ -25,6 +26,7 @@ from mtunet.errors import ConfigError, DataError
 from mtunet.explain.decoder_maps import DecoderMaps
 from mtunet.explain.gradcam import GradCam, mass_in_lesion, pointing_game
 from mtunet.models import model_heads
+from mtunet.options import spell
 from mtunet.rundir import SPLITS_FILE, write_atomically
 from mtunet.training.config import load_config
 
@@ -299,6 +301,23 @@ def _figure_html(index: int, entry: dict) -> str:
             f"<figcaption>{'<br>'.join(lines)}</figcaption></figure>")
 
 
+def _gallery_folder(output_dir, parent: pathlib.Path) -> pathlib.Path:
+    """The folder a new gallery goes to, never one holding files already (two galleries would mix): ``output_dir``
+    if it is empty or absent (else ``ConfigError``), by default ``PARENT/gradcam``, or ``gradcam-2``, ``-3``, ... when
+    that one is taken."""
+    def taken(folder):
+        return folder.exists() and any(folder.iterdir())
+
+    if output_dir is not None:
+        output_dir = pathlib.Path(output_dir)
+        if taken(output_dir):
+            raise ConfigError(f"{spell('output_dir', str(output_dir))}: the folder already holds files (an earlier "
+                              "gallery?); choose an empty or new folder, so that two galleries never mix")
+        return output_dir
+    candidates = (parent / (GALLERY_DIR if number == 1 else f"{GALLERY_DIR}-{number}") for number in itertools.count(1))
+    return next(folder for folder in candidates if not taken(folder))
+
+
 def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_dir=None, num_images: int | None = None,
                     target_class="predicted", layer: str = "auto", head: str = "label") -> Gallery:
     """Loads the model and the images to explain.
@@ -308,7 +327,8 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
         images: image files (or folders of images) to explain; None explains the first ``num_images`` of the run's
             ``split`` (with their true masks and classes).
         split: split of the run's splits.json, when no ``images`` are given.
-        output_dir: default ``RUN_DIR/gradcam`` (or ``gradcam`` beside the model file).
+        output_dir: an empty or new folder; default ``RUN_DIR/gradcam`` (or ``gradcam`` beside the model file),
+            ``gradcam-2``, ``gradcam-3``, ... when it holds an earlier gallery.
         num_images: at most this many images (default: every file given, or 16 of a split).
         target_class: ``"predicted"``, a class name or a class index (of the class head, or a mask class of a
             multi-class mask).
@@ -324,6 +344,7 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
     run_dir = pathlib.Path(trained.info["run"]) if "run" in trained.info else None
     if images is None and run_dir is None:
         raise ConfigError(f"{run_or_model} is not in a run directory, so it has no split to explain; give image files")
+    output_dir = _gallery_folder(output_dir, run_dir or pathlib.Path(trained.info["source"]).parent)
     if images is not None:
         examples, skipped = read_image_files(images, trained.image_size, trained.channels)
         examples = examples[:num_images]
@@ -338,7 +359,5 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
         if not examples:
             raise DataError(f"the {split} split of run {run_dir} has no images")
         source = f"{trained.info['source']}, {split} split"
-    model_path = pathlib.Path(trained.info["source"])
-    output_dir = pathlib.Path(output_dir) if output_dir else (run_dir or model_path.parent) / GALLERY_DIR
     return Gallery(trained.model, examples, skipped, output_dir, trained.class_names, source, layer=layer,
                    head=head, target_class=target_class)
