@@ -104,7 +104,7 @@ def test_streamed_training_is_shuffled_and_reproducible(folder_dataset):
 def test_bad_files_are_found_at_load_when_streaming(folder_dataset):
     root = folder_dataset()
     (root / "images" / "case002_1.png").write_bytes(b"\x89PNG truncated")
-    with pytest.raises(DataError, match=r"cannot be read as an image: images/case002_1.png"):
+    with pytest.raises(DataError, match=r"1 cannot be read as an image \(images/case002_1.png;"):
         load_dataset("folder", data_dir=root, image_size=16, memory_limit=0)
     streamed = load_dataset("folder", data_dir=root, image_size=16, memory_limit=0, skip_bad_files=True)
     assert streamed.info.skipped == [("images/case002_1.png", "cannot be read as an image")]
