@@ -73,11 +73,15 @@ class _EchoHandler(logging.Handler):
 
 
 def _show_progress_messages():
-    """mtunet's INFO log (the start line of a training run, which run of an experiment trains) on stderr, once."""
+    """mtunet's INFO log (the start line of a training run, which run of an experiment trains) on stderr, once.
+
+    Not passed on to the root logger: a library's module-level ``logging.info`` call gives the root a handler of its
+    own (``logging.basicConfig``), which would print every line a second time."""
     package = logging.getLogger("mtunet")
     if not any(isinstance(handler, _EchoHandler) for handler in package.handlers):
         package.addHandler(_EchoHandler())
         package.setLevel(logging.INFO)
+        package.propagate = False
 
 
 def user_errors_as_messages(command):
@@ -444,11 +448,11 @@ def _echo_export(result) -> None:
     """Prints where ``mtunet.export_model`` wrote and how well the export agrees with the Keras model."""
     info = result.info
     if result.format == "saved_model":
-        checks = info["self_check"]["signatures"]
-        click.echo(f"SavedModel written to {result.directory} (signatures: {', '.join(checks)}); reloaded in a fresh "
-                   f"process on {info['self_check']['images']}: "
-                   + ", ".join(f"{name} max |difference| {check['max_abs_diff']:.2g}" for name, check in
-                               checks.items()) + f" (allowed below {info['self_check']['tolerance']:g})")
+        check = info["self_check"]
+        click.echo(f"SavedModel written to {result.directory} (signatures: serving_default, predict_encoded); "
+                   f"reloaded in a fresh process on {check['images']}: largest difference from the Keras model "
+                   + ", ".join(f"{name} {figures['max_abs_diff']:.2g}" for name, figures in check["signatures"].items())
+                   + f" (allowed below {check['tolerance']:g})")
         return
     tflite = info["tflite"]
     click.echo(f"TFLite models written to {result.directory}; input {tflite['input']}; compared with the Keras model "

@@ -42,6 +42,14 @@ def test_commands_hide_tensorflows_start_up_lines_unless_verbose():
     assert "attention_unet" in loud.stdout and [line for line in TENSORFLOW_START_UP if line in loud.stderr]
 
 
+def test_progress_lines_are_shown_once_when_a_library_configures_the_root_logger():
+    # a module-level logging.info() in any library calls logging.basicConfig(), which gives the root a handler
+    code = ("import logging, cli; cli._show_progress_messages(); logging.info('library'); "
+            "logging.getLogger('mtunet.deploy.export').info('exported saved_model to models/1')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr.splitlines() == ["exported saved_model to models/1"]
+
+
 def test_encoders_lists_every_registered_encoder():
     result = CliRunner().invoke(cli.main, ["encoders", "--image-size", "32"])
     assert result.exit_code == 0, result.output

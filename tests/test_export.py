@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 import cli
 import mtunet
-from mtunet.data.images import letterbox
-from mtunet.deploy.export import check_agreement, reload_in_fresh_process, sample_images
+from mtunet.data.images import letterbox, model_input
+from mtunet.deploy.export import check_agreement, reload_in_fresh_process, sample_requests
 from mtunet.errors import ConfigError, ExportError
 from mtunet.evaluation.metrics import overlap_per_image
 from mtunet.training.batchnorm import batchnorm_layers
@@ -55,22 +55,23 @@ def loaded(tiny_export):
     return tf.saved_model.load(str(tiny_export[0].directory))
 
 
-def test_both_signatures_match_keras_in_a_fresh_process_at_another_size(tiny_export, keras_model):
+def test_every_signature_matches_keras_in_a_fresh_process_at_another_size(tiny_export, keras_model):
     images = np.random.default_rng(1).integers(0, 256, size=(2, 45, 70, 1), dtype=np.uint8)
-    reloaded = reload_in_fresh_process(tiny_export[0].directory, images)
+    reloaded = reload_in_fresh_process(tiny_export[0].directory, {"gray 45x70": images})["gray 45x70"]
     reference = keras_reference(keras_model, images)
-    assert set(reloaded) == {"serving_default", "predict_encoded"}
+    assert set(reloaded) == {"serving_default", "predict_encoded (PNG)", "predict_encoded (BMP)"}
     for outputs in reloaded.values():
         assert_matches(outputs, reference)
 
 
 def test_smaller_rgb_image_is_enlarged_and_converted_to_the_models_grayscale(loaded, keras_model):
-    gray = np.random.default_rng(2).integers(0, 256, size=(1, 20, 13, 1), dtype=np.uint8)
-    outputs = loaded.signatures["serving_default"](images=tf.constant(np.repeat(gray, 3, axis=3)))
-    # an RGB image with equal channels becomes (almost exactly: luminance weights sum to 0.9999) the gray image
+    rgb = np.random.default_rng(2).integers(0, 256, size=(1, 20, 13, 3), dtype=np.uint8)
+    outputs = loaded.signatures["serving_default"](images=tf.constant(rgb))
+    # BT.601 luminance, computed here in float64
+    gray = (0.299 * rgb[..., :1] + 0.587 * rgb[..., 1:2] + 0.114 * rgb[..., 2:]).astype(np.float32)
     reference = keras_reference(keras_model, gray)
     for name in ("label_probabilities", "mask_probabilities"):
-        np.testing.assert_allclose(outputs[name].numpy(), reference[name], rtol=0, atol=1e-3)
+        np.testing.assert_allclose(outputs[name].numpy(), reference[name], rtol=0, atol=1e-4)
 
 
 def test_rest_json_body_with_base64_png_gives_the_same_prediction(loaded):
@@ -91,7 +92,8 @@ def test_rest_json_body_with_base64_png_gives_the_same_prediction(loaded):
 @pytest.mark.parametrize("images, message", [
     (np.zeros((32, 32, 1), np.uint8), "Shape of tensor images [32,32,1] is not compatible with expected shape"),
     (np.zeros((1, 32, 32, 1), np.float32), "expected to be a uint8 tensor but is a float tensor"),
-    (np.zeros((1, 32, 32, 2), np.uint8), "images: expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels"),
+    (np.zeros((1, 32, 32, 5), np.uint8),
+     "images: expected 1 (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA) channels"),
 ])
 def test_signature_rejects_wrong_rank_dtype_and_channels(loaded, images, message):
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
@@ -125,15 +127,21 @@ def test_self_check_fails_on_a_difference_or_another_class():
     reference = {"label_probabilities": np.array([[0.2, 0.8]]), "label": np.array([1]),
                  "class_name": np.array(["b"], dtype=object), "mask_probabilities": np.full((1, 5, 7, 1), 0.5)}
     close = {**reference, "mask_probabilities": reference["mask_probabilities"] + 5e-5}
-    assert check_agreement(reference, {"serving_default": close})["serving_default"] == {
-        "max_abs_diff": pytest.approx(5e-5), "same_class": True}
+    closer = {**reference, "mask_probabilities": reference["mask_probabilities"] + 2e-5}
+    checks = check_agreement({"a": reference, "b": reference}, {"a": {"serving_default": close},
+                                                                "b": {"serving_default": closer}})
+    assert checks == {"serving_default": {"max_abs_diff": pytest.approx(5e-5), "same_class": True}}
     off = {**reference, "mask_probabilities": reference["mask_probabilities"] + 2e-4}
     with pytest.raises(ExportError, match="self-check failed: signature predict_encoded of the reloaded SavedModel "
                                           "differs from the Keras model by 0.0002"):
-        check_agreement(reference, {"serving_default": close, "predict_encoded": off})
+        check_agreement({"a": reference}, {"a": {"serving_default": close, "predict_encoded": off}})
     other_class = {**reference, "label": np.array([0]), "class_name": np.array(["a"], dtype=object)}
     with pytest.raises(ExportError, match="same class: False"):
-        check_agreement(reference, {"serving_default": other_class})
+        check_agreement({"a": reference}, {"a": {"serving_default": other_class}})
+    # within the tolerance of the Keras model, but not the raw pixels' answer
+    with pytest.raises(ExportError, match="signature predict_encoded .* answers 3e-05 away from serving_default on "
+                                          "the same pixels"):
+        check_agreement({"a": reference}, {"a": {"serving_default": close, "predict_encoded": closer}})
 
 
 def test_failed_export_leaves_no_version_folder(tiny_model_file, tmp_path, monkeypatch):
@@ -163,8 +171,7 @@ def test_tflite_variants_record_size_and_agreement(tiny_model_file, keras_model,
     assert json.loads((result.directory / "model_info.json").read_text())["tflite"] == result.info["tflite"]
 
     # the recorded dynamic-range figures, recomputed here with the TFLite interpreter
-    trained = mtunet.load_trained_model(tiny_model_file)
-    images = np.stack([letterbox(image, 32, nearest=False) for image in sample_images(trained, 4)]).astype(np.float32)
+    images = np.stack([model_input(image, 32, 1) for request in sample_requests().values() for image in request])
     reference = keras_model.predict_on_batch(images)
     runner = tf.lite.Interpreter(str(result.directory / "model_dynamic_range.tflite")).get_signature_runner()
     outputs = [runner(images=image[None]) for image in images]
@@ -175,5 +182,5 @@ def test_tflite_variants_record_size_and_agreement(tiny_model_file, keras_model,
     assert figures["same_class"] == int(np.sum(label.argmax(1) == reference["label"].argmax(1)))
     dice, _ = overlap_per_image(mask > 0.5, reference["mask"] > 0.5)
     assert figures["mask_dice_mean"] == pytest.approx(dice.mean())
-    assert variants["float32"]["same_class"] == 4 and variants["float32"]["label_max_abs_diff"] < 1e-4
+    assert variants["float32"]["same_class"] == len(images) == 6 and variants["float32"]["label_max_abs_diff"] < 1e-4
     assert variants["float32"]["mask_dice_mean"] > 0.95

@@ -13,6 +13,9 @@ Conventions, shared by every dataset source:
 - A multi-class mask (``K >= 2`` mask classes) is a map of class values, read as stored: 0 background, ``i`` the
   ``i``-th mask class. Any other value, or a colour mask whose channels differ, raises ``MaskError``.
 - Masks are resized with nearest-neighbour interpolation, so they keep their values.
+- A model is given an image with its own channel count (``to_channels``): a colour image sent to a grayscale model
+  becomes its BT.601 luminance, a grayscale image sent to a colour model is repeated to RGB, alpha is dropped. The
+  serving graph (``mtunet.deploy.serving.to_model_channels``) applies the same weights.
 """
 
 import cv2
@@ -20,6 +23,8 @@ import numpy as np
 
 # The mask classes of a binary dataset: mask value 1 is lesion, 0 background.
 BINARY_MASK_CLASSES = ("lesion",)
+# RGB to gray as ITU-R BT.601 weighs the channels (OpenCV's and Pillow's conversion, without their rounding)
+LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class MaskError(ValueError):
@@ -174,6 +179,24 @@ def mask_fractions(mask: np.ndarray, num_mask_classes: int = 1) -> list[float]:
     values = class_values(mask, num_mask_classes)
     counts = np.bincount(values.ravel(), minlength=num_mask_classes + 1)[1:]
     return (counts / values.size).tolist()
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """``float32`` ``(..., H, W, channels)`` of ``(..., H, W, 1 | 2 | 3 | 4)`` pixels (gray, gray + alpha, RGB, RGBA)
+    for a model of ``channels`` (1 or 3): colour to luminance (``LUMINANCE_WEIGHTS``), gray repeated, alpha dropped."""
+    image = image.astype(np.float32)
+    colour = image.shape[-1] >= 3
+    if channels == 3:
+        return image[..., :3] if colour else np.repeat(image[..., :1], 3, axis=-1)
+    if not colour:
+        return image[..., :1]
+    return np.sum(image[..., :3] * np.array(LUMINANCE_WEIGHTS, np.float32), axis=-1, keepdims=True)
+
+
+def model_input(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+    """``float32`` ``(S, S, channels)``: a ``(H, W, 1 | 2 | 3 | 4)`` image of 0-255 pixels as the serving graph gives
+    it to the model (``to_channels``, then ``letterbox`` unrounded); what a caller of a TFLite export does first."""
+    return letterbox(to_channels(image, channels), image_size, nearest=False)
 
 
 def expand_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -18,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mtunet.data.images import letterbox
+from mtunet.data.images import model_input
 from mtunet.data.synthetic import synthetic_examples
 from mtunet.deploy.folding import fold_batchnorm
 from mtunet.deploy.serving import MODEL_INFO_FILE, TrainedModel, build_serving_functions, load_trained_model, to_numpy
@@ -34,27 +35,37 @@ from mtunet.rundir import versions
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # largest absolute difference allowed between the reloaded SavedModel and the Keras model
+ENCODED_TOLERANCE = 1e-6  # ... between an encoded file's answer and its raw pixels' answer
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_range")
-PREPROCESSING = ("raw 0-255 pixels; padded with zeros to a centred square and resized to the input size (area "
+PREPROCESSING = ("raw 0-255 pixels; converted to the model's channels (colour to BT.601 luminance, gray repeated to "
+                 "RGB, alpha dropped), padded with zeros to a centred square and resized to the input size (area "
                  "averaging when shrinking, bilinear when enlarging), as mtunet prepared the training images")
 
-# Run by a fresh interpreter with nothing but TensorFlow, as TF Serving sees the model: it reloads the SavedModel, calls
-# both signatures on the sample images (PNG-encoded for predict_encoded) and saves what they return.
+# Run by a fresh interpreter with nothing but TensorFlow, as TF Serving sees the model: it reloads the SavedModel,
+# sends each request to its signature (raw pixels to serving_default, the files' bytes to predict_encoded) and saves
+# what they return. Keys are "request|signature" for raw images, "request|signature|index" for one encoded file.
 _RELOAD_SCRIPT = """
 import sys
 import numpy as np
 import tensorflow as tf
 
 export_dir, samples_path, results_path = sys.argv[1:4]
-images = np.load(samples_path)["images"]
 loaded = tf.saved_model.load(export_dir)
-inputs = {"serving_default": {"images": tf.constant(images)},
-          "predict_encoded": {"image_bytes": tf.stack([tf.io.encode_png(image) for image in images])}}
+requests = {}
+with np.load(samples_path) as samples:
+    for key in samples.files:
+        request, signature, *index = key.split("|")
+        requests.setdefault((request, signature), []).append((int(index[0]) if index else 0, samples[key]))
 results = {}
-for signature, arguments in inputs.items():
-    for name, value in loaded.signatures[signature](**arguments).items():
+for (request, signature), parts in requests.items():
+    parts = [value for _, value in sorted(parts, key=lambda part: part[0])]
+    if signature == "serving_default":
+        outputs = loaded.signatures[signature](images=tf.constant(parts[0]))
+    else:
+        outputs = loaded.signatures["predict_encoded"](image_bytes=tf.constant([part.tobytes() for part in parts]))
+    for name, value in outputs.items():
         value = value.numpy()
-        results[f"{signature}/{name}"] = value.astype(str) if value.dtype == object else value
+        results[f"{request}|{signature}|{name}"] = value.astype(str) if value.dtype == object else value
 np.savez(results_path, **results)
 """
 
@@ -74,12 +85,76 @@ class ExportResult:
     info: dict
 
 
-def sample_images(trained: TrainedModel, count: int = 2) -> np.ndarray:
-    """``count`` synthetic ultrasound-like images, ``uint8`` ``(count, 128, 100, channels)``: neither square nor of
-    the model's input size, so that comparing on them also exercises the in-graph padding and resizing."""
+def sample_requests(count: int = 2) -> dict[str, np.ndarray]:
+    """``{name: uint8 (count, H, W, C)}``: synthetic ultrasound-like images as gray, RGB and RGBA requests, of sizes
+    neither square nor a model's input size (odd ones among them), so that comparing on them also exercises the
+    channel conversion and the in-graph padding and resizing."""
     examples = synthetic_examples(num_patients=count, seed=0)
-    images = [next(examples)["image"][:, 14:114] for _ in range(count)]
-    return np.repeat(np.stack(images), trained.channels, axis=3)
+    gray = np.stack([next(examples)["image"][:, 14:114] for _ in range(count)])
+    rgb = np.concatenate([gray, 255 - gray, gray // 2], axis=3)[:, 5:82, 3:96]
+    alpha = np.broadcast_to(np.arange(45, dtype=np.uint8)[None, None, :, None] * 5, (count, 61, 45, 1))
+    rgba = np.concatenate([rgb[:, :61, :45], alpha], axis=3)
+    return {f"{name} {images.shape[1]}x{images.shape[2]}": images
+            for name, images in (("gray", gray), ("RGB", rgb), ("RGBA", rgba))}
+
+
+ENCODINGS = {"PNG": ".png", "BMP": ".bmp"}  # the files the self-check sends to predict_encoded, lossless both
+
+
+def _encode(image: np.ndarray, suffix: str) -> np.ndarray:
+    """The bytes of an RGB(A) or gray ``uint8`` image written as a ``suffix`` file (OpenCV writes BGR(A))."""
+    conversions = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}
+    if image.shape[2] in conversions:
+        image = cv2.cvtColor(image, conversions[image.shape[2]])
+    return cv2.imencode(suffix, image)[1]
+
+
+def reload_in_fresh_process(export_dir, requests: dict) -> dict:
+    """``{request: {signature: outputs}}`` of the SavedModel in ``export_dir`` on each ``{request: uint8 images}``,
+    computed by a new Python process that imports only TensorFlow: ``serving_default`` on the pixels,
+    ``predict_encoded (PNG)`` and ``predict_encoded (BMP)`` on them written as files."""
+    samples = {}
+    for request, images in requests.items():
+        samples[f"{request}|serving_default"] = images
+        for encoding, suffix in ENCODINGS.items():
+            for index, image in enumerate(images):
+                samples[f"{request}|predict_encoded ({encoding})|{index}"] = _encode(image, suffix)
+    with tempfile.TemporaryDirectory() as scratch:
+        samples_path, results_path = pathlib.Path(scratch) / "samples.npz", pathlib.Path(scratch) / "results.npz"
+        np.savez(samples_path, **samples)
+        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        process = subprocess.run([sys.executable, "-I", "-c", _RELOAD_SCRIPT, str(export_dir), str(samples_path),
+                                  str(results_path)], capture_output=True, text=True, env=environment)
+        if process.returncode:
+            raise ExportError(f"the exported SavedModel in {export_dir} failed to reload and run in a fresh process:"
+                              f"\n{process.stderr[-3000:]}")
+        with np.load(results_path) as arrays:
+            outputs = {}
+            for key in arrays.files:
+                request, signature, name = key.split("|")
+                outputs.setdefault(request, {}).setdefault(signature, {})[name] = arrays[key]
+    return outputs
+
+
+def _write_saved_model(trained: TrainedModel, directory: pathlib.Path) -> dict:
+    """Writes the SavedModel with both signatures into ``directory``, checks it and returns the check's figures."""
+    folded_model, folded = fold_batchnorm(trained.model)
+    served = dataclasses.replace(trained, model=folded_model)
+    archive = keras.export.ExportArchive()
+    archive.track(served.model)
+    for name, function in build_serving_functions(served).items():
+        archive.add_endpoint(name, function)
+    archive.write_out(str(directory), verbose=False)
+
+    # the reference is the model as trained, so the check covers the folding too
+    requests = sample_requests()
+    serve = build_serving_functions(trained)["serving_default"]
+    references = {request: to_numpy(serve(tf.constant(images))) for request, images in requests.items()}
+    checks = check_agreement(references, reload_in_fresh_process(directory, requests))
+    return {"images": f"{len(next(iter(requests.values())))} synthetic images each as {', '.join(requests)} px, "
+                      f"raw and as {' and '.join(ENCODINGS)} files",
+            "tolerance": TOLERANCE, "encoded_tolerance": ENCODED_TOLERANCE, "signatures": checks,
+            "batchnorm_folded": folded}
 
 
 def _compare(reference: dict, other: dict) -> dict:
@@ -96,53 +171,40 @@ def _compare(reference: dict, other: dict) -> dict:
     return figures
 
 
-def reload_in_fresh_process(export_dir, images: np.ndarray) -> dict:
-    """``{signature: outputs}`` of both signatures of the SavedModel in ``export_dir`` on ``images``, computed by a new
-    Python process that imports only TensorFlow."""
-    with tempfile.TemporaryDirectory() as scratch:
-        samples, results = pathlib.Path(scratch) / "samples.npz", pathlib.Path(scratch) / "results.npz"
-        np.savez(samples, images=images)
-        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        process = subprocess.run([sys.executable, "-I", "-c", _RELOAD_SCRIPT, str(export_dir), str(samples),
-                                  str(results)], capture_output=True, text=True, env=environment)
-        if process.returncode:
-            raise ExportError(f"the exported SavedModel in {export_dir} failed to reload and run in a fresh process:"
-                              f"\n{process.stderr[-3000:]}")
-        with np.load(results) as arrays:
-            outputs = {}
-            for key in arrays.files:
-                signature, name = key.split("/")
-                outputs.setdefault(signature, {})[name] = arrays[key]
-    return outputs
+def _worst(figures: list[dict]) -> dict:
+    """The least agreement of several ``_compare`` results: the largest difference, any other class, the lowest
+    class map agreement."""
+    worst = {}
+    for name in figures[0]:
+        values = [figure[name] for figure in figures]
+        worst[name] = max(values) if "diff" in name else min(values)
+    return worst
 
 
-def _write_saved_model(trained: TrainedModel, directory: pathlib.Path) -> dict:
-    """Writes the SavedModel with both signatures into ``directory``, checks it and returns the check's figures."""
-    folded_model, folded = fold_batchnorm(trained.model)
-    served = dataclasses.replace(trained, model=folded_model)
-    archive = keras.export.ExportArchive()
-    archive.track(served.model)
-    for name, function in build_serving_functions(served).items():
-        archive.add_endpoint(name, function)
-    archive.write_out(str(directory), verbose=False)
-
-    # the reference is the model as trained, so the check covers the folding too
-    images = sample_images(trained)
-    reference = to_numpy(build_serving_functions(trained)["serving_default"](tf.constant(images)))
-    checks = check_agreement(reference, reload_in_fresh_process(directory, images))
-    return {"images": f"{len(images)} synthetic images of {images.shape[1]}x{images.shape[2]} px",
-            "tolerance": TOLERANCE, "signatures": checks, "batchnorm_folded": folded}
-
-
-def check_agreement(reference: dict, reloaded: dict) -> dict:
-    """``{signature: {"max_abs_diff", "same_class"}}`` of the reloaded SavedModel's outputs against the Keras model's
-    ``reference``; raises ``ExportError`` if a signature differs by ``TOLERANCE`` or more or in a class."""
-    checks = {signature: _compare(reference, outputs) for signature, outputs in reloaded.items()}
+def check_agreement(references: dict, reloaded: dict) -> dict:
+    """``{signature: {"max_abs_diff", "same_class", ...}}``, the worst over the requests, of the reloaded SavedModel's
+    outputs (``{request: {signature: outputs}}``) against the Keras model's ``{request: outputs}``, with
+    ``max_abs_diff_to_serving_default`` for the encoded signatures. Raises ``ExportError`` if a signature differs
+    from the Keras model by ``TOLERANCE`` or more or in a class, or an encoded file's answer differs from its raw
+    pixels' by ``ENCODED_TOLERANCE`` or more."""
+    signatures = next(iter(reloaded.values()))
+    checks = {}
+    for signature in signatures:
+        checks[signature] = _worst([_compare(references[request], reloaded[request][signature])
+                                    for request in references])
+        if signature != "serving_default":
+            checks[signature]["max_abs_diff_to_serving_default"] = _worst([
+                _compare(reloaded[request]["serving_default"], reloaded[request][signature])
+                for request in references])["max_abs_diff"]
     for signature, check in checks.items():
         if check["max_abs_diff"] >= TOLERANCE or not check["same_class"]:
             raise ExportError(f"self-check failed: signature {signature} of the reloaded SavedModel differs from the "
                               f"Keras model by {check['max_abs_diff']:.3g} (allowed: below {TOLERANCE:g}), same "
                               f"class: {check['same_class']}; nothing was exported")
+        if check.get("max_abs_diff_to_serving_default", 0.0) >= ENCODED_TOLERANCE:
+            raise ExportError(f"self-check failed: signature {signature} of the reloaded SavedModel answers "
+                              f"{check['max_abs_diff_to_serving_default']:.3g} away from serving_default on the same "
+                              f"pixels (allowed: below {ENCODED_TOLERANCE:g}); nothing was exported")
     return checks
 
 
@@ -168,8 +230,8 @@ def _write_tflite(trained: TrainedModel, directory: pathlib.Path, variants) -> d
     """Writes ``model_<variant>.tflite`` files into ``directory`` and returns their size and agreement figures."""
 
     size, channels = trained.image_size, trained.channels
-    images = np.stack([letterbox(image, size, nearest=False) for image in sample_images(trained, 4)])
-    images = images.astype(np.float32)
+    requests = sample_requests()
+    images = np.stack([model_input(image, size, channels) for request in requests.values() for image in request])
     reference = {name: np.asarray(value) for name, value in trained.model(images, training=False).items()}
     figures = {}
     with tempfile.TemporaryDirectory() as saved_model_dir:
@@ -198,8 +260,10 @@ def _write_tflite(trained: TrainedModel, directory: pathlib.Path, variants) -> d
                 dice, _ = overlap_per_image(reference["mask"] > 0.5, outputs["mask"] > 0.5)
                 figure["mask_dice_mean"] = float(dice.mean())
             figures[variant] = figure
-    return {"input": f"float32 (batch, {size}, {size}, {channels}) raw 0-255 pixels, already letterboxed",
-            "outputs": list(reference), "compared_on": f"{len(images)} synthetic images", "variants": figures}
+    return {"input": f"float32 (batch, {size}, {size}, {channels}) raw 0-255 pixels, already converted to the "
+                     "model's channels and letterboxed (mtunet.data.images.model_input)",
+            "outputs": list(reference), "compared_on": f"{len(images)} synthetic images ({', '.join(requests)})",
+            "variants": figures}
 
 
 def _check_version(output_dir: pathlib.Path, version) -> pathlib.Path:

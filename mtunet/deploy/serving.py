@@ -3,8 +3,10 @@
 The model itself takes square ``(S, S, C)`` raw 0-255 pixels. The serving functions wrap it so that a caller needs
 to know nothing about it:
 
-- ``serving_default(images)``: ``uint8`` ``(batch, height, width, 1 | 3 | 4)``, one size per call;
-- ``predict_encoded(image_bytes)``: ``string`` ``(batch,)`` PNG, JPEG, GIF or BMP files of one size per call.
+- ``serving_default(images)``: ``uint8`` ``(batch, height, width, 1 | 2 | 3 | 4)`` (gray, gray + alpha, RGB, RGBA),
+  one size per call;
+- ``predict_encoded(image_bytes)``: ``string`` ``(batch,)`` PNG, JPEG, GIF or BMP files of one size per call, each
+  decoded at its own channel count, so that it is converted exactly as ``serving_default`` converts its pixels.
 
 Both return what the model's heads declare (``mtunet.models.Head.serving_outputs``): for the class head
 ``label_probabilities`` ``(batch, num_classes)`` float32, ``label`` ``(batch,)`` int64 and ``class_name`` ``(batch,)``
@@ -16,8 +18,9 @@ Images are prepared in the graph exactly as ``mtunet.data.images.letterbox`` pre
 with zeros to a centred square, then resized to ``S`` with area averaging when shrinking and bilinear interpolation
 when enlarging (``tf.image.resize`` agrees with OpenCV's to float precision), but kept in float32 rather than
 rounded to 8 bits. The mask is mapped back the same way: resized to the square's side (bilinear when enlarging, area
-when shrinking) and cropped to the image. A colour image sent to a grayscale model is converted to luminance, a
-grayscale image sent to a colour model repeated to RGB, an alpha channel dropped.
+when shrinking) and cropped to the image. A colour image sent to a grayscale model is converted to its BT.601
+luminance, a grayscale image sent to a colour model repeated to RGB, an alpha channel dropped
+(``mtunet.data.images.to_channels`` is the same conversion outside the graph).
 """
 
 import dataclasses
@@ -27,6 +30,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
+from mtunet.data.images import LUMINANCE_WEIGHTS
 from mtunet.errors import ConfigError
 from mtunet.models import load_model, model_heads
 from mtunet.rundir import BEST_MODEL_FILE, CONFIG_FILE
@@ -129,15 +133,19 @@ def unletterbox_masks(masks, height, width):
 
 
 def to_model_channels(images, channels: int):
-    """``uint8`` ``(B, H, W, 1 | 3 | 4)`` images as float32 with the model's ``channels`` (1 or 3)."""
+    """``uint8`` ``(B, H, W, 1 | 2 | 3 | 4)`` images as float32 with the model's ``channels`` (1 or 3), converted as
+    ``mtunet.data.images.to_channels`` converts them."""
     given = tf.shape(images)[3]
-    tf.debugging.Assert(tf.reduce_any(tf.equal(given, [1, 3, 4])),
-                        ["images: expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels; received", given])
-    images = tf.cast(images[..., :3], tf.float32)
+    tf.debugging.Assert(tf.reduce_any(tf.equal(given, [1, 2, 3, 4])), [
+        "images: expected 1 (grayscale), 2 (grayscale + alpha), 3 (RGB) or 4 (RGBA) channels; received", given])
+    images = tf.cast(images, tf.float32)
+    colour = given >= 3
     if channels == 3:
-        images = tf.cond(given == 1, lambda: tf.repeat(images, 3, axis=3), lambda: images)
+        images = tf.cond(colour, lambda: images[..., :3], lambda: tf.repeat(images[..., :1], 3, axis=3))
     else:
-        images = tf.cond(given == 1, lambda: images, lambda: tf.image.rgb_to_grayscale(images))
+        weights = tf.constant(LUMINANCE_WEIGHTS, tf.float32)
+        images = tf.cond(colour, lambda: tf.reduce_sum(images[..., :3] * weights, axis=3, keepdims=True),
+                         lambda: images[..., :1])
     return tf.ensure_shape(images, (None, None, None, channels))
 
 
@@ -148,11 +156,9 @@ def build_serving_functions(trained: TrainedModel) -> dict:
     class_names = tf.constant(trained.class_names or [""], tf.string)
 
     def predict(images):
-        # checked when run (the signature's shape is not): "Shape of tensor images [...] is not compatible with
-        # expected shape [?,?,?,?]" for an image sent without its batch axis
-        images = tf.ensure_shape(images, (None, None, None, None))
+        """Serving outputs of float32 ``(B, H, W, channels)`` images."""
         shape = tf.shape(images)
-        outputs = model(letterbox_images(to_model_channels(images, channels), image_size), training=False)
+        outputs = model(letterbox_images(images, image_size), training=False)
         served = {}
         for name, head in trained.heads.items():
             output = tf.cast(outputs[name], tf.float32)
@@ -165,13 +171,17 @@ def build_serving_functions(trained: TrainedModel) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8, name="images")])
     def serving_default(images):
-        return predict(images)
+        # checked when run (the signature's shape is not): "Shape of tensor images [...] is not compatible with
+        # expected shape [?,?,?,?]" for an image sent without its batch axis
+        images = tf.ensure_shape(images, (None, None, None, None))
+        return predict(to_model_channels(images, channels))
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
     def predict_encoded(image_bytes):
         def decode(data):
-            image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
-            return tf.ensure_shape(image, (None, None, channels))
+            # at the file's own channel count: decode_image(channels=1) would convert colour with other weights
+            image = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
+            return to_model_channels(image[None], channels)[0]
 
         first = tf.shape(decode(image_bytes[0]))
 
@@ -183,7 +193,7 @@ def build_serving_functions(trained: TrainedModel) -> dict:
             return image
 
         images = tf.map_fn(decode_same_size, image_bytes, fn_output_signature=tf.TensorSpec(
-            (None, None, channels), tf.uint8))
+            (None, None, channels), tf.float32))
         return predict(images)
 
     return {"serving_default": serving_default, "predict_encoded": predict_encoded}

@@ -13,13 +13,12 @@ import itertools
 import pathlib
 import re
 
-import cv2
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from mtunet.data import SPLIT_NAMES, load_dataset
-from mtunet.data.images import expand_channels, letterbox
+from mtunet.data.images import model_input
 from mtunet.deploy.predict import list_images, read_image_file
 from mtunet.deploy.serving import load_trained_model
 from mtunet.errors import ConfigError, DataError
@@ -45,14 +44,6 @@ class Example:
     label: int | None = None
 
 
-def prepare_image(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
-    """A ``uint8`` ``(H, W, 1 or 3)`` image as the ``(S, S, channels)`` the model takes, letterboxed as for training."""
-    image = letterbox(image, image_size, nearest=False)
-    if channels == 1 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
-    return expand_channels(image, channels)
-
-
 def read_image_files(inputs, image_size: int, channels: int) -> tuple[list[Example], list[tuple[str, str]]]:
     """``(examples, skipped)``: the readable image files of ``inputs`` (files, or folders of images), prepared for the
     model; ``(file, reason)`` for the rest."""
@@ -62,7 +53,7 @@ def read_image_files(inputs, image_size: int, channels: int) -> tuple[list[Examp
         if image is None:
             skipped.append((str(path), reason))
         else:
-            examples.append(Example(path.stem, prepare_image(image, image_size, channels)))
+            examples.append(Example(path.stem, model_input(image, image_size, channels)))
     return examples, skipped
 
 
@@ -179,7 +170,7 @@ class Gallery:
         """Side by side: the image, the heatmap with its colour bar, the heatmap over the image with the predicted
         mask (yellow), and the true lesion (green) when known; below, the decoder's explained maps (attention
         coefficients, 0 to 1) where it has any. The caption is the page's, not burnt into the picture."""
-        image = example.image.astype(np.uint8)
+        image = np.round(example.image).astype(np.uint8)
         image = image[..., 0] if image.shape[2] == 1 else image
         heatmap = result.heatmaps[offset]
         heatmap = heatmap / heatmap.max() if heatmap.max() > 0 else heatmap
