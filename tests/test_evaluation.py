@@ -16,8 +16,9 @@ from mtunet.evaluation.metrics import (MACRO_AVERAGE, bootstrap_intervals, boots
                                       reliability_bins, resample_counts, save_predictions, segmentation_metrics,
                                       thresholded_jaccard)
 from mtunet.evaluation.plots import (class_colours, class_map_overlay, confusion_matrix_figure, figure_png,
-                                    gallery_figure, kept_epoch, training_curves_figure)
+                                    gallery_figure, training_curves_figure)
 from mtunet.evaluation.report import render_report
+from mtunet.rundir import best_history_row, read_history
 
 # 6 images, 3 classes; class 2 is never predicted
 LABELS = np.array([0, 0, 1, 1, 2, 2])
@@ -546,6 +547,17 @@ def test_class_map_overlay_gives_each_class_its_colour_and_the_gallery_draws_cla
     assert figure_png(figure).startswith(b"\x89PNG")
 
 
+def test_history_is_read_with_epochs_from_1_whichever_numbering_wrote_it(tmp_path):
+    rows = "epoch,loss,val_loss\n{},0.9,0.8\n{},0.7,0.6\n"
+    (tmp_path / "now.csv").write_text(rows.format(1, 2))
+    (tmp_path / "older.csv").write_text(rows.format(0, 1))  # Keras's CSVLogger, as mtunet wrote it before
+    for name in ("now.csv", "older.csv"):
+        history = read_history(tmp_path / name)
+        assert history == [{"epoch": 1, "loss": 0.9, "val_loss": 0.8}, {"epoch": 2, "loss": 0.7, "val_loss": 0.6}]
+        assert best_history_row(history)["epoch"] == 2
+    assert read_history(tmp_path / "missing.csv") == []
+
+
 def test_confusion_matrix_cells_hold_count_and_row_share_and_curves_mark_the_kept_epoch():
     counts = np.array([[8, 2], [1, 3]])
     figure = confusion_matrix_figure(counts, counts / counts.sum(axis=1, keepdims=True), ["benign", "malignant"])
@@ -554,8 +566,7 @@ def test_confusion_matrix_cells_hold_count_and_row_share_and_curves_mark_the_kep
     assert "14 images" in figure.axes[0].get_title()
 
     history = [{"epoch": epoch, "loss": 1.0 - 0.1 * epoch, "val_loss": value, "label_accuracy": 0.5,
-                "val_label_accuracy": 0.5} for epoch, value in enumerate([0.9, 0.4, 0.5])]
-    assert kept_epoch(history) == 2  # the second epoch (0-based 1) has the lowest validation loss
+                "val_label_accuracy": 0.5} for epoch, value in enumerate([0.9, 0.4, 0.5], start=1)]
     figure = training_curves_figure(history)
     for axis in figure.axes:
         # three epochs: matplotlib alone would tick 1.25, 1.5, ...

@@ -210,7 +210,7 @@ def test_killed_experiment_resumes_and_trains_only_what_was_missing(killed_and_r
     for run, mtime in mtimes.items():
         assert (directory / run / "best.keras").stat().st_mtime_ns == mtime
     history = pd.read_csv(directory / RUNS[2] / "history.csv")
-    assert history["epoch"].tolist() == [0, 1]
+    assert history["epoch"].tolist() == [1, 2]
 
 
 def test_experiment_writes_every_file_and_its_numbers_come_from_the_runs(killed_and_resumed):

@@ -116,7 +116,7 @@ def test_short_run_lowers_the_loss_and_writes_every_file(dataset_dir, tmp_path):
     assert set(config["versions"]) == {"mtunet", "tensorflow", "keras"} and len(config["data_fingerprint"]) == 64
     summary = json.loads((run.directory / "summary.json").read_text())
     best_row = min(history, key=lambda row: float(row["val_loss"]))
-    assert summary["best_epoch"] == int(best_row["epoch"]) + 1 == run.best_epoch
+    assert summary["best_epoch"] == int(best_row["epoch"]) == run.best_epoch  # one numbering, from 1
     assert summary["best_validation_metrics"]["mask_dice"] == pytest.approx(float(best_row["val_mask_dice"]))
     best = keras.saving.load_model(run.best_model_path)
     assert best.output_names == ["label", "mask"]
@@ -175,7 +175,7 @@ def test_resume_after_the_process_is_killed(dataset_dir, tmp_path):
 
     train(resume=run_dir)
     epochs = [int(row["epoch"]) for row in _history(run_dir)]
-    assert epochs == [0, 1, 2, 3]
+    assert epochs == [1, 2, 3, 4]
     assert (run_dir / "summary.json").is_file()
     with pytest.raises(ConfigError, match=r"has already finished"):
         train(resume=run_dir)
@@ -221,7 +221,7 @@ def test_ctrl_c_stops_after_saving_says_how_to_resume_and_resume_finishes(datase
     assert not (run_dir / "summary.json").exists()
 
     run = train(resume=run_dir)
-    assert [int(row["epoch"]) for row in _history(run_dir)] == [0, 1, 2, 3] and len(run.history) == 4
+    assert [int(row["epoch"]) for row in _history(run_dir)] == [1, 2, 3, 4] and len(run.history) == 4
 
 
 def test_early_stopping_state_survives_resume(dataset_dir, tmp_path, monkeypatch):
@@ -360,7 +360,7 @@ def test_resume_between_phases_and_refusal_of_changed_data(folder_dataset, tmp_p
                                                                          original(model, *args)))
     run = train(resume=run_dir)
     assert calls[2] == calls[1], "fine-tuning must start from the weights the frozen phase ended with"
-    assert [int(row["epoch"]) for row in run.history] == [0, 1]
+    assert [int(row["epoch"]) for row in run.history] == [1, 2]
     assert json.loads((run_dir / "backup" / "phase2" / "training_metadata.json").read_text())["epoch"] == 2
     assert _encoder_trained_in_phase2(run_dir)
 

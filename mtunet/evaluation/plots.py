@@ -16,7 +16,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
-from mtunet.rundir import write_atomically
+from mtunet.rundir import best_history_row, write_atomically
 
 TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
 
@@ -221,19 +221,14 @@ def _class_map_gallery(rows: dict, mask_classes: list) -> Figure:
     return figure
 
 
-def kept_epoch(history: list[dict]) -> int:
-    """The 1-based epoch whose weights a run keeps (best.keras): the one of lowest validation loss."""
-    return int(min(history, key=lambda row: row["val_loss"])["epoch"]) + 1
-
-
 def training_curves_figure(history: list[dict]) -> Figure:
     """Loss, accuracy and Dice per epoch, training and validation, from the rows of history.csv, with the kept epoch
     marked."""
     panels = [(name, title) for name, title in [("loss", "loss"), ("label_accuracy", "accuracy"),
                                                 ("mask_dice", "Dice")] if history and name in history[0]]
     figure = Figure(figsize=(4.5 * len(panels), 3.5))
-    epochs = [row["epoch"] + 1 for row in history]
-    kept = kept_epoch(history) if "val_loss" in history[0] else None
+    epochs = [row["epoch"] for row in history]
+    kept = best_history_row(history)["epoch"] if "val_loss" in history[0] else None
     for axis, (name, title) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         axis.plot(epochs, [row[name] for row in history], marker="o", label="training")
         axis.plot(epochs, [row[f"val_{name}"] for row in history], marker="o", label="validation")

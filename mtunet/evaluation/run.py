@@ -19,7 +19,9 @@ from mtunet.evaluation.metrics import PREDICTIONS_FILE, check_empty_rule, comput
 from mtunet.evaluation.report import ReportSection, render_report
 from mtunet.explain.gradcam import gradcam_section
 from mtunet.models import load_model, model_heads
-from mtunet.rundir import BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE, SPLITS_FILE, write_atomically, write_json
+from mtunet.rundir import (
+    BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE, SPLITS_FILE, read_history, write_atomically, write_json,
+)
 from mtunet.training.config import load_config
 
 ALL_SPLITS = "all"
@@ -195,13 +197,6 @@ def _data_splits(data, chosen) -> dict:
     return {"grouping": data.splits.grouping, "evaluated": list(chosen), "splits": splits}
 
 
-def _training_history(run_dir: pathlib.Path) -> list[dict]:
-    path = run_dir / HISTORY_FILE
-    if not path.is_file() or path.stat().st_size == 0:
-        return []
-    return pd.read_csv(path).to_dict("records")
-
-
 def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir=None, threshold=0.5, empty="one",
                  output_dir=None, batch_size=32, bootstrap_resamples=1000, seed=0, gallery_size=4,
                  sections=None) -> dict:
@@ -284,7 +279,7 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     write_atomically(output_dir / PER_IMAGE_FILE, lambda temporary: table.to_csv(temporary, index=False))
 
     pngs = _figures(predictions, metrics, dice, _gallery(table, predictions, batches(), gallery_size),
-                    _training_history(run_dir))
+                    read_history(run_dir / HISTORY_FILE))
     for name, png in pngs.items():
         write_atomically(output_dir / f"{name}.png",
                          lambda temporary, png=png: pathlib.Path(temporary).write_bytes(png))

@@ -18,6 +18,13 @@ logger = logging.getLogger(__name__)
 LR_REDUCTION_FACTOR, MIN_LR_FRACTION = 0.5, 0.01
 
 
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger with epochs counted from 1, as Keras's progress line and summary.json count them."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class DurationEstimate(keras.callbacks.Callback):
     """Logs, after the first epoch a process trains, how long it took and about how long the remaining ones take."""
 

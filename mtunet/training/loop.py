@@ -1,7 +1,6 @@
 """The training loop: the paper's 5:1 class-balanced multi-task recipe, single-task baselines, resumable run
 directories."""
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -20,14 +19,14 @@ from mtunet.errors import ConfigError, MtunetError
 from mtunet.evaluation.plots import save_png, training_curves_figure
 from mtunet.models import LossSettings, ModelSpec, build_model_from_spec, make_spec, model_heads, set_encoder_trainable
 from mtunet.rundir import (
-    BACKUP_DIR, BEST_MODEL_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, LOG_DIR, SPLITS_FILE, SUMMARY_FILE, versions,
-    write_atomically, write_json,
+    BACKUP_DIR, BEST_MODEL_FILE, CONFIG_FILE, CURVES_FILE, HISTORY_FILE, LOG_DIR, SPLITS_FILE, SUMMARY_FILE,
+    best_history_row, read_history, versions, write_atomically, write_json,
 )
 from mtunet.training.averaging import AveragingAdam, SwapInAveragedWeights
 from mtunet.training.batchnorm import PreciseBatchNorm
 from mtunet.training.callbacks import (
-    BestModelCheckpoint, DurationEstimate, EpochBackup, ResumableEarlyStopping, ResumableReduceLROnPlateau,
-    StopOnNonFiniteLoss, read_backup, restore_backup,
+    BestModelCheckpoint, DurationEstimate, EpochBackup, HistoryLogger, ResumableEarlyStopping,
+    ResumableReduceLROnPlateau, StopOnNonFiniteLoss, read_backup, restore_backup,
 )
 from mtunet.training.config import TrainConfig, load_config
 from mtunet.training.distribute import is_chief, select_strategy
@@ -82,14 +81,6 @@ def compile_model(model, config, class_weights):
         optimizer = keras.optimizers.Adam(config.learning_rate)
     model.compile(optimizer=optimizer, loss=losses, loss_weights=loss_weights,
                   metrics=metrics, jit_compile=config.jit_compile)
-
-
-def _read_history(path) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as file:
-        return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items()}
-                for row in csv.DictReader(file)]
 
 
 def _truncate_history(path, epochs):
@@ -215,9 +206,9 @@ def _callbacks(work_dir, backup_dir, early_stopping, reduce_lr, nan_guard, preci
     rate to the logs, for history.csv), the history row before the backup (a kill between the two repeats the epoch,
     and the resumed run truncates the history to the backup), and early stopping and the rate reduction before the
     backup, which saves their state."""
-    previous = _read_history(work_dir / HISTORY_FILE)
+    previous = read_history(work_dir / HISTORY_FILE)
     callbacks = [averaging, precise_bn, reduce_lr, nan_guard,
-                 keras.callbacks.CSVLogger(work_dir / HISTORY_FILE, append=True),
+                 HistoryLogger(work_dir / HISTORY_FILE, append=True),
                  early_stopping,
                  EpochBackup(backup_dir, early_stopping, reduce_lr),
                  keras.callbacks.TensorBoard(work_dir / LOG_DIR, profile_batch=0),
@@ -357,9 +348,9 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
                 f"training interrupted; its {_finished_epochs(work_dir)} finished epoch(s) are saved in {run_dir}; "
                 f"continue with: mtunet train --resume {run_dir}") from None
 
-        history = _read_history(work_dir / HISTORY_FILE)
-        best = min(history, key=lambda row: row["val_loss"])
-        run = Run(run_dir, config, history, best["epoch"] + 1,
+        history = read_history(work_dir / HISTORY_FILE)
+        best = best_history_row(history)
+        run = Run(run_dir, config, history, best["epoch"],
                   {key[4:]: value for key, value in best.items() if key.startswith("val_")})
         save_png(training_curves_figure(history), work_dir / CURVES_FILE)
         write_json(work_dir / SUMMARY_FILE, {"best_epoch": run.best_epoch, "best_validation_metrics": run.best_metrics,
