@@ -40,13 +40,9 @@ def start_tensorflow(verbose: bool = False) -> None:
     is kept. Does nothing once TensorFlow is imported."""
     if "tensorflow" in sys.modules:
         return
-    if verbose:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_LOG_LEVEL)
-    with _standard_error_captured():
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_LOG_LEVEL)
+    with contextlib.nullcontext() if verbose else _standard_error_captured():
         import tensorflow as tf
 
         tf.config.list_physical_devices()

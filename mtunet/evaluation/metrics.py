@@ -462,14 +462,15 @@ def _weighted_median(values, weights):
     """Median of ``values`` (n,) without its NaNs for each row of integer counts ``weights`` (r, n): the median of
     the values repeated as often as counted, as ``np.median`` computes it (the mean of the two middle values)."""
     defined = ~np.isnan(values)
+    if not defined.any():
+        return np.full(len(weights), np.nan)
     order = np.argsort(values[defined], kind="stable")
     ordered, counts = values[defined][order], weights[:, defined][:, order]
     cumulative = np.cumsum(counts, axis=1)
-    total = cumulative[:, -1] if ordered.size else np.zeros(len(weights))
-    with np.errstate(invalid="ignore"):
-        lower = np.argmax(cumulative > ((total - 1) // 2)[:, None], axis=1) if ordered.size else total
-        upper = np.argmax(cumulative > (total // 2)[:, None], axis=1) if ordered.size else total
-        return np.where(total > 0, (ordered[lower] + ordered[upper]) / 2 if ordered.size else np.nan, np.nan)
+    total = cumulative[:, -1]
+    lower = np.argmax(cumulative > ((total - 1) // 2)[:, None], axis=1)
+    upper = np.argmax(cumulative > (total // 2)[:, None], axis=1)
+    return np.where(total > 0, (ordered[lower] + ordered[upper]) / 2, np.nan)
 
 
 def _weighted_std(values, weights):
