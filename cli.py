@@ -15,8 +15,8 @@ import click
 
 from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
 from mtunet.options import (
-    CLASS_WEIGHTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES,
-    STRATEGIES, TASKS, command_line_spelling,
+    CLASS_WEIGHTS, DICE_VARIANTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, OPTIMIZERS,
+    SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
 )
 from mtunet.training.config import TrainConfig
 
@@ -307,6 +307,10 @@ TRAIN_OPTIONS = [
                  show_default=True, callback=_parse_loss_weights,
                  help="SEG:CLS weights of the segmentation and classification losses."),
     _train_option("seg_loss", type=click.Choice(SEGMENTATION_LOSSES)),
+    _train_option("dice", type=click.Choice(DICE_VARIANTS),
+                  help="What the Dice term of --seg-loss dice|bce_dice is computed over: each image (smoothing 1, "
+                       "or 1%% of its pixels: image_scaled), the whole batch (nnU-Net's batch Dice), or the images "
+                       "with a lesion only (lesion)."),
     _train_option("class_weights", type=click.Choice(CLASS_WEIGHTS),
                   help="Weights of the classification loss per class (scikit-learn's 'balanced')."),
     _train_option("label_smoothing", type=click.FloatRange(0, 1, max_open=True)),

@@ -99,6 +99,7 @@ def test_train_options_have_the_library_choices_and_defaults():
     assert parameters["loss_weights"].get_default(context) == "{:g}:{:g}".format(*defaults["loss_weights"])
     assert list(parameters["task"].type.choices) == list(TASKS) == list(options.TASKS)
     assert list(parameters["seg_loss"].type.choices) == list(options.SEGMENTATION_LOSSES)
+    assert list(parameters["dice"].type.choices) == list(options.DICE_VARIANTS)
     assert list(parameters["strategy"].type.choices) == list(options.STRATEGIES)
     assert list(parameters["flip"].type.choices) == list(options.FLIP_MODES)
     assert tuple(EMPTY_MASK_RULES) == options.EMPTY_MASK_RULES

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import keras
 
-from mtunet.models.losses import SegmentationLoss, WeightedCategoricalCrossentropy, soft_dice_loss
+from mtunet.models.losses import (
+    MultiClassSegmentationLoss, SegmentationLoss, WeightedCategoricalCrossentropy, soft_dice_loss,
+)
 from mtunet.models.metrics import MeanDice, MeanIoU
 
 
@@ -68,6 +70,56 @@ def test_bce_dice_is_the_sum_of_both():
     total = _value(SegmentationLoss("bce_dice")(y_true, y_pred))
     assert total == pytest.approx(_value(SegmentationLoss("bce")(y_true, y_pred))
                                   + _value(SegmentationLoss("dice")(y_true, y_pred)), rel=1e-5)
+
+
+def _lesion_and_empty_batch():
+    """Image 0: a 4-pixel lesion predicted at 0.5 on 2 of them; image 1: an empty mask with 8 pixels at 0.25."""
+    y_true = np.zeros((2, 4, 4, 1), "float32")
+    y_true[0, :2, :2] = 1
+    y_pred = np.zeros((2, 4, 4, 1), "float32")
+    y_pred[0, 0, :2] = 0.5
+    y_pred[1, :2] = 0.25
+    return y_true, y_pred
+
+
+def test_dice_variants_on_a_batch_with_an_empty_mask():
+    y_true, y_pred = _lesion_and_empty_batch()
+    lesion_image = 1 - (2 * 1.0 + 1) / (4 + 1.0 + 1)  # |y p| = 1, |y| = 4, |p| = 1
+    empty_image = 1 - 1 / (2.0 + 1)  # |p| = 8 x 0.25
+    losses = {dice: keras.ops.convert_to_numpy(soft_dice_loss(y_true, y_pred, dice))
+              for dice in ("image", "image_scaled", "batch", "lesion")}
+    np.testing.assert_allclose(losses["image"], [lesion_image, empty_image], rtol=1e-5)
+    smooth = 0.01 * 16
+    np.testing.assert_allclose(losses["image_scaled"], [1 - (2 + smooth) / (5 + smooth), 1 - smooth / (2 + smooth)],
+                               rtol=1e-5)
+    batch = 1 - (2 * 1.0 + 1e-5) / (4 + 3.0 + 1e-5)  # the empty image adds its 2 predicted pixels to the sums
+    np.testing.assert_allclose(losses["batch"], [batch, batch], rtol=1e-5)
+    # the empty image leaves the Dice term; the batch mean (as Keras reduces it) is the lesion image's loss
+    assert losses["lesion"].mean() == pytest.approx(lesion_image, rel=1e-5)
+    no_lesion = soft_dice_loss(np.zeros_like(y_true), y_pred, "lesion")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(no_lesion), [0.0, 0.0])
+
+
+def test_multiclass_lesion_dice_leaves_out_the_classes_an_image_lacks():
+    values = np.zeros((1, 4, 4, 1), "int32")
+    values[0, :2, :2] = 1  # class 1 present, class 2 absent
+    probabilities = np.zeros((1, 4, 4, 3), "float32")
+    probabilities[..., 0] = 1.0
+    probabilities[0, :2, :2] = [0.0, 1.0, 0.0]
+    probabilities[0, 3, 3] = [0.0, 0.0, 1.0]  # one false pixel of the absent class
+    lesion = _value(MultiClassSegmentationLoss("dice", "lesion")(values, probabilities))
+    image = _value(MultiClassSegmentationLoss("dice", "image")(values, probabilities))
+    assert lesion == pytest.approx(1 - 9 / 9, abs=1e-6)  # class 1 perfect: (2 x 4 + 1) / (8 + 1)
+    assert image == pytest.approx((0.0 + (1 - 1 / 2)) / 2, rel=1e-5)  # class 2: 1 - 1 / (1 + 1)
+
+
+@pytest.mark.parametrize("loss_class", [SegmentationLoss, MultiClassSegmentationLoss])
+def test_mask_losses_keep_their_dice_variant_through_their_config(loss_class):
+    loss = loss_class("bce_dice", "batch")
+    restored = loss_class.from_config(loss.get_config())
+    assert (restored.kind, restored.dice) == ("bce_dice", "batch")
+    with pytest.raises(ValueError, match=r"unknown Dice variant 'pixel'; expected one of: image, image_scaled, batch"):
+        loss_class("dice", "pixel")
 
 
 def test_unknown_segmentation_loss():

@@ -460,6 +460,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_model(dataset_dir
         ({"image_size": 48}, r"nearest valid size to 48 is 32 or 64"),
         ({"unfreeze_after": 2, "epochs": 2}, r"--unfreeze-after 2: expected an epoch between 1 and 1"),
         ({"seg_loss": "focal"}, r"--seg-loss 'focal': expected one of: bce, dice, bce_dice"),
+        ({"dice": "pixel"}, r"--dice 'pixel': expected one of: image, image_scaled, batch, lesion"),
         ({"encoder": "resnet"}, r"unknown encoder 'resnet'"),
         ({"reduce_lr_patience": -1}, r"--reduce-lr-patience -1: expected 0 \(constant learning rate\)"),
         ({"ema_momentum": 1.0}, r"--ema-momentum 1.0: expected a value in \[0, 1\) \(0: no averaging\)"),

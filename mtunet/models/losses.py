@@ -6,7 +6,7 @@ All are computed in float32, also under mixed precision, and are registered so c
 import keras
 from keras import ops
 
-from mtunet.options import SEGMENTATION_LOSSES
+from mtunet.options import DICE_VARIANTS, SEGMENTATION_LOSSES
 
 
 @keras.saving.register_keras_serializable(package="mtunet")
@@ -44,17 +44,49 @@ class WeightedCategoricalCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "class_weights": self.class_weights, "label_smoothing": self.label_smoothing}
 
 
-def soft_dice_loss(y_true, y_pred, smooth=1.0):
-    """Per-image ``1 - (2 |y p| + smooth) / (|y| + |p| + smooth)``; 0 for an empty mask predicted empty.
+SCALED_SMOOTHING = 0.01  # of an image's pixels, for dice="image_scaled"
+BATCH_SMOOTHING = 1e-5  # nnU-Net's SoftDiceLoss
 
-    Shapes: ``(batch, H, W, 1)`` -> ``(batch,)``.
+
+def soft_dice_loss(y_true, y_pred, dice="image"):
+    """Soft Dice loss of foreground channels ``(batch, H, W, C)`` (C = 1 for a binary mask), one value per image.
+
+    ``dice`` (``mtunet.options.DICE_VARIANTS``) says over what Dice is computed, ``1 - (2 |y p| + s) / (|y| + |p| + s)``
+    for each channel, averaged over channels:
+
+    - ``"image"``: each image alone, s = 1. An empty mask scores ``|p| / (|p| + 1)``, so a few predicted pixels cost
+      nearly as much as a missed lesion: every empty image pushes the output towards all zeros.
+    - ``"image_scaled"``: each image alone, s = ``SCALED_SMOOTHING`` of its pixels: predicting 1% of an empty image
+      costs 0.5, and the push on empty images is a hundred times gentler per pixel at 128 px.
+    - ``"batch"``: as nnU-Net's batch Dice, the sums run over the whole batch (s = 1e-5), so empty images only add
+      their false positives to the batch's; every image gets the batch's value.
+    - ``"lesion"``: each image alone (s = 1), only over the (image, channel) pairs whose mask has the class; the
+      cross-entropy alone learns empty masks. Each image's value is scaled so that the batch mean is the mean over
+      those pairs (0 for a batch without any lesion).
+
+    The returned ``(batch,)`` values average to the batch's loss, as Keras reduces them.
     """
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
-    axes = tuple(range(1, len(y_pred.shape)))
-    intersection = ops.sum(y_true * y_pred, axis=axes)
-    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
-    return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
+    pixel_axes = (1, 2)
+    if dice == "batch":
+        axes = (0, *pixel_axes)
+        intersection = ops.sum(y_true * y_pred, axis=axes)
+        total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+        loss = ops.mean(1.0 - (2.0 * intersection + BATCH_SMOOTHING) / (total + BATCH_SMOOTHING))
+        return ops.zeros_like(y_true[:, 0, 0, 0]) + loss
+    intersection = ops.sum(y_true * y_pred, axis=pixel_axes)
+    truth = ops.sum(y_true, axis=pixel_axes)
+    total = truth + ops.sum(y_pred, axis=pixel_axes)
+    smooth = 1.0
+    if dice == "image_scaled":
+        smooth = SCALED_SMOOTHING * ops.cast(ops.shape(y_pred)[1] * ops.shape(y_pred)[2], "float32")
+    per_channel = 1.0 - (2.0 * intersection + smooth) / (total + smooth)  # (batch, C)
+    if dice != "lesion":
+        return ops.mean(per_channel, axis=-1)
+    present = ops.cast(truth > 0, "float32")
+    batch_size = ops.cast(ops.shape(y_true)[0], "float32")
+    return batch_size * ops.sum(per_channel * present, axis=-1) / ops.maximum(ops.sum(present), 1.0)
 
 
 def pixel_bce(y_true, y_pred):
@@ -63,39 +95,47 @@ def pixel_bce(y_true, y_pred):
     return ops.mean(per_pixel, axis=tuple(range(1, len(per_pixel.shape))))
 
 
-@keras.saving.register_keras_serializable(package="mtunet")
-class SegmentationLoss(keras.losses.Loss):
-    """Mask loss: ``"bce"`` (the paper's), ``"dice"`` (soft Dice) or ``"bce_dice"`` (their sum)."""
+class _MaskLoss(keras.losses.Loss):
+    """A mask loss of kind ``"bce"`` (cross-entropy), ``"dice"`` (soft Dice over ``dice``, see ``soft_dice_loss``) or
+    ``"bce_dice"`` (their sum); subclasses give the cross-entropy and the Dice's foreground channels."""
 
-    def __init__(self, kind="bce", name=None, **kwargs):
+    def __init__(self, kind="bce", dice="image", name=None, **kwargs):
         if kind not in SEGMENTATION_LOSSES:
             raise ValueError(f"unknown segmentation loss {kind!r}; expected one of: {', '.join(SEGMENTATION_LOSSES)}")
-        super().__init__(name=name or f"segmentation_{kind}", **kwargs)
+        if dice not in DICE_VARIANTS:
+            raise ValueError(f"unknown Dice variant {dice!r}; expected one of: {', '.join(DICE_VARIANTS)}")
+        super().__init__(name=name or f"{self.name_prefix}_{kind}", **kwargs)
         self.kind = kind
+        self.dice = dice
 
     def call(self, y_true, y_pred):
-        if self.kind == "bce":
-            return pixel_bce(y_true, y_pred)
-        if self.kind == "dice":
-            return soft_dice_loss(y_true, y_pred)
-        return pixel_bce(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
+        y_true, y_pred = self.targets(y_true, y_pred)
+        loss = 0.0
+        if self.kind in ("bce", "bce_dice"):
+            loss = self.cross_entropy(y_true, y_pred)
+        if self.kind in ("dice", "bce_dice"):
+            true_foreground, pred_foreground = self.foreground(y_true, y_pred)
+            loss = loss + soft_dice_loss(true_foreground, pred_foreground, self.dice)
+        return loss
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
+        return {**super().get_config(), "kind": self.kind, "dice": self.dice}
 
 
-def multiclass_soft_dice_loss(y_true, y_pred, smooth=1.0):
-    """Per image, the mean over foreground classes 1..K of ``1 - (2 |y_c p_c| + smooth) / (|y_c| + |p_c| + smooth)``;
-    a class absent from the image and predicted absent contributes 0, as an empty binary mask does.
+@keras.saving.register_keras_serializable(package="mtunet")
+class SegmentationLoss(_MaskLoss):
+    """Loss of a sigmoid mask ``(batch, H, W, 1)``: ``"bce"`` (the paper's), ``"dice"`` or ``"bce_dice"``."""
 
-    Shapes: ``y_true`` one-hot ``(batch, H, W, K + 1)``, ``y_pred`` softmax ``(batch, H, W, K + 1)`` -> ``(batch,)``.
-    """
-    y_true = ops.cast(y_true, "float32")[..., 1:]
-    y_pred = ops.cast(y_pred, "float32")[..., 1:]
-    axes = tuple(range(1, len(y_pred.shape) - 1))
-    intersection = ops.sum(y_true * y_pred, axis=axes)
-    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
-    return ops.mean(1.0 - (2.0 * intersection + smooth) / (total + smooth), axis=-1)
+    name_prefix = "segmentation"
+
+    def targets(self, y_true, y_pred):
+        return ops.cast(y_true, "float32"), y_pred
+
+    def cross_entropy(self, y_true, y_pred):
+        return pixel_bce(y_true, y_pred)
+
+    def foreground(self, y_true, y_pred):
+        return y_true, y_pred
 
 
 def pixel_categorical_crossentropy(y_true, y_pred):
@@ -106,28 +146,22 @@ def pixel_categorical_crossentropy(y_true, y_pred):
 
 
 @keras.saving.register_keras_serializable(package="mtunet")
-class MultiClassSegmentationLoss(keras.losses.Loss):
+class MultiClassSegmentationLoss(_MaskLoss):
     """Loss of a softmax mask over background and K classes: ``"bce"`` (here the categorical cross-entropy, the
-    multi-class form of the paper's loss), ``"dice"`` (multi-class soft Dice over the foreground classes) or
-    ``"bce_dice"`` (their sum).
+    multi-class form of the paper's loss), ``"dice"`` (soft Dice over the foreground classes 1..K; a class absent
+    from an image and predicted absent contributes 0, as an empty binary mask does) or ``"bce_dice"``.
 
     Shapes: ``y_true`` ``(batch, H, W, 1)`` of class values 0..K, ``y_pred`` softmax ``(batch, H, W, K + 1)``.
     """
 
-    def __init__(self, kind="bce", name=None, **kwargs):
-        if kind not in SEGMENTATION_LOSSES:
-            raise ValueError(f"unknown segmentation loss {kind!r}; expected one of: {', '.join(SEGMENTATION_LOSSES)}")
-        super().__init__(name=name or f"multiclass_segmentation_{kind}", **kwargs)
-        self.kind = kind
+    name_prefix = "multiclass_segmentation"
 
-    def call(self, y_true, y_pred):
-        num_channels = y_pred.shape[-1]
-        y_true = ops.one_hot(ops.cast(ops.squeeze(y_true, axis=-1), "int32"), num_channels, dtype="float32")
-        if self.kind == "bce":
-            return pixel_categorical_crossentropy(y_true, y_pred)
-        if self.kind == "dice":
-            return multiclass_soft_dice_loss(y_true, y_pred)
-        return pixel_categorical_crossentropy(y_true, y_pred) + multiclass_soft_dice_loss(y_true, y_pred)
+    def targets(self, y_true, y_pred):
+        one_hot = ops.one_hot(ops.cast(ops.squeeze(y_true, axis=-1), "int32"), y_pred.shape[-1], dtype="float32")
+        return one_hot, y_pred
 
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
+    def cross_entropy(self, y_true, y_pred):
+        return pixel_categorical_crossentropy(y_true, y_pred)
+
+    def foreground(self, y_true, y_pred):
+        return y_true[..., 1:], y_pred[..., 1:]

@@ -10,7 +10,7 @@ import json
 import pathlib
 
 from mtunet.errors import ConfigError
-from mtunet.options import CLASS_WEIGHTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS
+from mtunet.options import CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS
 from mtunet.rundir import CONFIG_FILE
 
 
@@ -45,6 +45,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     loss_weights: tuple[float, float] = (5.0, 1.0)
     seg_loss: str = "bce"
+    dice: str = "image"
     class_weights: str = "balanced"
     label_smoothing: float = 0.0
     task: str = "multi"
@@ -77,7 +78,7 @@ class TrainConfig:
             raise ConfigError(f"--loss-weights {seg_weight:g}:{cls_weight:g}: weights must be non-negative and not "
                               "both zero")
         choices = {"architecture": (self.architecture, PRESETS), "task": (self.task, TASKS),
-                   "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES),
+                   "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES), "dice": (self.dice, DICE_VARIANTS),
                    "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
                    "flip": (self.flip, FLIP_MODES), "optimizer": (self.optimizer, OPTIMIZERS)}
         for option, (value, valid) in choices.items():

@@ -64,7 +64,8 @@ def compile_model(model, config, class_weights):
     ``config``."""
     seg_weight, cls_weight = config.loss_weights
     weight_of_role = {"segmentation": seg_weight, "classification": cls_weight}
-    settings = LossSettings(config.seg_loss, None if class_weights is None else tuple(float(w) for w in class_weights),
+    settings = LossSettings(config.seg_loss, config.dice,
+                            None if class_weights is None else tuple(float(w) for w in class_weights),
                             config.label_smoothing)
     heads = model_heads(model)
     # Keras prefixes metric names with the output's name only when there are several outputs; naming them here

@@ -18,12 +18,14 @@ class LossSettings:
     """The training options heads build their losses from.
 
     Attributes:
-        seg_loss: a mask loss, one of ``mtunet.models.losses.SEGMENTATION_LOSSES``.
+        seg_loss: a mask loss, one of ``mtunet.options.SEGMENTATION_LOSSES``.
+        dice: what its Dice term is computed over, one of ``mtunet.options.DICE_VARIANTS``.
         class_weights: one weight per class for the class head, or None.
         label_smoothing: in [0, 1), for the class head.
     """
 
     seg_loss: str = "bce"
+    dice: str = "image"
     class_weights: tuple[float, ...] | None = None
     label_smoothing: float = 0.0
 

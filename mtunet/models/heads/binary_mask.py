@@ -27,7 +27,7 @@ class BinaryMaskHead(Head):
         return keras.layers.Activation("sigmoid", dtype="float32", name=self.name)(logits)
 
     def loss(self, settings: LossSettings):
-        return SegmentationLoss(settings.seg_loss)
+        return SegmentationLoss(settings.seg_loss, settings.dice)
 
     def metrics(self, prefix):
         return [MeanDice(name=f"{prefix}dice"), MeanIoU(name=f"{prefix}iou")]

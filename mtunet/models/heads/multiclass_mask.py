@@ -39,7 +39,7 @@ class MultiClassMaskHead(Head):
         return keras.layers.Activation("softmax", dtype="float32", name=self.name)(logits)
 
     def loss(self, settings: LossSettings):
-        return MultiClassSegmentationLoss(settings.seg_loss)
+        return MultiClassSegmentationLoss(settings.seg_loss, settings.dice)
 
     def metrics(self, prefix):
         return [MeanClassDice(name=f"{prefix}dice"), MeanClassIoU(name=f"{prefix}iou")]
