@@ -19,16 +19,24 @@ from mtunet.options import (
     SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
 )
 from mtunet.training.config import TrainConfig
+from mtunet.training.recipes import RECIPES
 
 # The defaults of the training options are TrainConfig's, so that the CLI and the Python API cannot drift apart.
 TRAIN_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 # === Shared options: defined once, the same meaning in every command ===
+RECIPE = click.option(
+    "--recipe", type=click.Choice(RECIPES), default=None,
+    help="Where the options not given come from: " + "; ".join(
+        f"{recipe.name}: {recipe.description}" for recipe in RECIPES.values())
+         + ". Default: the architecture's own (resformer's for --architecture resformer), else mtunet; the defaults "
+           "shown below are mtunet's.",
+)
 ARCHITECTURE = click.option(
     "--architecture", default=TRAIN_DEFAULTS["architecture"], show_default=True,
     help="Architecture preset (see `mtunet architectures`): unet, attention_unet, resformer, ...; --encoder, "
-         "--decoder and --skip replace its parts. A preset with a published recipe (resformer) starts from its "
-         "training options instead of the defaults shown here.",
+         "--decoder and --skip replace its parts. A preset with a published recipe (resformer) starts from it "
+         "(see --recipe) instead of the defaults shown here.",
 )
 ENCODER = click.option(
     "--encoder", default=TRAIN_DEFAULTS["encoder"], show_default=True,
@@ -287,6 +295,7 @@ def _train_option(field: str, declaration: str | None = None, **attributes):
 
 # The options of a training run, shared by `train` and `experiment`: the same names, types and defaults everywhere.
 TRAIN_OPTIONS = [
+    RECIPE,
     ARCHITECTURE,
     ENCODER,
     DECODER,
@@ -363,8 +372,8 @@ def train_config_options(parameters: dict) -> dict:
 
 def recipe_config(ctx, parameters: dict) -> TrainConfig:
     """The ``TrainConfig`` of the options among ``parameters`` that the user (or the command's default map) set, the
-    others from the preset's recipe (``TrainConfig.from_recipe``): ``--architecture resformer`` trains with the
-    ResFormer paper's options unless told otherwise."""
+    others from ``--recipe`` or the preset's recipe (``TrainConfig.from_recipe``): ``--architecture resformer`` trains
+    with the ResFormer paper's options unless told otherwise."""
     given = {name: value for name, value in parameters.items()
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     return TrainConfig.from_recipe(**train_config_options(given))

@@ -29,8 +29,8 @@ class Preset:
         decoder_filters: the decoder's filters per stage, deepest first.
         class_levels: how many of the encoder's deepest levels the class head pools (1: the bottleneck).
         class_hidden_units: width of the class head's hidden layer, or None for none.
-        recipe: the published training options, ``TrainConfig`` fields that ``TrainConfig.from_recipe`` sets unless
-            the caller gives them (empty: mtunet's defaults, which follow the multi-task U-Net paper).
+        recipe: the name of the training recipe it starts from (``mtunet.training.recipes.RECIPES``): its paper's
+            where that gives one, else mtunet's defaults.
     """
 
     name: str
@@ -41,7 +41,7 @@ class Preset:
     decoder_filters: tuple[int, ...] = DEFAULT_DECODER_FILTERS
     class_levels: int = 1
     class_hidden_units: int | None = None
-    recipe: dict = dataclasses.field(default_factory=dict)
+    recipe: str = "mtunet"
 
 
 PRESETS.register("unet", Preset(
@@ -53,14 +53,7 @@ PRESETS.register("resformer", Preset(
     "resformer", "ResFormer (Bui et al.): hybrid CNN-Transformer encoder, DFE modules on the skips, one conv block per "
                  "decoder stage, class head on the last two levels; trained with the paper's recipe",
     decoder="resformer", skip="dfe", encoder="resformer_sequential", decoder_filters=(512, 256, 128, 64, 32),
-    class_levels=2, class_hidden_units=256,
-    # the paper's training: 0.25 x class-weighted cross-entropy + 1 x Dice, AdamW 3e-3 (betas 0.9, 0.999, weight
-    # decay 1e-4), batch 8, 100 epochs keeping the lowest validation loss (no early stopping, a constant rate),
-    # random initialisation, random rotation and flips both ways (no shear)
-    recipe={"encoder": "resformer_sequential", "weights": None, "loss_weights": (1.0, 0.25), "seg_loss": "dice",
-            "class_weights": "balanced", "optimizer": "adamw", "learning_rate": 3e-3, "weight_decay": 1e-4,
-            "batch_size": 8, "epochs": 100, "patience": 100, "reduce_lr_patience": 0,
-            "flip": "horizontal_and_vertical", "shear": False}))
+    class_levels=2, class_hidden_units=256, recipe="resformer"))
 
 
 def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:

@@ -12,12 +12,13 @@ import pathlib
 from mtunet.errors import ConfigError
 from mtunet.options import CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS
 from mtunet.rundir import CONFIG_FILE
+from mtunet.training.recipes import RECIPES
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Every option of a training run; the defaults reproduce the multi-task U-Net paper (``from_recipe`` starts
-    from another preset's published options instead).
+    """Every option of a training run; the defaults are recipe ``mtunet``'s (``mtunet.training.recipes``: the
+    multi-task U-Net paper's with the changes measured better), and ``from_recipe`` starts from another recipe's.
 
     The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder`` and ``skip`` instead of the
     preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
@@ -28,6 +29,7 @@ class TrainConfig:
     different seeds can share their splits.
     """
 
+    recipe: str | None = None
     architecture: str = "unet"
     encoder: str = "mobilenetv2"
     decoder: str | None = None
@@ -44,7 +46,7 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     loss_weights: tuple[float, float] = (5.0, 1.0)
-    seg_loss: str = "bce"
+    seg_loss: str = "bce_dice"
     dice: str = "image"
     class_weights: str = "balanced"
     label_smoothing: float = 0.0
@@ -68,6 +70,10 @@ class TrainConfig:
     output_dir: str | None = None
     skip_bad_files: bool = False
 
+    def __post_init__(self):
+        if self.recipe is None:  # the fields' defaults are recipe mtunet's
+            self.recipe = "mtunet"
+
     def validate(self):
         """Raises ``ConfigError`` naming the first invalid option or combination."""
         from mtunet.models import DECODERS, PRESETS, SKIPS, check_input_shape  # Keras: see the docstring
@@ -77,7 +83,8 @@ class TrainConfig:
         if seg_weight < 0 or cls_weight < 0 or seg_weight + cls_weight == 0:
             raise ConfigError(f"--loss-weights {seg_weight:g}:{cls_weight:g}: weights must be non-negative and not "
                               "both zero")
-        choices = {"architecture": (self.architecture, PRESETS), "task": (self.task, TASKS),
+        choices = {"recipe": (self.recipe, RECIPES), "architecture": (self.architecture, PRESETS),
+                   "task": (self.task, TASKS),
                    "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES), "dice": (self.dice, DICE_VARIANTS),
                    "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
                    "flip": (self.flip, FLIP_MODES), "optimizer": (self.optimizer, OPTIMIZERS)}
@@ -108,14 +115,18 @@ class TrainConfig:
                               f"{self.epochs - 1} (--epochs {self.epochs})")
 
     @classmethod
-    def from_recipe(cls, architecture: str = "unet", **options) -> "TrainConfig":
-        """The options of preset ``architecture``'s published recipe (``mtunet.PRESETS[architecture].recipe``),
-        with ``options`` in place of the recipe's; ``ConfigError`` for an unknown architecture or option."""
+    def from_recipe(cls, architecture: str = "unet", recipe: str | None = None, **options) -> "TrainConfig":
+        """The options of ``recipe`` (default: preset ``architecture``'s, ``mtunet.PRESETS[architecture].recipe``)
+        with ``options`` in place of the recipe's; ``ConfigError`` for an unknown architecture, recipe or option."""
         from mtunet.models import PRESETS  # Keras: see the module docstring
 
         if architecture not in PRESETS:
             raise ConfigError(f"--architecture {architecture!r}: expected one of: {', '.join(PRESETS)}")
-        return cls.from_options({**PRESETS[architecture].recipe, **options, "architecture": architecture})
+        recipe = recipe or PRESETS[architecture].recipe
+        if recipe not in RECIPES:
+            raise ConfigError(f"--recipe {recipe!r}: expected one of: {', '.join(RECIPES)}")
+        return cls.from_options({**RECIPES[recipe].options, **options, "architecture": architecture,
+                                 "recipe": recipe})
 
     @classmethod
     def from_options(cls, options: dict) -> "TrainConfig":
