@@ -26,6 +26,7 @@ _PUBLIC_API = {
     "architecture_table": "mtunet.models.catalog",
     "train": "mtunet.training.loop",
     "TrainConfig": "mtunet.training.config",
+    "RECIPES": "mtunet.training.recipes",
     "Run": "mtunet.training.loop",
     "load_dataset": "mtunet.data",
     "evaluate_run": "mtunet.evaluation.run",

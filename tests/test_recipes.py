@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+import mtunet
 import mtunet.training.loop
 from mtunet.errors import ConfigError
 from mtunet.training.config import TrainConfig
@@ -22,6 +23,7 @@ def test_the_paper_recipe_is_the_papers_whatever_the_defaults():
 
 
 def test_mtunet_is_the_default_recipe_and_a_preset_names_its_own():
+    assert list(mtunet.RECIPES) == ["mtunet", "paper", "resformer"]
     assert TrainConfig().recipe == TrainConfig.from_recipe().recipe == "mtunet"
     assert TrainConfig.from_recipe() == TrainConfig()
     assert (TrainConfig().seg_loss, TrainConfig().dice) == ("bce_dice", "image")

@@ -20,8 +20,9 @@ class TrainConfig:
     """Every option of a training run; the defaults are recipe ``mtunet``'s (``mtunet.training.recipes``: the
     multi-task U-Net paper's with the changes measured better), and ``from_recipe`` starts from another recipe's.
 
-    The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder`` and ``skip`` instead of the
-    preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
+    ``recipe`` names the recipe the options started from (``mtunet.RECIPES``; None becomes ``"mtunet"``, whose
+    options are these defaults). The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder``
+    and ``skip`` instead of the preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
 
     ``loss_weights`` is ``(segmentation, classification)``; ``output_dir`` is the run directory itself (default
     ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
