@@ -50,16 +50,17 @@ def write_variant(source: pathlib.Path, target: pathlib.Path, seed: int = 0) -> 
     (target / "images").mkdir(parents=True)
     (target / "masks").mkdir()
     rng = np.random.default_rng(seed)
-    out_rows = []
+    out_rows, crops = [], 0
     for index, row in enumerate(kept):
         image = Image.open(source / "images" / f"{row['id']}.png")
         mask = np.asarray(Image.open(source / "masks" / f"{row['id']}.png"))
         image.save(target / "images" / f"{row['id']}.png")
         Image.fromarray(mask).save(target / "masks" / f"{row['id']}.png")
         out_rows.append(row)
-        owed = (index + 2) // 2 > len(out_rows) - index - 1  # one crop per two images, the next one where there is room
+        owed = crops < (index + 2) // 2  # one crop per two images, from the next one where there is room
         crop = background_crop(mask, rng) if owed else None
         if crop is not None:
+            crops += 1
             top, left, side = crop
             crop_id = f"{row['id']}-background"
             image.crop((left, top, left + side, top + side)).save(target / "images" / f"{crop_id}.png")
