@@ -40,7 +40,7 @@ ARCHITECTURE = click.option(
 )
 ENCODER = click.option(
     "--encoder", default=TRAIN_DEFAULTS["encoder"], show_default=True,
-    help="Encoder from the registry (see `mtunet encoders`).",
+    help="Encoder from the registry (see `mtunet encoders`), or two joined by + to fuse them (Res-MTNet).",
 )
 DECODER = click.option(
     "--decoder", default=None, help="Decoder from the registry instead of the preset's (see `mtunet architectures`).",
@@ -280,9 +280,15 @@ WEIGHTS = click.option(
 
 def _parse_loss_weights(ctx, param, value):
     try:
+        if "=" in value:
+            pairs = [part.split("=") for part in value.split(",")]
+            if any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+                raise ValueError
+            return {name.strip(): float(weight) for name, weight in pairs}
         segmentation, classification = (float(part) for part in value.split(":"))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected SEG:CLS, e.g. 5:1") from None
+        raise click.BadParameter(f"{value!r}: expected SEG:CLS, e.g. 5:1, or head=weight pairs, e.g. "
+                                 "mask=5,label=1,area=2") from None
     return segmentation, classification
 
 
@@ -314,7 +320,8 @@ TRAIN_OPTIONS = [
     _train_option("weight_decay", type=click.FloatRange(min=0), help="Decoupled weight decay of --optimizer adamw."),
     click.option("--loss-weights", default=":".join(f"{weight:g}" for weight in TRAIN_DEFAULTS["loss_weights"]),
                  show_default=True, callback=_parse_loss_weights,
-                 help="SEG:CLS weights of the segmentation and classification losses."),
+                 help="SEG:CLS weights of the segmentation and classification losses (a regression head weighs "
+                      "1), or head=weight pairs, e.g. mask=5,label=1,area=2 (a head not named weighs 1)."),
     _train_option("seg_loss", type=click.Choice(SEGMENTATION_LOSSES)),
     _train_option("dice", type=click.Choice(DICE_VARIANTS),
                   help="What the Dice term of --seg-loss dice|bce_dice is computed over: each image (smoothing 1, "

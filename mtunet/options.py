@@ -6,6 +6,7 @@ import contextlib
 TASKS = ("multi", "segmentation", "classification")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
 DICE_VARIANTS = ("image", "image_scaled", "batch", "lesion")
+REGRESSION_LOSSES = ("mse", "huber")
 CLASS_WEIGHTS = ("balanced", "none")
 FLIP_MODES = ("horizontal_and_vertical", "horizontal", "vertical", "none")
 OPTIMIZERS = ("adam", "adamw")

@@ -29,8 +29,13 @@ HEAD_CASES = {
     "classification": {"task": "classification"},
     "binary_mask": {"task": "segmentation"},
     "multiclass_mask": {"mask_classes": MASK_CLASSES},
+    "regression": {"extra_heads": [{"type": "regression", "name": "position", "targets": ["x", "y"],
+                                    "mean": [60.0, -3.0], "std": [20.0, 0.5]}]},
 }
-CASES = ([("preset", name, {"architecture": name}) for name in PRESETS]
+# the presets whose own encoder is too big for a test: the encoders to build them with
+PRESET_ENCODERS = {"res_mtnet": "mobilenetv2+efficientnetb0"}
+CASES = ([("preset", name, {"architecture": name, **({"encoder": PRESET_ENCODERS[name]}
+                                                     if name in PRESET_ENCODERS else {})}) for name in PRESETS]
          + [("decoder", name, {"decoder": name}) for name in DECODERS]
          + [("skip", name, {"skip": name}) for name in SKIPS]
          + [("head", name, HEAD_CASES.get(name, {})) for name in HEADS])
@@ -48,8 +53,10 @@ def _batch(spec: ModelSpec, seed=0):
     images = rng.uniform(0, 255, (4, SIZE, SIZE, 1)).astype("float32")
     targets = {}
     for head in model_heads(build_model_from_spec(spec, weights=None)).values():
-        if head.target == "label":
+        if head.type == "classification":
             targets[head.name] = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, 4)]
+        elif head.type == "regression":
+            targets[head.name] = rng.normal(head.mean, head.std, (4, len(head.targets))).astype("float32")
         else:
             values = len(getattr(head, "mask_classes", ("lesion",))) + 1
             targets[head.name] = rng.integers(0, values, (4, SIZE, SIZE, 1)).astype("float32")
@@ -78,6 +85,11 @@ def test_outputs_have_each_heads_shape(case):
             np.testing.assert_allclose(outputs[name].sum(axis=1), 1.0, atol=1e-5)
         elif head.type == "binary_mask":
             assert outputs[name].shape == (4, SIZE, SIZE, 1)
+        elif head.type == "regression":
+            assert outputs[name].shape == (4, len(head.targets))
+            logits = keras.Model(model.inputs, model.get_layer(head.logits_layer).output).predict(
+                _batch(spec)[0], verbose=0)
+            np.testing.assert_allclose(outputs[name], logits * head.std + head.mean, rtol=1e-5, atol=1e-4)
         else:
             assert outputs[name].shape == (4, SIZE, SIZE, len(MASK_CLASSES) + 1)
             np.testing.assert_allclose(outputs[name].sum(axis=-1), 1.0, atol=1e-5)
@@ -122,6 +134,10 @@ def test_serving_outputs_follow_the_heads(case):
         tf.constant(np.full((1, 50, 70, 3), 128, np.uint8))))
     expected = set()
     for name, head in heads.items():
+        if head.type == "regression":
+            expected |= {name}
+            assert served[name].shape == (1, len(head.targets))
+            continue
         expected |= {f"{name}_probabilities"}
         if head.type == "classification":
             expected |= {name, "class_name"}
@@ -155,8 +171,11 @@ def test_unknown_parts_list_the_valid_names(options, message):
 
 
 def test_unknown_head_type_and_spec_field_are_named():
-    with pytest.raises(ConfigError, match=r"unknown head type 'regression'; expected one of: binary_mask, "
-                                          r"classification, multiclass_mask"):
+    with pytest.raises(ConfigError, match=r"unknown head type 'ordinal'; expected one of: binary_mask, "
+                                          r"classification, multiclass_mask, regression"):
+        ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "ordinal", "name": "grade"},)).validate()
+    with pytest.raises(ConfigError, match=r"head 'size' \(regression\): missing 1 required keyword-only argument: "
+                                          r"'targets'"):
         ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "regression", "name": "size"},)).validate()
     with pytest.raises(ConfigError, match=r"unknown model spec field\(s\) encoders"):
         ModelSpec.from_dict({**_spec().to_dict(), "encoders": ["vgg16"]})

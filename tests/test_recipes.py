@@ -23,17 +23,20 @@ def test_the_paper_recipe_is_the_papers_whatever_the_defaults():
 
 
 def test_mtunet_is_the_default_recipe_and_a_preset_names_its_own():
-    assert list(mtunet.RECIPES) == ["mtunet", "paper", "resformer"]
+    assert list(mtunet.RECIPES) == ["mtunet", "paper", "resformer", "res_mtnet"]
     assert TrainConfig().recipe == TrainConfig.from_recipe().recipe == "mtunet"
     assert TrainConfig.from_recipe() == TrainConfig()
     assert (TrainConfig().seg_loss, TrainConfig().dice) == ("bce_dice", "image")
     resformer = TrainConfig.from_recipe("resformer")
     assert (resformer.recipe, resformer.optimizer, resformer.seg_loss) == ("resformer", "adamw", "dice")
+    res_mtnet = TrainConfig.from_recipe("res_mtnet")
+    assert (res_mtnet.recipe, res_mtnet.encoder, res_mtnet.learning_rate, res_mtnet.label_smoothing) == (
+        "res_mtnet", "densenet161+efficientnetb7", 1e-4, 0.1)
     # a recipe named replaces the preset's
     assert TrainConfig.from_recipe("resformer", recipe="paper").optimizer == "adam"
-    with pytest.raises(ConfigError, match=r"--recipe 'nnunet': expected one of: mtunet, paper, resformer"):
+    with pytest.raises(ConfigError, match=r"--recipe 'nnunet': expected one of: mtunet, paper, resformer, res_mtnet"):
         TrainConfig.from_recipe(recipe="nnunet")
-    with pytest.raises(ConfigError, match=r"--recipe 'nnunet': expected one of: mtunet, paper, resformer"):
+    with pytest.raises(ConfigError, match=r"--recipe 'nnunet': expected one of: mtunet, paper, resformer, res_mtnet"):
         TrainConfig(recipe="nnunet").validate()
 
 
@@ -46,4 +49,4 @@ def test_cli_recipe_is_stored_and_given_options_replace_its_own(monkeypatch):
     assert (paper.recipe, paper.seg_loss, paper.reduce_lr_patience, paper.epochs) == ("paper", "bce", 0, 3)
     assert (default.recipe, default.seg_loss, default.reduce_lr_patience) == ("mtunet", "bce", 3)
     result = CliRunner().invoke(cli.main, ["train", "--help"])
-    assert "--recipe [mtunet|paper|resformer]" in result.output
+    assert "--recipe [mtunet|paper|resformer|res_mtnet]" in result.output

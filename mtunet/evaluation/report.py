@@ -25,7 +25,7 @@ LABELS = {
     "pointing_game_chance": "pointing game chance level (mean lesion area)",
     "images_scored": "images scored", "data_dir": "data folder", "output_dir": "output folder",
     "seg_loss": "segmentation loss", "dice": "Dice term computed over",
-    "loss_weights": "loss weights (segmentation, classification)",
+    "loss_weights": "loss weights (segmentation, classification; or per head)",
     "class_weights": "class weights", "ema_momentum": "EMA momentum of the weights",
     "precise_bn": "precise batch-norm statistics", "jit_compile": "XLA compilation",
     "mixed_precision": "mixed precision", "reduce_lr_patience": "learning-rate reduction patience",

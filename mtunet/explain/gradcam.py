@@ -103,8 +103,9 @@ class GradCam:
             feature at least ``mtunet.models.MIN_CAM_SIDE`` cells a side when the bottleneck is smaller; for a mask
             head the decoder's last stage at stride 2) or the name of any layer with a ``(batch, h, w, channels)``
             output, also inside the nested ``encoder``.
-        head: the name of the head explained: ``"label"`` (the class score before the softmax) or ``"mask"``
-            (Seg-Grad-CAM: the mask logits summed over every pixel; for a multi-class mask, those of one class).
+        head: the name of the head explained: a classification head such as ``"label"`` (the class score before
+            the softmax), a regression head (its standardised value) or ``"mask"`` (Seg-Grad-CAM: the mask logits
+            summed over every pixel; for a multi-class mask, those of one class).
 
     Raises:
         ConfigError: an unknown head or layer, a head the model does not have, or a layer that does not feed it.
@@ -140,10 +141,11 @@ class GradCam:
 
         ``target_class``: for the class head ``"predicted"`` (each image's most probable class), a class index, or
         one index per image; for a multi-class mask ``"predicted"`` (each image's most predicted lesion class) or a
-        mask value 1..K (or one per image); a binary mask takes only ``"predicted"``.
+        mask value 1..K (or one per image); for a regression head ``"predicted"`` (the sum of its standardised
+        values) or the index of one of its targets; a binary mask takes only ``"predicted"``.
         """
         if self.kind == "binary_mask" and not (isinstance(target_class, str) and target_class == "predicted"):
-            raise ConfigError("--target-class applies to the class head and multi-class masks only")
+            raise ConfigError("--target-class applies to the class heads, regression heads and multi-class masks only")
         images = tf.convert_to_tensor(images, tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(images)  # so that the tape records the path from the feature map even in a frozen encoder
@@ -153,6 +155,9 @@ class GradCam:
             if self.kind == "classification":
                 targets = self._target_classes(explained, target_class)
                 score = tf.reduce_sum(tf.gather(explained, targets, batch_dims=1))
+            elif self.kind == "regression" and not isinstance(target_class, str):
+                # one of the head's values (an index of its targets) rather than their sum
+                score = tf.reduce_sum(explained[:, int(target_class)])
             elif self.kind == "multiclass_mask":
                 targets = self._target_mask_classes(explained, target_class)
                 score = tf.reduce_sum(tf.gather(explained, targets, axis=3, batch_dims=1))

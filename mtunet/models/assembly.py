@@ -14,8 +14,10 @@ from mtunet.models.encoders import build_encoder, get_encoder
 from mtunet.models.heads import Head, build_head
 from mtunet.models.heads.binary_mask import BinaryMaskHead
 from mtunet.models.heads.classification import ClassificationHead
+from mtunet.models.heads.pooling import SHARED_LEVEL
 from mtunet.models.layers import PixelPreprocessing
 from mtunet.models.presets import BINARY_MASK_CLASSES, make_spec
+from mtunet.models.shared import residual_shared_layer
 from mtunet.models.skips import SKIPS
 from mtunet.models.spec import ModelSpec
 
@@ -24,34 +26,62 @@ def _model_name(spec: ModelSpec) -> str:
     roles = {build_head(config).loss_role for config in spec.heads}
     task = "multi" if len(roles) > 1 else ("segmentation" if "segmentation" in roles else "classification")
     prefix = "mtunet" if spec.preset in (None, "unet") else spec.preset
-    return f"{prefix}_{spec.encoder}_{task}"
+    return f"{prefix}_{'_'.join(spec.encoders)}_{task}"
+
+
+def _numbered(name: str, index: int) -> str:
+    """``name`` for the first encoder, ``name_2``, ``name_3`` ... for the others of a fusion."""
+    return name if index == 0 else f"{name}_{index + 1}"
+
+
+def _encoder_weights(spec: ModelSpec, weights) -> list:
+    """One weights argument per encoder: ``"imagenet"`` and None apply to all, a file path or a list of them is
+    one per encoder."""
+    names = spec.encoders
+    if weights in ("imagenet", None):
+        return [weights] * len(names)
+    weights = [weights] if isinstance(weights, str | pathlib.Path) else list(weights)
+    if len(weights) != len(names):
+        raise ConfigError(f"the fused encoders {', '.join(names)} need one weights file each; received "
+                          f"{len(weights)}")
+    return [None if entry is None else str(entry) for entry in weights]
 
 
 def _assemble(spec: ModelSpec, weights, freeze_encoder):
     """``(inputs, {head name: output})`` of ``spec``."""
-    encoder = get_encoder(spec.encoder)
+    encoders = [get_encoder(name) for name in spec.encoders]
     height, width, channels = spec.input_shape
 
     # === Layers ===
-    backbone = build_encoder(encoder, (height, width, 3), weights)
-    backbone.trainable = not freeze_encoder
+    backbones = [build_encoder(encoder, (height, width, 3), encoder_weights, name=_numbered("encoder", index))
+                 for index, (encoder, encoder_weights) in enumerate(zip(encoders, _encoder_weights(spec, weights)))]
+    for backbone in backbones:
+        backbone.trainable = not freeze_encoder
     skip_module = SKIPS.get(spec.skip)
     heads = [build_head(config) for config in spec.heads]
 
     # === Functional Model ===
     images = keras.Input((height, width, channels), name="images")
-    scaled = PixelPreprocessing(encoder.input_scaling, name="preprocessing")(images)
-    features = dict(backbone(scaled))
-    bottleneck = encoder.levels[-1]
+    pyramids = [dict(backbone(PixelPreprocessing(encoder.input_scaling, name=_numbered("preprocessing", index))(
+        images))) for index, (encoder, backbone) in enumerate(zip(encoders, backbones))]
+    levels = encoders[0].levels
+    features = pyramids[0] if len(pyramids) == 1 else {
+        level: keras.layers.Concatenate(name=f"fusion_{level}")([pyramid[level] for pyramid in pyramids])
+        for level in levels}
+    bottleneck = levels[-1]
     features[bottleneck] = keras.layers.Identity(name="bottleneck")(features[bottleneck])
+    head_features = dict(features)  # the pyramid, and the shared layer's vector: the decoder reads the pyramid only
+    if spec.shared is not None:
+        head_features[SHARED_LEVEL] = residual_shared_layer(features[bottleneck], **spec.shared)
     # the heads on the encoder first, then the decoder and its heads: layers are created (and their weights drawn
     # from the seeded generator) in the order of the models trained before specs existed
-    outputs = {head.name: head.apply(features, None) for head in heads if not head.needs_decoder}
+    outputs = {head.name: head.apply(head_features, None) for head in heads if not head.needs_decoder}
     if any(head.needs_decoder for head in heads):
         skips = {level: skip_module.apply(features[level], name=f"skip_{level}") if spec.skip_connections else None
-                 for level in encoder.levels[:-1]}
-        decoded = DECODERS.get(spec.decoder).apply(features, skips, spec.decoder_filters, encoder.needs_center_block)
-        outputs.update({head.name: head.apply(features, decoded) for head in heads if head.needs_decoder})
+                 for level in levels[:-1]}
+        decoded = DECODERS.get(spec.decoder).apply(features, skips, spec.decoder_filters,
+                                                   any(encoder.needs_center_block for encoder in encoders))
+        outputs.update({head.name: head.apply(head_features, decoded) for head in heads if head.needs_decoder})
     return images, {head.name: outputs[head.name] for head in heads}
 
 
@@ -62,8 +92,8 @@ class MultiTaskModel(keras.Model):
 
     Args:
         spec: the architecture (a ``ModelSpec`` or its ``to_dict()``).
-        weights: the encoder's, ``"imagenet"``, None (random) or a weights file path; not part of the config (a
-            reloaded model takes its weights from the file).
+        weights: the encoder's, ``"imagenet"``, None (random) or a weights file path (for fused encoders, a list
+            of one per encoder); not part of the config (a reloaded model takes its weights from the file).
         freeze_encoder: make the encoder's weights non-trainable.
     """
 
@@ -167,7 +197,13 @@ def model_heads(model) -> dict[str, Head]:
 def set_encoder_trainable(model, trainable: bool) -> None:
     """Freezes (``False``) or unfreezes the encoder of an mtunet model; a frozen encoder's BatchNormalization runs in
     inference mode."""
-    model.get_layer("encoder").trainable = trainable
+    for layer in encoder_layers(model):
+        layer.trainable = trainable
+
+
+def encoder_layers(model) -> list:
+    """The encoder models of an mtunet model: ``"encoder"``, then ``"encoder_2"`` ... of fused encoders."""
+    return [layer for layer in model.layers if re.fullmatch(r"encoder(_\d+)?", layer.name)]
 
 
 # Grad-CAM is commonly taken at the last block of a CNN at 224 px, a 7 x 7 map (ResNet, MobileNetV2); a coarser map
@@ -182,11 +218,13 @@ MIN_CAM_SIDE = 7
 def gradcam_layer(model, head_name: str) -> str:
     """The layer Grad-CAM of head ``head_name`` explains by default: for a mask head its decoder's (the last stage
     at stride 2); for a class head the bottleneck, or the deepest encoder level at least ``MIN_CAM_SIDE`` cells a
-    side when the bottleneck is smaller."""
+    side when the bottleneck is smaller (for fused encoders, always the bottleneck)."""
     spec = model_spec(model)
     if model_heads(model)[head_name].needs_decoder:
         return DECODERS.get(spec.decoder).gradcam_layer
-    if "encoder" not in (layer.name for layer in model.layers):
+    # fused encoders meet only at the bottleneck on the class head's path: a shallower level of one encoder would
+    # explain that encoder alone
+    if len(encoder_layers(model)) != 1:
         return "bottleneck"
     levels = sorted(model.get_layer("encoder").output)
     side = min(size or MIN_CAM_SIDE for size in spec.input_shape[:2])

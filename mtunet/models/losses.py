@@ -1,4 +1,5 @@
-"""Losses of the heads: the class head's weighted cross-entropy, the binary and the multi-class mask losses.
+"""Losses of the heads: the class head's weighted cross-entropy, the regression head's standardised error, the binary
+and the multi-class mask losses.
 
 All are computed in float32, also under mixed precision, and are registered so compiled models save and reload.
 """
@@ -6,7 +7,7 @@ All are computed in float32, also under mixed precision, and are registered so c
 import keras
 from keras import ops
 
-from mtunet.options import DICE_VARIANTS, SEGMENTATION_LOSSES
+from mtunet.options import DICE_VARIANTS, REGRESSION_LOSSES, SEGMENTATION_LOSSES
 
 
 @keras.saving.register_keras_serializable(package="mtunet")
@@ -16,6 +17,8 @@ class WeightedCategoricalCrossentropy(keras.losses.Loss):
     Keras's ``class_weight`` argument of ``fit`` does not work for models with two outputs, so the weighting lives
     here: each example's loss is multiplied by ``sum(y_true * class_weights)`` (the weight of its class; with label
     smoothing, the smoothed mixture of weights), then averaged over the batch as ``fit(class_weight=...)`` would.
+    An all-zero ``y_true`` row is a missing label: it adds nothing, and the batch's loss is the mean over the
+    labelled examples.
 
     Args:
         class_weights: one non-negative weight per class, or None for all ones.
@@ -35,13 +38,56 @@ class WeightedCategoricalCrossentropy(keras.losses.Loss):
         num_classes = ops.shape(y_true)[-1]
         targets = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / ops.cast(num_classes, "float32")
         per_example = -ops.sum(targets * ops.log(y_pred), axis=-1)
-        if self.class_weights is None:
-            return per_example
-        weights = ops.convert_to_tensor(self.class_weights, dtype="float32")
-        return per_example * ops.sum(y_true * weights, axis=-1)
+        if self.class_weights is not None:
+            weights = ops.convert_to_tensor(self.class_weights, dtype="float32")
+            per_example = per_example * ops.sum(y_true * weights, axis=-1)
+        return mean_over_present(per_example[:, None], ops.sum(y_true, axis=-1, keepdims=True) > 0)
 
     def get_config(self):
         return {**super().get_config(), "class_weights": self.class_weights, "label_smoothing": self.label_smoothing}
+
+
+def mean_over_present(values, present):
+    """One value per example from ``values`` ``(batch, k)`` such that their batch mean, as Keras reduces a loss, is
+    the mean of the values where ``present`` (a boolean of the same shape) holds, 0 where none does: missing
+    targets (an unlabelled example, a NaN regression value, an absent mask class) add nothing."""
+    present = ops.cast(present, "float32")
+    batch = ops.cast(ops.shape(values)[0], "float32")
+    return ops.sum(ops.where(present > 0, values, 0.0), axis=-1) * batch / ops.maximum(ops.sum(present), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class StandardisedRegressionLoss(keras.losses.Loss):
+    """MSE or Huber loss (delta 1) of regression targets on the standardised scale, ``(value - mean) / std``, so that
+    targets of any unit weigh alike; NaN targets are missing and add nothing (the batch's loss is the mean over the
+    values present).
+
+    Args:
+        mean, std: one value per target, from the training split.
+        kind: ``"mse"`` or ``"huber"``.
+
+    Shapes: ``y_true`` and ``y_pred`` ``(batch, num_targets)`` on the original scale.
+    """
+
+    def __init__(self, mean, std, kind="mse", name="standardised_regression", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if kind not in REGRESSION_LOSSES:
+            raise ValueError(f"unknown regression loss {kind!r}; expected one of: {', '.join(REGRESSION_LOSSES)}")
+        self.mean, self.std, self.kind = [float(m) for m in mean], [float(s) for s in std], kind
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        present = ops.logical_not(ops.isnan(y_true))
+        std = ops.convert_to_tensor(self.std, dtype="float32")
+        error = (ops.cast(y_pred, "float32") - ops.where(present, y_true, 0.0)) / std
+        if self.kind == "mse":
+            per_value = ops.square(error)
+        else:
+            per_value = ops.where(ops.abs(error) <= 1.0, 0.5 * ops.square(error), ops.abs(error) - 0.5)
+        return mean_over_present(per_value, present)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std, "kind": self.kind}
 
 
 SCALED_SMOOTHING = 0.01  # of an image's pixels, for dice="image_scaled"
@@ -85,9 +131,7 @@ def soft_dice_loss(y_true, y_pred, dice="image"):
     per_channel = 1.0 - (2.0 * intersection + smooth) / (total + smooth)  # (batch, C)
     if dice != "lesion":
         return ops.mean(per_channel, axis=-1)
-    present = ops.cast(truth > 0, "float32")
-    batch_size = ops.cast(ops.shape(y_true)[0], "float32")
-    return batch_size * ops.sum(per_channel * present, axis=-1) / ops.maximum(ops.sum(present), 1.0)
+    return mean_over_present(per_channel, truth > 0)
 
 
 def pixel_bce(y_true, y_pred):

@@ -1,4 +1,5 @@
-"""Training-time metrics of the mask heads (Dice, IoU of binary and multi-class masks), averaged over images.
+"""Training-time metrics of the mask heads (Dice, IoU of binary and multi-class masks, averaged over images) and of
+the regression heads (mean absolute error over the values present).
 
 Evaluation computes its metrics from saved predictions with numpy and scikit-learn; these only follow training.
 """
@@ -109,3 +110,18 @@ class MeanClassIoU(_MeanOverImages):
 
     def __init__(self, threshold=None, name="iou", **kwargs):
         super().__init__(threshold=threshold, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class PresentMeanAbsoluteError(keras.metrics.Mean):
+    """Mean absolute error over the target values present; NaN targets are missing and ignored (Keras's
+    ``MeanAbsoluteError`` would turn them into a NaN metric)."""
+
+    def __init__(self, name="mae", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+        present = ops.logical_not(ops.isnan(y_true))
+        error = ops.abs(ops.reshape(ops.cast(y_pred, "float32"), (-1,)) - ops.where(present, y_true, 0.0))
+        return super().update_state(ops.where(present, error, 0.0), ops.cast(present, "float32"))

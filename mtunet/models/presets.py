@@ -8,6 +8,7 @@ import dataclasses
 
 from mtunet.errors import ConfigError
 from mtunet.models.encoders import ENCODERS
+from mtunet.models.heads.pooling import SHARED_LEVEL
 from mtunet.models.registry import Registry
 from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec
 from mtunet.options import TASKS
@@ -29,6 +30,7 @@ class Preset:
         decoder_filters: the decoder's filters per stage, deepest first.
         class_levels: how many of the encoder's deepest levels the class head pools (1: the bottleneck).
         class_hidden_units: width of the class head's hidden layer, or None for none.
+        shared: the residual shared layer the class head reads (``ModelSpec.shared``), or None for none.
         recipe: the name of the training recipe it starts from (``mtunet.training.recipes.RECIPES``): its paper's
             where that gives one, else mtunet's defaults.
     """
@@ -41,6 +43,7 @@ class Preset:
     decoder_filters: tuple[int, ...] = DEFAULT_DECODER_FILTERS
     class_levels: int = 1
     class_hidden_units: int | None = None
+    shared: dict | None = None
     recipe: str = "mtunet"
 
 
@@ -54,6 +57,11 @@ PRESETS.register("resformer", Preset(
                  "decoder stage, class head on the last two levels; trained with the paper's recipe",
     decoder="resformer", skip="dfe", encoder="resformer_sequential", decoder_filters=(512, 256, 128, 64, 32),
     class_levels=2, class_hidden_units=256, recipe="resformer"))
+# the paper maps the fused vector "to a low-dimensional space" without its width: 256 here
+PRESETS.register("res_mtnet", Preset(
+    "res_mtnet", "Res-MTNet (Lin, Zhang et al.): two encoders fused (DenseNet-161 + EfficientNet-B7), a residual "
+                 "shared layer that the heads read; a U-Net decoder on the fused pyramids for masks",
+    encoder="densenet161+efficientnetb7", shared={"units": 256, "dropout": 0.3}, recipe="res_mtnet"))
 
 
 def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:
@@ -66,7 +74,7 @@ def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:
 def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_shape=(224, 224, 3),
               num_classes: int | None = None, mask_classes=BINARY_MASK_CLASSES, task: str = "multi",
               decoder: str | None = None, skip: str | None = None, skip_connections: bool = True,
-              decoder_filters=None, dropout: float = 0.3) -> ModelSpec:
+              decoder_filters=None, dropout: float = 0.3, extra_heads=()) -> ModelSpec:
     """The ``ModelSpec`` of preset ``architecture`` for a dataset, with any part overridden.
 
     Args:
@@ -79,6 +87,9 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
             a classification model has no decoder).
         skip_connections, dropout: as for ``build_model``.
         decoder_filters: the decoder's filters per stage (None: the preset's).
+        extra_heads: head configs added after the task's (e.g. the regression and further classification heads a
+            dataset declares); those on pooled features without ``levels`` read the preset's shared layer if it
+            has one, else the bottleneck.
     """
     preset = PRESETS.get(architecture)
     encoder = encoder or preset.encoder
@@ -88,13 +99,16 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         raise ConfigError(f"num_classes must be at least 2 for task {task!r}; received {num_classes!r}")
     heads = []
     if task in ("multi", "classification"):
-        levels = ENCODERS.get(encoder).levels[-preset.class_levels:]
+        levels = [SHARED_LEVEL] if preset.shared else ENCODERS.get(encoder.split("+")[0]).levels[-preset.class_levels:]
         heads.append({"type": "classification", "name": "label", "num_classes": num_classes,
                       "dropout": float(dropout), "levels": list(levels), "hidden_units": preset.class_hidden_units})
     if task in ("multi", "segmentation"):
         heads.append(mask_head_config(tuple(mask_classes)))
+    for config in extra_heads:
+        pooled = config.get("type") in ("classification", "regression")
+        heads.append(({"levels": [SHARED_LEVEL]} if pooled and preset.shared else {}) | dict(config))
     return ModelSpec(
         encoder=encoder, input_shape=input_shape, heads=tuple(heads),
         decoder=None if task == "classification" else (decoder or preset.decoder), skip=skip or preset.skip,
         skip_connections=skip_connections, decoder_filters=decoder_filters or preset.decoder_filters,
-        preset=preset.name).validate()
+        shared=preset.shared, preset=preset.name).validate()

@@ -1,7 +1,8 @@
 """``ModelSpec``: the one description of an architecture, stored in ``config.json`` and in the ``.keras`` file.
 
-A spec names an encoder, the skip module on every pyramid level, a decoder (or none) and the heads, each a registry
-entry; ``mtunet.models.build_model_from_spec`` assembles it. Specs are plain JSON-ready data.
+A spec names an encoder (or several, fused), the skip module on every pyramid level, a decoder (or none), an
+optional residual shared layer and the heads, each a registry entry; ``mtunet.models.build_model_from_spec``
+assembles it. Specs are plain JSON-ready data.
 """
 
 import dataclasses
@@ -10,6 +11,8 @@ from mtunet.errors import ConfigError
 from mtunet.models.decoders import DECODERS
 from mtunet.models.encoders import ENCODERS, OUTPUT_STRIDE, PYRAMID_LEVELS
 from mtunet.models.heads import build_head
+from mtunet.models.heads.pooling import SHARED_LEVEL
+from mtunet.models.shared import check_shared
 from mtunet.models.skips import SKIPS
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -43,13 +46,18 @@ class ModelSpec:
     """An architecture.
 
     Attributes:
-        encoder: a registered encoder (``mtunet.models.encoders.ENCODERS``).
+        encoder: a registered encoder (``mtunet.models.encoders.ENCODERS``), or several joined by ``+`` (e.g.
+            ``"densenet161+efficientnetb7"``, Res-MTNet's): each reads the image with its own input scaling and
+            their pyramids are concatenated level by level (so pooled features are the concatenation of each
+            encoder's pooled features).
         input_shape: ``(height, width, channels)`` of the raw images.
         heads: head configs (``{"type": ..., "name": ..., **options}``), one per model output.
         decoder: a registered decoder, or None for models whose heads all read the encoder (classification only).
         skip: the skip module on every pyramid level P1..P4.
         skip_connections: False leaves the decoder without skips (the paper's ablation).
         decoder_filters: filters of the 5 decoder stages, deepest first.
+        shared: the residual shared layer (``{"units": 256, "dropout": 0.3}``, ``mtunet.models.shared``) that heads
+            with ``levels=["shared"]`` read, or None.
         preset: the preset the spec was made from, if any (``mtunet.models.PRESETS``).
     """
 
@@ -60,7 +68,13 @@ class ModelSpec:
     skip: str = "identity"
     skip_connections: bool = True
     decoder_filters: tuple[int, ...] = DEFAULT_DECODER_FILTERS
+    shared: dict | None = None
     preset: str | None = None
+
+    @property
+    def encoders(self) -> tuple[str, ...]:
+        """The names of its encoders, one unless fused."""
+        return tuple(self.encoder.split("+"))
 
     def __post_init__(self):
         self.input_shape = tuple(int(size) for size in self.input_shape)
@@ -70,8 +84,13 @@ class ModelSpec:
     def validate(self) -> "ModelSpec":
         """Returns the spec if every part exists and fits together, else raises ``ConfigError`` naming the first
         that does not."""
-        encoder = ENCODERS.get(self.encoder)
+        encoders = [ENCODERS.get(name) for name in self.encoders]
+        encoder = encoders[0]
+        if len({entry.levels for entry in encoders}) > 1:
+            raise ConfigError(f"encoders {', '.join(self.encoders)} cannot be fused: their pyramids differ in depth "
+                              f"({', '.join(f'{entry.name} {len(entry.levels)}' for entry in encoders)} levels)")
         check_input_shape(self.input_shape)
+        self.shared = check_shared(self.shared)
         SKIPS.get(self.skip)
         if self.decoder is not None:
             DECODERS.get(self.decoder)
@@ -87,7 +106,10 @@ class ModelSpec:
         for head in heads:
             if head.needs_decoder and self.decoder is None:
                 raise ConfigError(f"head {head.name!r} ({head.type}) needs a decoder; the spec has none")
-            missing = [level for level in getattr(head, "levels", ()) if level not in encoder.levels]
+            if SHARED_LEVEL in getattr(head, "levels", ()) and self.shared is None:
+                raise ConfigError(f"head {head.name!r} reads the shared layer; the spec has none (shared=None)")
+            missing = [level for level in getattr(head, "levels", ())
+                       if level not in (*encoder.levels, SHARED_LEVEL)]
             if missing:
                 raise ConfigError(f"head {head.name!r} pools level(s) {', '.join(missing)}, which encoder "
                                   f"{self.encoder!r} does not have; expected some of {', '.join(encoder.levels)}")

@@ -24,7 +24,8 @@ class TrainConfig:
     options are these defaults). The model is preset ``architecture`` with ``encoder`` and, where given, ``decoder``
     and ``skip`` instead of the preset's (``mtunet.PRESETS``, ``mtunet.DECODERS``, ``mtunet.SKIPS``).
 
-    ``loss_weights`` is ``(segmentation, classification)``; ``output_dir`` is the run directory itself (default
+    ``loss_weights`` is ``(segmentation, classification)``, by head role (a regression head weighs 1), or
+    ``{head name: weight}`` (a head not named weighs 1); ``output_dir`` is the run directory itself (default
     ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
     K-fold split out as the test split; ``split_seed`` seeds the split (None: ``seed``), so that runs trained with
     different seeds can share their splits.
@@ -46,7 +47,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
-    loss_weights: tuple[float, float] = (5.0, 1.0)
+    loss_weights: tuple[float, float] | dict[str, float] = (5.0, 1.0)
     seg_loss: str = "bce_dice"
     dice: str = "image"
     class_weights: str = "balanced"
@@ -80,10 +81,10 @@ class TrainConfig:
         from mtunet.models import DECODERS, PRESETS, SKIPS, check_input_shape  # Keras: see the docstring
 
         check_input_shape((self.image_size, self.image_size, 3))
-        seg_weight, cls_weight = self.loss_weights
-        if seg_weight < 0 or cls_weight < 0 or seg_weight + cls_weight == 0:
-            raise ConfigError(f"--loss-weights {seg_weight:g}:{cls_weight:g}: weights must be non-negative and not "
-                              "both zero")
+        weights = list(self.loss_weights.values()) if isinstance(self.loss_weights, dict) else self.loss_weights
+        if len(weights) == 0 or min(weights) < 0 or sum(weights) == 0:
+            raise ConfigError(f"--loss-weights {format_loss_weights(self.loss_weights)}: weights must be non-negative "
+                              "and not all zero")
         choices = {"recipe": (self.recipe, RECIPES), "architecture": (self.architecture, PRESETS),
                    "task": (self.task, TASKS),
                    "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES), "dice": (self.dice, DICE_VARIANTS),
@@ -138,13 +139,20 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
         options = dict(options)
-        if "loss_weights" in options:
+        if isinstance(options.get("loss_weights"), list):
             options["loss_weights"] = tuple(options["loss_weights"])
         return cls(**options)
 
     def default_output_dir(self) -> pathlib.Path:
         dataset = self.dataset.replace("/", "-")  # a builder config, e.g. isic2018/task1_512
         return pathlib.Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{self.encoder}-{dataset}"
+
+
+def format_loss_weights(loss_weights) -> str:
+    """``loss_weights`` as ``--loss-weights`` takes them: ``SEG:CLS`` or ``name=weight,...``."""
+    if isinstance(loss_weights, dict):
+        return ",".join(f"{name}={weight:g}" for name, weight in loss_weights.items())
+    return ":".join(f"{weight:g}" for weight in loss_weights)
 
 
 def load_config(run_dir) -> TrainConfig:

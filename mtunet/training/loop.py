@@ -59,20 +59,36 @@ class Run:
         return self.directory / BEST_MODEL_FILE
 
 
+def head_loss_weights(loss_weights, heads: dict) -> dict[str, float]:
+    """``{head name: weight}`` from ``TrainConfig.loss_weights``: ``(segmentation, classification)`` weighs the heads
+    by role (a regression head 1), ``{head name: weight}`` by name (a head not named 1). ``ConfigError`` for a name
+    that is not a head."""
+    if isinstance(loss_weights, dict):
+        unknown = sorted(set(loss_weights) - set(heads))
+        if unknown:
+            raise ConfigError(f"--loss-weights names {', '.join(map(repr, unknown))}, not a head of the model; "
+                              f"expected some of: {', '.join(heads)}")
+        return {name: float(loss_weights.get(name, 1.0)) for name in heads}
+    weight_of_role = dict(zip(("segmentation", "classification"), map(float, loss_weights)))
+    return {name: weight_of_role.get(head.loss_role, 1.0) for name, head in heads.items()}
+
+
 def compile_model(model, config, class_weights):
     """Compiles ``model`` with its heads' losses and metrics, the loss weights, optimiser and XLA setting of
-    ``config``."""
-    seg_weight, cls_weight = config.loss_weights
-    weight_of_role = {"segmentation": seg_weight, "classification": cls_weight}
-    settings = LossSettings(config.seg_loss, config.dice,
-                            None if class_weights is None else tuple(float(w) for w in class_weights),
-                            config.label_smoothing)
+    ``config``; ``class_weights`` are the ``"label"`` head's (one per class), ``{head name: weights}`` or None."""
     heads = model_heads(model)
+    if class_weights is None:
+        class_weights = {}
+    elif not isinstance(class_weights, dict):
+        class_weights = {"label": class_weights}
+    settings = LossSettings(config.seg_loss, config.dice,
+                            {name: tuple(float(w) for w in weights) for name, weights in class_weights.items()},
+                            config.label_smoothing)
     # Keras prefixes metric names with the output's name only when there are several outputs; naming them here
     # keeps history.csv's columns (label_accuracy, mask_dice, ...) the same for single-task baselines.
     prefix = "" if len(heads) > 1 else f"{next(iter(heads))}_"
     losses = {name: head.loss(settings) for name, head in heads.items()}
-    loss_weights = {name: weight_of_role[head.loss_role] for name, head in heads.items()}
+    loss_weights = head_loss_weights(config.loss_weights, heads)
     metrics = {name: head.metrics(prefix) for name, head in heads.items()}
     if config.ema_momentum:
         optimizer = AveragingAdam(config.learning_rate, ema_momentum=config.ema_momentum)

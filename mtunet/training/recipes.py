@@ -37,4 +37,10 @@ RECIPES = {recipe.name: recipe for recipe in (
             "dice": "image", "class_weights": "balanced", "optimizer": "adamw", "learning_rate": 3e-3,
             "weight_decay": 1e-4, "batch_size": 8, "epochs": 100, "patience": 100, "reduce_lr_patience": 0,
             "flip": "horizontal_and_vertical", "shear": False}),
+    # Res-MTNet's: Adam 1e-4, cross-entropy with label smoothing (the paper gives no smoothing factor, nor task
+    # weights: 0.1 and 1 each here), 224 px; the rest mtunet's
+    Recipe("res_mtnet", "Res-MTNet's (Lin, Zhang et al.): fused DenseNet-161 + EfficientNet-B7, Adam 1e-4, "
+                        "label smoothing 0.1 (not given in the paper), every task weighing 1, 224 px",
+           {"encoder": "densenet161+efficientnetb7", "optimizer": "adam", "learning_rate": 1e-4,
+            "label_smoothing": 0.1, "loss_weights": (1.0, 1.0), "image_size": 224}),
 )}

@@ -70,7 +70,8 @@ def get_encoder(name: str) -> EncoderSpec:
     return ENCODERS.get(name)
 
 
-def build_encoder(spec: EncoderSpec, input_shape: tuple[int, int, int], weights: str | None) -> keras.Model:
+def build_encoder(spec: EncoderSpec, input_shape: tuple[int, int, int], weights: str | None,
+                  name: str = "encoder") -> keras.Model:
     """Builds ``spec``'s backbone as a functional model from a 3-channel input to a dict of P1..P5 features.
 
     Args:
@@ -79,7 +80,7 @@ def build_encoder(spec: EncoderSpec, input_shape: tuple[int, int, int], weights:
         weights: ``"imagenet"``, ``None`` (random initialisation) or the path of a weights file of the backbone.
 
     Returns:
-        A ``keras.Model`` named ``"encoder"`` whose outputs are ``{"P1": ..., "P<depth>": ...}``.
+        A ``keras.Model`` named ``name`` whose outputs are ``{"P1": ..., "P<depth>": ...}``.
     """
     if weights == "imagenet" and not spec.imagenet_weights:
         raise WeightsUnavailableError(
@@ -97,4 +98,4 @@ def build_encoder(spec: EncoderSpec, input_shape: tuple[int, int, int], weights:
         level: backbone.get_layer(layer_name).output
         for level, layer_name in zip(spec.levels, pyramid_layers, strict=True)
     }
-    return keras.Model(backbone.inputs, features, name="encoder")
+    return keras.Model(backbone.inputs, features, name=name)

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from mtunet.errors import ConfigError
 from mtunet.models.registry import Registry
 
 HEADS = Registry("head type")
@@ -20,13 +21,13 @@ class LossSettings:
     Attributes:
         seg_loss: a mask loss, one of ``mtunet.options.SEGMENTATION_LOSSES``.
         dice: what its Dice term is computed over, one of ``mtunet.options.DICE_VARIANTS``.
-        class_weights: one weight per class for the class head, or None.
+        class_weights: ``{classification head name: one weight per class}``; a head not in it is unweighted.
         label_smoothing: in [0, 1), for the class head.
     """
 
     seg_loss: str = "bce"
     dice: str = "image"
-    class_weights: tuple[float, ...] | None = None
+    class_weights: dict = dataclasses.field(default_factory=dict)
     label_smoothing: float = 0.0
 
 
@@ -35,8 +36,10 @@ class Head(abc.ABC):
 
     Class attributes of each head type:
         type: its registry name.
-        target: the key of the data pipeline's targets it learns from (``"label"`` or ``"mask"``).
-        loss_role: which of ``--loss-weights`` SEG:CLS weighs its loss (``"segmentation"`` or ``"classification"``).
+        target: the key of the data pipeline's targets it learns from (``"mask"``; the heads on pooled features
+            learn from the targets keyed by their name).
+        loss_role: ``"segmentation"``, ``"classification"`` or ``"regression"``; ``--loss-weights SEG:CLS`` weighs
+            the first two by role.
         needs_decoder: whether it reads the decoder's output (else the encoder's pyramid).
         spatial: whether its output is a map at the input's resolution (serving maps it back to the image's size).
         description: one line for ``mtunet architectures``.
@@ -89,6 +92,12 @@ class Head(abc.ABC):
 
 
 def build_head(config: dict) -> Head:
-    """A head from its config (``{"type": ..., "name": ..., **options}``); ``ConfigError`` for an unknown type."""
+    """A head from its config (``{"type": ..., "name": ..., **options}``); ``ConfigError`` for an unknown type or
+    options the type does not take or needs."""
     config = dict(config)
-    return HEADS.get(config.pop("type"))(**config)
+    head_type = HEADS.get(config.pop("type"))
+    try:
+        return head_type(**config)
+    except TypeError as error:  # a missing or unexpected keyword: the message names it after the method's name
+        reason = str(error).split("() ", 1)[-1]
+        raise ConfigError(f"head {config.get('name')!r} ({head_type.type}): {reason}") from None

@@ -5,58 +5,42 @@ import numpy as np
 from keras import ops
 
 from mtunet.errors import ConfigError
-from mtunet.models.encoders.base import PYRAMID_LEVELS
-from mtunet.models.heads.base import HEADS, Head, LossSettings
+from mtunet.models.heads.base import HEADS, LossSettings
+from mtunet.models.heads.pooling import PooledHead
 from mtunet.models.losses import WeightedCategoricalCrossentropy
 
 
 @HEADS.register("classification")
-class ClassificationHead(Head):
+class ClassificationHead(PooledHead):
     """Global average pooling of each of ``levels`` (concatenated when several) -> [dense ``hidden_units`` with ReLU,
     ``{name}_hidden``] -> dropout -> dense logits (``{name}_logits``) -> softmax (``{name}``), ``(batch, num_classes)``.
 
     Args:
-        name: output name (``"label"``, the data's class label).
+        name: output name, also the key of its one-hot targets in the data (``"label"``, the diagnosis); an
+            all-zero target is a missing label.
         num_classes: at least 2.
         dropout: rate before the logits layer, in [0, 1).
         levels: pyramid levels pooled; ``("P5",)`` is the bottleneck (the paper's head), ``("P3", "P4")`` the
-            ResFormer's multi-scale head.
+            ResFormer's multi-scale head, ``("shared",)`` the residual shared layer (``ModelSpec.shared``).
         hidden_units: width of a hidden layer before the logits (the ResFormer's two fully connected layers), or
             None for the logits layer alone.
     """
 
-    type, target, loss_role, needs_decoder, spatial = "classification", "label", "classification", False, False
+    type, loss_role = "classification", "classification"
     description = "softmax diagnosis from pooled encoder levels (the bottleneck by default); weighted cross-entropy"
 
     def __init__(self, name="label", *, num_classes, dropout=0.3, levels=("P5",), hidden_units=None):
-        super().__init__(name)
+        super().__init__(name, dropout=dropout, levels=levels, hidden_units=hidden_units)
         if num_classes is None or int(num_classes) < 2:
             raise ConfigError(f"num_classes must be at least 2 for the class head; received {num_classes!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1); received {dropout!r}")
-        unknown = [level for level in levels if level not in PYRAMID_LEVELS]
-        if unknown or not levels:
-            raise ConfigError(f"class head levels {tuple(levels)}: expected some of {', '.join(PYRAMID_LEVELS)}")
-        if hidden_units is not None and int(hidden_units) < 1:
-            raise ConfigError(f"hidden_units must be a positive number of units or None; received {hidden_units!r}")
-        self.num_classes, self.dropout, self.levels = int(num_classes), float(dropout), tuple(levels)
-        self.hidden_units = None if hidden_units is None else int(hidden_units)
+        self.num_classes = int(num_classes)
 
     def apply(self, features, decoded):
-        if len(self.levels) == 1:
-            x = keras.layers.GlobalAveragePooling2D(name=f"{self.name}_pool")(features[self.levels[0]])
-        else:
-            pooled = [keras.layers.GlobalAveragePooling2D(name=f"{self.name}_pool_{level}")(features[level])
-                      for level in self.levels]
-            x = keras.layers.Concatenate(name=f"{self.name}_pool")(pooled)
-        if self.hidden_units is not None:
-            x = keras.layers.Dense(self.hidden_units, activation="relu", name=f"{self.name}_hidden")(x)
-        x = keras.layers.Dropout(self.dropout, name=f"{self.name}_dropout")(x)
-        logits = keras.layers.Dense(self.num_classes, name=self.logits_layer)(x)
+        logits = keras.layers.Dense(self.num_classes, name=self.logits_layer)(self.pooled(features))
         return keras.layers.Activation("softmax", dtype="float32", name=self.name)(logits)
 
     def loss(self, settings: LossSettings):
-        return WeightedCategoricalCrossentropy(settings.class_weights, settings.label_smoothing)
+        return WeightedCategoricalCrossentropy(settings.class_weights.get(self.name), settings.label_smoothing)
 
     def metrics(self, prefix):
         return [keras.metrics.CategoricalAccuracy(name=f"{prefix}accuracy"), keras.metrics.AUC(name=f"{prefix}auc")]
@@ -72,5 +56,4 @@ class ClassificationHead(Head):
         return np.asarray(output).argmax(axis=-1)
 
     def get_config(self):
-        return {"type": self.type, "name": self.name, "num_classes": self.num_classes, "dropout": self.dropout,
-                "levels": list(self.levels), "hidden_units": self.hidden_units}
+        return {"type": self.type, "name": self.name, "num_classes": self.num_classes, **self.pooling_config()}
