@@ -157,3 +157,14 @@ def test_loss_weights_by_role_or_by_head_name():
         head_loss_weights({"lable": 2.0}, heads)
     with pytest.raises(ConfigError, match=r"--loss-weights mask=0,area=0: weights must be non-negative and not all"):
         TrainConfig(loss_weights={"mask": 0.0, "area": 0.0}).validate()
+
+
+def test_loss_weight_of_an_unknown_head_stops_training_before_anything_is_written(tmp_path):
+    from conftest import write_folder_dataset
+    from mtunet.training.loop import train
+
+    data_dir = write_folder_dataset(tmp_path / "lesions", num_patients=8, images_per_patient=2)
+    with pytest.raises(ConfigError, match="--loss-weights names 'lesion', not a head of the model"):
+        train(encoder="mobilenetv2", weights=None, dataset="folder", data_dir=str(data_dir), image_size=SIZE,
+              epochs=1, loss_weights={"lesion": 2.0}, output_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -338,6 +338,7 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
     with strategy.scope():  # before anything is written: a model that cannot be built leaves no run behind
         model = build_model_from_spec(spec, weights=config.weights,
                                       freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
+    head_loss_weights(config.loss_weights, model_heads(model))  # a --loss-weights name that is not a head, likewise
     logger.info("training %s (%s encoder, %d px, %s parameters) on %s%s: %d train and %d validation images, up to %d "
                 "epochs at batch %d; run directory %s", spec.preset or "a custom model", spec.encoder,
                 config.image_size, f"{model.count_params():,}", config.dataset,
