@@ -456,7 +456,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_model(dataset_dir
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"loss_weights": (0.0, 0.0)}, r"--loss-weights 0:0: weights must be non-negative and not both zero"),
+        ({"loss_weights": (0.0, 0.0)}, r"--loss-weights 0:0: weights must be non-negative and not all zero"),
         ({"image_size": 48}, r"nearest valid size to 48 is 32 or 64"),
         ({"unfreeze_after": 2, "epochs": 2}, r"--unfreeze-after 2: expected an epoch between 1 and 1"),
         ({"seg_loss": "focal"}, r"--seg-loss 'focal': expected one of: bce, dice, bce_dice"),
@@ -485,7 +485,7 @@ def test_cli_train_usage_errors_are_one_line(dataset_dir, tmp_path):
     runner = CliRunner()
     cases = [
         (["--loss-weights", "5-1"], "Invalid value for '--loss-weights': '5-1': expected SEG:CLS, e.g. 5:1"),
-        (["--loss-weights", "0:0"], "Error: --loss-weights 0:0: weights must be non-negative and not both zero"),
+        (["--loss-weights", "0:0"], "Error: --loss-weights 0:0: weights must be non-negative and not all zero"),
         (["--output-dir", str(tmp_path / "busy")], "already exists and is not empty"),
         (["--resume", str(tmp_path / "nowhere")], "is not a run directory: config.json not found"),
         (["--resume", str(tmp_path / "busy"), "--epochs", "3"], "--resume takes no other option (received --epochs)"),
