@@ -56,6 +56,13 @@ def mean_over_present(values, present):
     return ops.sum(ops.where(present > 0, values, 0.0), axis=-1) * batch / ops.maximum(ops.sum(present), 1.0)
 
 
+def nan_as_missing(y_true):
+    """``(y_true with its NaN values 0, where it is present)``: NaN marks a missing regression target."""
+    y_true = ops.cast(y_true, "float32")
+    present = ops.logical_not(ops.isnan(y_true))
+    return ops.where(present, y_true, 0.0), present
+
+
 @keras.saving.register_keras_serializable(package="mtunet")
 class StandardisedRegressionLoss(keras.losses.Loss):
     """MSE or Huber loss (delta 1) of regression targets on the standardised scale, ``(value - mean) / std``, so that
@@ -76,10 +83,9 @@ class StandardisedRegressionLoss(keras.losses.Loss):
         self.mean, self.std, self.kind = [float(m) for m in mean], [float(s) for s in std], kind
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, "float32")
-        present = ops.logical_not(ops.isnan(y_true))
+        y_true, present = nan_as_missing(y_true)
         std = ops.convert_to_tensor(self.std, dtype="float32")
-        error = (ops.cast(y_pred, "float32") - ops.where(present, y_true, 0.0)) / std
+        error = (ops.cast(y_pred, "float32") - y_true) / std
         if self.kind == "mse":
             per_value = ops.square(error)
         else:

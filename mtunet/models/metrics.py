@@ -7,6 +7,8 @@ Evaluation computes its metrics from saved predictions with numpy and scikit-lea
 import keras
 from keras import ops
 
+from mtunet.models.losses import nan_as_missing
+
 
 def _overlap(y_true, y_pred, threshold):
     y_true = ops.cast(y_true > 0.5, "float32")
@@ -121,7 +123,6 @@ class PresentMeanAbsoluteError(keras.metrics.Mean):
         super().__init__(name=name, **kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.reshape(ops.cast(y_true, "float32"), (-1,))
-        present = ops.logical_not(ops.isnan(y_true))
-        error = ops.abs(ops.reshape(ops.cast(y_pred, "float32"), (-1,)) - ops.where(present, y_true, 0.0))
+        y_true, present = nan_as_missing(ops.reshape(y_true, (-1,)))
+        error = ops.abs(ops.reshape(ops.cast(y_pred, "float32"), (-1,)) - y_true)
         return super().update_state(ops.where(present, error, 0.0), ops.cast(present, "float32"))

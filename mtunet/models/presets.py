@@ -10,7 +10,7 @@ from mtunet.errors import ConfigError
 from mtunet.models.encoders import ENCODERS
 from mtunet.models.heads.pooling import SHARED_LEVEL
 from mtunet.models.registry import Registry
-from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec
+from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec, encoder_names
 from mtunet.options import TASKS
 
 PRESETS = Registry("architecture")
@@ -99,7 +99,8 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         raise ConfigError(f"num_classes must be at least 2 for task {task!r}; received {num_classes!r}")
     heads = []
     if task in ("multi", "classification"):
-        levels = [SHARED_LEVEL] if preset.shared else ENCODERS.get(encoder.split("+")[0]).levels[-preset.class_levels:]
+        levels = [SHARED_LEVEL] if preset.shared else ENCODERS.get(encoder_names(encoder)[0]).levels[
+            -preset.class_levels:]
         heads.append({"type": "classification", "name": "label", "num_classes": num_classes,
                       "dropout": float(dropout), "levels": list(levels), "hidden_units": preset.class_hidden_units})
     if task in ("multi", "segmentation"):

@@ -18,6 +18,11 @@ from mtunet.models.skips import SKIPS
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
 
 
+def encoder_names(encoder: str) -> tuple[str, ...]:
+    """The encoders a spec's ``encoder`` names: one, or several joined by ``+`` (fused)."""
+    return tuple(encoder.split("+"))
+
+
 def check_input_shape(input_shape) -> tuple[int, int, int]:
     """Returns ``input_shape`` as a tuple if the encoders can take it, else raises ``ConfigError``.
 
@@ -74,7 +79,7 @@ class ModelSpec:
     @property
     def encoders(self) -> tuple[str, ...]:
         """The names of its encoders, one unless fused."""
-        return tuple(self.encoder.split("+"))
+        return encoder_names(self.encoder)
 
     def __post_init__(self):
         self.input_shape = tuple(int(size) for size in self.input_shape)
