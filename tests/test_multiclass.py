@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_folder_dataset
-from mtunet.deploy.export import export_model
+from mtunet.deploy.export import TOLERANCE, export_model
 from mtunet.deploy.predict import load_predictor, predict_files
 from mtunet.deploy.serving import to_numpy
 from mtunet.evaluation.run import evaluate_run
@@ -78,15 +78,19 @@ def export(run, tmp_path_factory):
 def test_saved_model_class_map_is_the_keras_models_argmax(run, export):
     import tensorflow as tf
 
+    # folding batch norm moves probabilities by up to TOLERANCE, which may flip the argmax of a near-tied pixel
     checks = export.info["self_check"]["signatures"]
-    assert all(check["mask_class_map_agreement"] == 1.0 for check in checks.values()), checks
+    assert all(check["mask_class_map_agreement"] > 0.99 for check in checks.values()), checks
     model = load_model(run.best_model_path)
     images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 1), dtype=np.uint8)
     served = to_numpy(tf.saved_model.load(str(export.directory)).signatures["serving_default"](
         images=tf.constant(images)))
-    expected = model.predict(images.astype("float32"), verbose=0)["mask"].argmax(-1)
-    np.testing.assert_array_equal(served["mask_class_map"], expected)
-    assert served["mask_probabilities"].shape == (2, 32, 32, 3)
+    probabilities = model.predict(images.astype("float32"), verbose=0)["mask"]
+    top_two = np.sort(probabilities, axis=-1)[..., -2:]
+    decided = top_two[..., 1] - top_two[..., 0] > 2 * TOLERANCE
+    assert decided.mean() > 0.9
+    np.testing.assert_array_equal(served["mask_class_map"][decided], probabilities.argmax(-1)[decided])
+    np.testing.assert_allclose(served["mask_probabilities"], probabilities, atol=TOLERANCE)
 
 
 def test_predict_writes_class_maps_and_colour_overlays(export, tmp_path):
