@@ -73,7 +73,7 @@ def test_augmentation_moves_image_and_mask_together():
     masks = np.zeros((48, 32, 32, 1), np.uint8)
     masks[:, 4:14, 6:26] = 1  # an off-centre bar, so that flips and rotations change it
     images = masks * 255
-    examples = tf.data.Dataset.from_tensor_slices((images, masks, np.zeros(48, np.int32)))
+    examples = tf.data.Dataset.from_tensor_slices((images, masks, np.zeros(48, np.int32), {}))
     dataset = build_pipeline(examples, shuffle_buffer=48, num_classes=2, batch_size=16, training=True, seed=1)
     augmented_images, _, augmented_masks = _epoch(dataset)
     assert set(np.unique(augmented_masks)) <= {0.0, 1.0}
@@ -89,7 +89,7 @@ def test_augmentation_keeps_the_values_of_multi_class_masks():
     masks[:, 7:16, 10:22] = 2
     masks[:, 10:13, 14:18] = 3
     images = masks * 60
-    examples = tf.data.Dataset.from_tensor_slices((images, masks, np.zeros(48, np.int32)))
+    examples = tf.data.Dataset.from_tensor_slices((images, masks, np.zeros(48, np.int32), {}))
     dataset = build_pipeline(examples, shuffle_buffer=48, num_classes=2, batch_size=16, training=True, seed=3,
                              flip="horizontal_and_vertical")
     augmented_images, _, augmented_masks = _epoch(dataset)
@@ -108,7 +108,7 @@ def test_flip_modes(flip, flips_vertically, flips_horizontally):
     # a bar in the top-left quadrant: 15 degrees of rotation or 10% of shear never move its mass across a midline
     masks = np.zeros((64, 32, 32, 1), np.uint8)
     masks[:, 3:9, 3:12] = 1
-    examples = tf.data.Dataset.from_tensor_slices((masks * 255, masks, np.zeros(64, np.int32)))
+    examples = tf.data.Dataset.from_tensor_slices((masks * 255, masks, np.zeros(64, np.int32), {}))
     dataset = build_pipeline(examples, shuffle_buffer=64, num_classes=2, batch_size=16, training=True, seed=2,
                              flip=flip)
     _, _, augmented = _epoch(dataset)

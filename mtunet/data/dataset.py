@@ -15,6 +15,7 @@ from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.registry import get_dataset
 from mtunet.data.splits import SPLIT_NAMES, Splits, check_split_options, make_splits, published_splits
 from mtunet.data.store import ExampleStore, check_memory_limit, example_bytes
+from mtunet.data.targets import MISSING_CLASS, TargetHead
 from mtunet.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class DatasetInfo:
         mask_classes: names of the mask's foreground classes: mask value ``i + 1`` is ``mask_classes[i]``, 0 is
             background. ``BINARY_MASK_CLASSES`` (``("lesion",)``, the default) for binary 0/1 masks; 2 or more names
             for multi-class masks of class values 0..K.
+        target_heads: the further targets' ``TargetHead`` s (a folder dataset's ``columns.json``), each learnt by a
+            head of that name; ``()`` for none.
     """
 
     name: str
@@ -56,6 +59,7 @@ class DatasetInfo:
     skipped: list[tuple[str, str]]
     storage: str
     mask_classes: tuple[str, ...] = BINARY_MASK_CLASSES
+    target_heads: tuple[TargetHead, ...] = ()
 
     @property
     def multiclass_masks(self) -> bool:
@@ -64,21 +68,22 @@ class DatasetInfo:
 
     def to_dict(self) -> dict:
         """The fields as JSON-serialisable values (``skipped`` as a list of ``[file, reason]``, ``mask_classes`` as
-        a list)."""
+        a list, ``target_heads`` as a list of ``TargetHead.to_dict()``)."""
         record = dataclasses.asdict(self)
         record["skipped"] = [list(entry) for entry in self.skipped]
         record["mask_classes"] = list(self.mask_classes)
+        record["target_heads"] = [head.to_dict() for head in self.target_heads]
         return record
 
     @classmethod
     def from_dict(cls, record: dict) -> "DatasetInfo":
         """The ``DatasetInfo`` that ``to_dict`` gave ``record`` (e.g. a run's ``config.json`` ``"dataset"``).
 
-        A record without ``mask_classes`` (written before masks could be multi-class) is binary. ``ConfigError`` if
-        a field is missing or unknown.
+        A record without ``mask_classes`` (written before masks could be multi-class) is binary, one without
+        ``target_heads`` has none. ``ConfigError`` if a field is missing or unknown.
         """
         fields = [field.name for field in dataclasses.fields(cls)]
-        missing = [name for name in fields if name not in record and name != "mask_classes"]
+        missing = [name for name in fields if name not in record and name not in ("mask_classes", "target_heads")]
         if missing:
             raise ConfigError(f"dataset record lacks {', '.join(missing)}; expected the fields of "
                               "DatasetInfo.to_dict()")
@@ -87,7 +92,8 @@ class DatasetInfo:
             raise ConfigError(f"dataset record has unknown field(s) {', '.join(unknown)}; expected the fields of "
                               "DatasetInfo.to_dict()")
         return cls(**{**record, "skipped": [tuple(entry) for entry in record["skipped"]],
-                      "mask_classes": tuple(record.get("mask_classes", BINARY_MASK_CLASSES))})
+                      "mask_classes": tuple(record.get("mask_classes", BINARY_MASK_CLASSES)),
+                      "target_heads": tuple(map(TargetHead.from_dict, record.get("target_heads", ())))})
 
 
 class LoadedDataset:
@@ -120,6 +126,7 @@ class LoadedDataset:
             skipped=list(store.skipped),
             storage="memory" if store.in_memory else "stream",
             mask_classes=tuple(store.mask_classes),
+            target_heads=tuple(store.target_heads),
         )
 
     def __repr__(self):
@@ -141,6 +148,47 @@ class LoadedDataset:
     def labels(self, split: str) -> np.ndarray:
         """``(N,)`` int class indices of ``split``, in the order of ``pipeline(split, training=False)``."""
         return self._store.labels[self._split_positions(split)]
+
+    def targets(self, split: str) -> dict[str, np.ndarray]:
+        """``{head: targets}`` of the further target heads for ``split``, in the order of ``ids(split)``: ``(N,)`` int
+        class indices (``MISSING_CLASS`` where missing) or ``(N, columns)`` float values (NaN where missing)."""
+        positions = self._split_positions(split)
+        return {name: values[positions] for name, values in self._store.targets.items()}
+
+    def target_statistics(self) -> dict[str, tuple[list[float], list[float]]]:
+        """``{head: (mean, std)}`` per column of each continuous target head over the train split's present values;
+        ``DataError`` for a column with fewer than 2 values or no spread there."""
+        statistics = {}
+        for head in self.info.target_heads:
+            if not head.continuous:
+                continue
+            values = self.targets("train")[head.name]
+            present = np.sum(~np.isnan(values), axis=0)
+            spread = np.array([np.nanstd(column) if count else 0.0 for column, count in zip(values.T, present)])
+            flat = [column for column, count, std in zip(head.columns, present, spread) if count < 2 or not std > 0]
+            if flat:
+                raise DataError(f"the train split of {self.info.name} has fewer than 2 distinct values of column(s) "
+                                f"{', '.join(flat)}; expected values to learn head {head.name!r} from")
+            statistics[head.name] = (np.nanmean(values, axis=0).tolist(), spread.tolist())
+        return statistics
+
+    def target_class_weights(self) -> dict[str, np.ndarray]:
+        """``{head: (classes,) weights}`` of each categorical or ordinal target head: sklearn's "balanced" weights of
+        the classes the train split's labels hold, 1 (with a warning) for a declared class they lack."""
+        weights = {}
+        for head in self.info.target_heads:
+            if head.continuous:
+                continue
+            labels = self.targets("train")[head.name]
+            labels = labels[labels != MISSING_CLASS]
+            held = np.unique(labels)
+            weights[head.name] = np.ones(len(head.class_names))
+            weights[head.name][held] = compute_class_weight("balanced", classes=held, y=labels)
+            absent = [name for index, name in enumerate(head.class_names) if index not in held]
+            if absent:
+                logger.warning("the train split of %s has no %s label %s: head %s cannot learn it", self.info.name,
+                               head.columns[0], ", ".join(absent), head.name)
+        return weights
 
     def groups(self, split: str) -> "np.ndarray | None":
         """``(N,)`` patient id of each example of ``split``, in the order of ``ids(split)``; None when the data
@@ -165,6 +213,13 @@ class LoadedDataset:
         if self.info.multiclass_masks:
             for index, name in enumerate(store.mask_classes):
                 columns[f"fraction_{name}"] = store.mask_fractions[positions, index]
+        targets = self.targets(split)
+        for head in self.info.target_heads:
+            if head.continuous:
+                columns.update(zip(head.columns, targets[head.name].T))
+            else:
+                names = np.array(list(head.class_names) + [""], dtype=object)
+                columns[head.columns[0]] = names[targets[head.name]]  # MISSING_CLASS (-1) picks the empty name
         return pd.DataFrame(columns)
 
     def _examples(self, split: str):
@@ -173,14 +228,17 @@ class LoadedDataset:
 
         positions = self._split_positions(split)
         labels = self._store.labels[positions].astype(np.int32)
+        targets = {name: values.astype(np.float32 if values.ndim > 1 else np.int32)
+                   for name, values in self.targets(split).items()}
         if self._store.in_memory:
-            arrays = (self._store.images[positions], self._store.masks[positions], labels)
+            arrays = (self._store.images[positions], self._store.masks[positions], labels, targets)
             return tf.data.Dataset.from_tensor_slices(arrays), len(positions)
         if self._cache_dir is None:
             self._cache_dir = tempfile.mkdtemp(prefix="mtunet-cache-", dir=self._cache_parent)
             atexit.register(shutil.rmtree, self._cache_dir, ignore_errors=True)
-        labels = tf.data.Dataset.from_tensor_slices(labels)
-        examples = tf.data.Dataset.zip(self._store.stream(positions), labels).map(lambda pair, label: (*pair, label))
+        labels = tf.data.Dataset.from_tensor_slices((labels, targets))
+        examples = tf.data.Dataset.zip(self._store.stream(positions), labels).map(
+            lambda pair, label_and_targets: (*pair, *label_and_targets))
         examples = examples.cache(str(Path(self._cache_dir) / split))
         if split not in self._cached_splits:  # decode once now, so that every pipeline of the split reads the file
             examples.reduce(np.int64(0), lambda count, example: count + 1)
@@ -191,13 +249,16 @@ class LoadedDataset:
 
     def pipeline(self, split: str, *, batch_size: int, training: bool, augment: bool = True, seed: int = 0,
                  flip: str = "horizontal", shear: bool = True, drop_remainder: bool = False):
-        """A ``tf.data.Dataset`` of ``(images, {"label": one_hot, "mask": masks})`` batches of ``split``.
+        """A ``tf.data.Dataset`` of ``(images, {"label": one_hot, "mask": masks, head: targets ...})`` batches of
+        ``split``.
 
         Images are float32 ``(B, S, S, C)`` raw 0-255, labels float32 ``(B, num_classes)``, masks float32
         ``(B, S, S, 1)``: of 0/1 for binary masks, of the class values 0..K for ``info.mask_classes`` of K >= 2
-        names. ``training=True`` shuffles from ``seed`` (anew each epoch) and augments if ``augment``;
-        ``training=False`` keeps the order of ``ids(split)`` and never augments. Not repeated. ``flip`` chooses the
-        augmentation's flips (``mtunet.data.augment.FLIP_MODES``), ``shear`` whether it shears.
+        names. Each of ``info.target_heads`` adds float32 one-hot labels ``(B, classes)`` (all zeros where
+        missing) or values ``(B, columns)`` (NaN where missing) under its name. ``training=True`` shuffles from
+        ``seed`` (anew each epoch) and augments if ``augment``; ``training=False`` keeps the order of ``ids(split)``
+        and never augments. Not repeated. ``flip`` chooses the augmentation's flips
+        (``mtunet.data.augment.FLIP_MODES``), ``shear`` whether it shears.
 
         In memory, a training split is shuffled as a whole. Streamed (``info.storage == "stream"``), the first
         pipeline of a split decodes it into a cache file (in a temporary folder removed when Python exits), which
@@ -209,7 +270,10 @@ class LoadedDataset:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer; received {batch_size!r}")
         examples, shuffle_buffer = self._examples(split)
+        target_classes = {head.name: None if head.continuous else len(head.class_names)
+                          for head in self.info.target_heads}
         return build_pipeline(examples, shuffle_buffer=shuffle_buffer, num_classes=self.info.num_classes,
+                              target_classes=target_classes,
                               batch_size=int(batch_size), training=training, augment=augment, seed=seed,
                               flip=flip, shear=shear, drop_remainder=drop_remainder)
 

@@ -8,6 +8,9 @@ grayscale or colour; see ``mtunet.data.images`` for how they are converted.
 
 Masks are binary (lesion / background) unless an optional ``mask_classes.txt`` names the mask classes, one a line,
 at least 2: then a mask is a map of class values, 0 background and ``i`` the ``i``-th name of the file.
+
+Further columns of ``labels.csv`` are further targets, each learnt by a head of its own, when an optional
+``columns.json`` declares them (see ``mtunet.data.targets``).
 """
 
 import concurrent.futures
@@ -21,6 +24,7 @@ from mtunet.data.images import (BINARY_MASK_CLASSES, MaskError, has_unsupported_
                                 mask_fractions, prepare_pair, read_image)
 from mtunet.data.problems import Problems, name_some
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
+from mtunet.data.targets import COLUMNS_FILE, parse_targets, read_target_heads
 from mtunet.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -148,12 +152,15 @@ def _decode_again(image_path: Path, mask_path: Path, image_size: int, num_mask_c
 
 
 def _list_rows(data_dir: Path, problems: Problems):
-    """``(usable rows, classes.txt names or None, mask classes, whether rows have patients, ignored files with
-    reasons)``: the rows of ``labels.csv`` matched with the files; problems of rows and files go to ``problems``."""
+    """``(usable rows, classes.txt names or None, mask classes, whether rows have patients, further target heads,
+    ignored files with reasons)``: the rows of ``labels.csv`` matched with the files; problems of rows and files go to
+    ``problems``."""
     (images, other_images), (masks, other_masks) = _index_files(data_dir / "images"), _index_files(data_dir / "masks")
     table = _read_labels(data_dir / "labels.csv")
     class_list = _read_class_list(data_dir / "classes.txt")
     mask_classes = _read_mask_classes(data_dir / "mask_classes.txt")
+    declarations = read_target_heads(data_dir / COLUMNS_FILE, list(table.columns))
+    target_columns = [column for declaration in declarations for column in declaration["columns"]]
     listed = set(table["id"])
     ignored = [(path.relative_to(data_dir), _NOT_AN_IMAGE) for path in other_images + other_masks]
     ignored += [(path.relative_to(data_dir), "are masks without an image") for stem, path in masks.items()
@@ -163,23 +170,26 @@ def _list_rows(data_dir: Path, problems: Problems):
             problems.add(path.relative_to(data_dir), "have no row in labels.csv",
                          "a labels.csv row for every image")
     usable = []
-    for row in table.itertuples(index=False):
-        label = row.label.strip()
-        if row.id not in images:
-            problems.add(f"labels.csv:{row.id}", "name no image in images/", "an image file for every labels.csv row")
-        elif row.id not in masks:
-            problems.add(images[row.id].relative_to(data_dir), "have no mask in masks/",
+    for record in table.to_dict("records"):
+        example, label = record["id"], record["label"].strip()
+        if example not in images:
+            problems.add(f"labels.csv:{example}", "name no image in images/", "an image file for every labels.csv row")
+        elif example not in masks:
+            problems.add(images[example].relative_to(data_dir), "have no mask in masks/",
                          "masks/<id>.<ext> for every image")
         elif not label:
-            problems.add(f"labels.csv:{row.id}", "have an empty label", "a class name in every row")
+            problems.add(f"labels.csv:{example}", "have an empty label", "a class name in every row")
         elif class_list is not None and label not in class_list:
-            problems.add(f"labels.csv:{row.id}", "have a label that is not in classes.txt",
+            problems.add(f"labels.csv:{example}", "have a label that is not in classes.txt",
                          f"one of {', '.join(class_list)}")
         else:
-            patient = (getattr(row, "patient", "") or "").strip()
-            usable.append({"id": row.id, "label": label, "group": patient or row.id,
-                           "files": (images[row.id], masks[row.id])})
-    return usable, class_list, mask_classes, "patient" in table.columns, ignored
+            patient = (record.get("patient") or "").strip()
+            usable.append({"id": example, "label": label, "group": patient or example,
+                           "files": (images[example], masks[example]),
+                           "cells": {column: record[column] for column in target_columns}})
+    target_heads, bad = parse_targets(declarations, usable, problems)
+    usable = [row for row in usable if row["id"] not in bad]
+    return usable, class_list, mask_classes, "patient" in table.columns, target_heads, ignored
 
 
 def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
@@ -195,7 +205,7 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
     data_dir = Path(data_dir).expanduser()
     _check_layout(data_dir)
     problems = Problems(str(data_dir), skip=skip_bad_files)
-    usable, class_list, mask_classes, grouped, ignored = _list_rows(data_dir, problems)
+    usable, class_list, mask_classes, grouped, target_heads, ignored = _list_rows(data_dir, problems)
     num_mask_classes = len(mask_classes)
     in_memory = fits_in_memory(len(usable), image_size, check_memory_limit(memory_limit))
 
@@ -225,4 +235,4 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
         streamer = file_streamer(lambda position: _decode_again(*files[position], image_size, num_mask_classes),
                                  image_size)
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=str(data_dir),
-                       image_size=image_size, streamer=streamer, mask_classes=mask_classes)
+                       image_size=image_size, streamer=streamer, mask_classes=mask_classes, target_heads=target_heads)

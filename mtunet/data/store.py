@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mtunet.data.images import BINARY_MASK_CLASSES, expand_channels
+from mtunet.data.targets import TargetHead, target_arrays
 from mtunet.errors import ConfigError, DataError
 
 # Share of the machine's physical memory that decoded examples may take by default.
@@ -67,6 +68,8 @@ class ExampleStore:
             examples at ``positions`` (ascending), in that order; else None.
         published_splits: ``{"train": [id, ...], "validation": [...], "test": [...]}`` for a dataset published with
             its own split (a challenge's), else None.
+        target_heads: the further targets' ``TargetHead`` s (``mtunet.data.targets``), learnt by heads of their own.
+        targets: ``{head: (N,) int64 class indices, -1 if missing | (N, columns) float64 values, NaN if missing}``.
     """
 
     ids: np.ndarray
@@ -85,6 +88,8 @@ class ExampleStore:
     masks: np.ndarray | None
     stream: Callable | None
     published_splits: dict[str, list[str]] | None = None
+    target_heads: tuple[TargetHead, ...] = ()
+    targets: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def in_memory(self) -> bool:
@@ -97,7 +102,7 @@ class ExampleStore:
 
 def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skipped, source: str, image_size: int,
                 streamer: Callable | None = None, mask_classes=BINARY_MASK_CLASSES,
-                published_splits: dict | None = None) -> ExampleStore:
+                published_splits: dict | None = None, target_heads=()) -> ExampleStore:
     """An ``ExampleStore`` from examples a source has decoded, in the order given.
 
     Args:
@@ -112,6 +117,7 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         streamer: None to keep the rows' arrays in memory; else ``streamer(channels)`` gives the store's ``stream``.
         mask_classes: names of the mask values 1..K (default ``BINARY_MASK_CLASSES``: binary masks).
         published_splits: the dataset's own split, ``{split: [id, ...]}``; ids not among the rows are dropped.
+        target_heads: further targets' ``TargetHead`` s; each row then has ``targets`` (``{head: value}``).
     """
     if not rows:
         raise DataError(f"{source} has no usable example ({len(skipped)} skipped)")
@@ -139,4 +145,6 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         stream=None if in_memory else streamer(channels),
         published_splits=None if published_splits is None else {
             split: [example for example in ids if example in read] for split, ids in published_splits.items()},
+        target_heads=tuple(target_heads),
+        targets=target_arrays(target_heads, rows),
     )

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # largest absolute difference allowed between the reloaded SavedModel and the Keras model
 ENCODED_TOLERANCE = 1e-6  # ... between an encoded file's answer and its raw pixels' answer
+# ... between their regression values, in standard deviations of the training targets: unlike probabilities they are
+# not squashed, so the float32 rounding of folded batch norm reaches them amplified by the output layer's weights
+REGRESSION_TOLERANCE = 1e-3
 TFLITE_VARIANTS = ("float32", "float16", "dynamic_range")
 PREPROCESSING = ("raw 0-255 pixels; converted to the model's channels (colour to BT.601 luminance, gray repeated to "
                  "RGB, alpha dropped), padded with zeros to a centred square and resized to the input size (area "
@@ -150,22 +153,30 @@ def _write_saved_model(trained: TrainedModel, directory: pathlib.Path) -> dict:
     requests = sample_requests()
     serve = build_serving_functions(trained)["serving_default"]
     references = {request: to_numpy(serve(tf.constant(images))) for request, images in requests.items()}
-    checks = check_agreement(references, reload_in_fresh_process(directory, requests))
+    # a regression head's values are compared on their standardised scale
+    scales = {name: head.std for name, head in trained.heads.items() if head.type == "regression"}
+    checks = check_agreement(references, reload_in_fresh_process(directory, requests), scales)
     return {"images": f"{len(next(iter(requests.values())))} synthetic images each as {', '.join(requests)} px, "
                       f"raw and as {' and '.join(ENCODINGS)} files",
             "tolerance": TOLERANCE, "encoded_tolerance": ENCODED_TOLERANCE, "signatures": checks,
             "batchnorm_folded": folded}
 
 
-def _compare(reference: dict, other: dict) -> dict:
+def _compare(reference: dict, other: dict, scales=None) -> dict:
     """``{"max_abs_diff": ..., "same_class": ...}`` of two dicts of serving outputs (probabilities compared by value,
-    class indices and names exactly), with ``class_map_agreement`` (share of equal pixels) for class maps."""
+    class indices and names exactly), with ``class_map_agreement`` (share of equal pixels) for class maps and
+    ``max_standardised_diff`` for the values of ``scales`` (``{output: scale per column}``), in units of their
+    scale."""
+    scales = scales or {}
     numeric = [name for name, value in reference.items() if np.issubdtype(value.dtype, np.floating)]
-    difference = max(float(np.max(np.abs(reference[name] - other[name]))) for name in numeric)
+    difference = max(float(np.max(np.abs(reference[name] - other[name]))) for name in numeric if name not in scales)
     maps = [name for name in reference if name.endswith("_class_map")]
     classes = [name for name in reference if name not in numeric and name not in maps]
     same = all(np.array_equal(reference[name], other[name]) for name in classes)
     figures = {"max_abs_diff": difference, "same_class": bool(same)}
+    if scales:
+        figures["max_standardised_diff"] = max(float(np.max(np.abs(reference[name] - other[name]) / np.asarray(
+            scale))) for name, scale in scales.items())
     for name in maps:
         figures[f"{name}_agreement"] = float(np.mean(reference[name] == other[name]))
     return figures
@@ -181,22 +192,29 @@ def _worst(figures: list[dict]) -> dict:
     return worst
 
 
-def check_agreement(references: dict, reloaded: dict) -> dict:
+def check_agreement(references: dict, reloaded: dict, scales=None) -> dict:
     """``{signature: {"max_abs_diff", "same_class", ...}}``, the worst over the requests, of the reloaded SavedModel's
     outputs (``{request: {signature: outputs}}``) against the Keras model's ``{request: outputs}``, with
-    ``max_abs_diff_to_serving_default`` for the encoded signatures. Raises ``ExportError`` if a signature differs
-    from the Keras model by ``TOLERANCE`` or more or in a class, or an encoded file's answer differs from its raw
-    pixels' by ``ENCODED_TOLERANCE`` or more."""
+    ``max_abs_diff_to_serving_default`` for the encoded signatures; the outputs of ``scales`` (``{output: scale per
+    column}``, a regression head's standard deviations) are compared in units of their scale
+    (``max_standardised_diff``). Raises ``ExportError`` if a signature differs from the Keras model by ``TOLERANCE``
+    or more (``REGRESSION_TOLERANCE`` for standardised values) or in a class, or an encoded file's answer differs
+    from its raw pixels' by ``ENCODED_TOLERANCE`` or more."""
     signatures = next(iter(reloaded.values()))
     checks = {}
     for signature in signatures:
-        checks[signature] = _worst([_compare(references[request], reloaded[request][signature])
+        checks[signature] = _worst([_compare(references[request], reloaded[request][signature], scales)
                                     for request in references])
         if signature != "serving_default":
-            checks[signature]["max_abs_diff_to_serving_default"] = _worst([
-                _compare(reloaded[request]["serving_default"], reloaded[request][signature])
-                for request in references])["max_abs_diff"]
+            to_default = _worst([_compare(reloaded[request]["serving_default"], reloaded[request][signature], scales)
+                                 for request in references])
+            checks[signature]["max_abs_diff_to_serving_default"] = max(
+                to_default["max_abs_diff"], to_default.get("max_standardised_diff", 0.0))
     for signature, check in checks.items():
+        if check.get("max_standardised_diff", 0.0) >= REGRESSION_TOLERANCE:
+            raise ExportError(f"self-check failed: signature {signature} of the reloaded SavedModel gives regression "
+                              f"values {check['max_standardised_diff']:.3g} standard deviations away from the Keras "
+                              f"model's (allowed: below {REGRESSION_TOLERANCE:g}); nothing was exported")
         if check["max_abs_diff"] >= TOLERANCE or not check["same_class"]:
             raise ExportError(f"self-check failed: signature {signature} of the reloaded SavedModel differs from the "
                               f"Keras model by {check['max_abs_diff']:.3g} (allowed: below {TOLERANCE:g}), same "

@@ -46,12 +46,17 @@ class Predictor:
         source: the file or folder the model was loaded from.
         mask_classes: the names of the mask's lesion classes (one for a binary mask; mask value c is
             ``mask_classes[c - 1]``).
+        further_heads: the configs of the heads beside the class head and the mask (further classification and
+            regression heads).
+        head_class_names: ``{head: class names}`` of the further classification heads.
     """
 
     serve: object
     class_names: list[str]
     source: str
     mask_classes: tuple[str, ...] = BINARY_MASK_CLASSES
+    further_heads: tuple[dict, ...] = ()
+    head_class_names: dict = dataclasses.field(default_factory=dict)
 
 
 def _mask_classes(head_configs) -> tuple[str, ...]:
@@ -60,6 +65,14 @@ def _mask_classes(head_configs) -> tuple[str, ...]:
         if config["type"] == "multiclass_mask":
             return tuple(config["mask_classes"])
     return BINARY_MASK_CLASSES
+
+
+def _head_facts(head_configs, head_class_names) -> dict:
+    """``Predictor``'s ``mask_classes``, ``further_heads`` and ``head_class_names`` from a model's head configs."""
+    further = tuple(config for config in head_configs if config["type"] in ("classification", "regression")
+                    and config["name"] != "label")
+    return {"mask_classes": _mask_classes(head_configs), "further_heads": further,
+            "head_class_names": dict(head_class_names)}
 
 
 @dataclasses.dataclass
@@ -99,11 +112,12 @@ def load_predictor(model_or_export) -> Predictor:
         info = read_model_info(saved_model)
         # the closure keeps the loaded object, whose variables the signature reads, alive
         serve = functools.partial(_call_signature, tf.saved_model.load(str(saved_model)))
-        return Predictor(serve, list(info["class_names"]), str(saved_model), _mask_classes(info.get("heads", [])))
+        return Predictor(serve, list(info["class_names"]), str(saved_model),
+                         **_head_facts(info.get("heads", []), info.get("head_class_names", {})))
     trained = load_trained_model(path)
     serve = functools.partial(_call_function, build_serving_functions(trained)["serving_default"])
     return Predictor(serve, trained.class_names, str(path),
-                     _mask_classes([head.get_config() for head in trained.heads.values()]))
+                     **_head_facts([head.get_config() for head in trained.heads.values()], trained.head_class_names))
 
 
 def list_images(inputs) -> list[pathlib.Path]:
@@ -224,6 +238,16 @@ def _write_outputs(path, name, image, outputs, predictor, output_dir, threshold)
         row["predicted_class"] = str(outputs["class_name"])
         for class_name, probability in zip(predictor.class_names, outputs["label_probabilities"]):
             row[f"probability_{class_name}"] = float(probability)
+    for head in predictor.further_heads:
+        name_of_head = head["name"]
+        if head["type"] == "regression":
+            row.update({f"{name_of_head}_{target}": float(value)
+                        for target, value in zip(head["targets"], outputs[name_of_head])})
+            continue
+        row[f"{name_of_head}_predicted_class"] = str(outputs[f"{name_of_head}_class_name"])
+        for class_name, probability in zip(predictor.head_class_names[name_of_head],
+                                           outputs[f"{name_of_head}_probabilities"]):
+            row[f"{name_of_head}_probability_{class_name}"] = float(probability)
     if "mask_class_map" in outputs:
         class_map = outputs["mask_class_map"].astype(np.uint8)
         area = int((class_map > 0).sum())

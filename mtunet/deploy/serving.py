@@ -48,12 +48,19 @@ class TrainedModel:
         info: JSON-serialisable facts: source, encoder, input size, task, training run and its test metrics.
         heads: ``{output name: mtunet.models.Head}`` of the model as trained (kept when the model is replaced by
             its BatchNorm-folded copy).
+        head_class_names: ``{head: class names}`` of the further classification heads (a dataset's
+            ``columns.json``).
     """
 
     model: object
     class_names: list[str]
     info: dict
     heads: dict
+    head_class_names: dict = dataclasses.field(default_factory=dict)
+
+    def names_of(self, head: str) -> list[str]:
+        """The class names of classification head ``head``."""
+        return self.class_names if head == "label" else self.head_class_names[head]
 
     @property
     def image_size(self) -> int:
@@ -98,17 +105,23 @@ def load_trained_model(model_or_run) -> TrainedModel:
     info = {"source": str(model_path.resolve()), "model_name": model.name,
             "input_size": [int(size) for size in model.input_shape[1:]],
             "outputs": list(model.output_names), "heads": [head.get_config() for head in heads.values()]}
-    num_classes = next((head.num_classes for head in heads.values() if head.type == "classification"), 0)
+    classifiers = {name: head.num_classes for name, head in heads.items() if head.type == "classification"}
+    num_classes = classifiers.pop("label", 0)
     class_names = [f"class_{index}" for index in range(num_classes)]
+    head_class_names = {name: [f"class_{index}" for index in range(count)] for name, count in classifiers.items()}
     if run_dir is not None:
         config = json.loads((run_dir / CONFIG_FILE).read_text())
         options = config["options"]
         class_names = list(config["class_names"]) if num_classes else []
+        declared = {head["name"]: head["class_names"] for head in config.get("dataset", {}).get("target_heads", [])}
+        head_class_names |= {name: list(declared[name]) for name in head_class_names if declared.get(name)}
         info.update({"run": str(run_dir.resolve()), "encoder": options["encoder"], "task": options["task"],
                      "dataset": options["dataset"], "data_dir": options["data_dir"],
                      "versions_at_training": config.get("versions"), "test_metrics": _test_metrics(run_dir)})
     info["class_names"] = class_names
-    return TrainedModel(model, class_names, info, heads)
+    if head_class_names:
+        info["head_class_names"] = head_class_names
+    return TrainedModel(model, class_names, info, heads, head_class_names)
 
 
 def letterbox_images(images, image_size: int):
@@ -153,7 +166,8 @@ def build_serving_functions(trained: TrainedModel) -> dict:
     """``{"serving_default": fn, "predict_encoded": fn}``: ``tf.function``s with fixed input signatures that call
     ``trained.model`` (see the module's docstring for their inputs and outputs)."""
     model, image_size, channels = trained.model, trained.image_size, trained.channels
-    class_names = tf.constant(trained.class_names or [""], tf.string)
+    class_names = {name: tf.constant(trained.names_of(name) or [""], tf.string)
+                   for name, head in trained.heads.items() if head.type == "classification"}
 
     def predict(images):
         """Serving outputs of float32 ``(B, H, W, channels)`` images."""
@@ -166,7 +180,7 @@ def build_serving_functions(trained: TrainedModel) -> dict:
                 output = unletterbox_masks(output, shape[1], shape[2])
             served.update(head.serving_outputs(output))
             for indices, names in head.class_index_outputs().items():
-                served[names] = tf.gather(class_names, served[indices])
+                served[names] = tf.gather(class_names[name], served[indices])
         return served
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, None, None), tf.uint8, name="images")])
@@ -208,8 +222,9 @@ def read_model_info(export_dir) -> dict:
 
 
 def to_numpy(outputs: dict) -> dict:
-    """Serving outputs as numpy arrays, ``class_name`` decoded to ``str``."""
+    """Serving outputs as numpy arrays, class names (``class_name``, ``<head>_class_name``) decoded to ``str``."""
     arrays = {name: np.asarray(value) for name, value in outputs.items()}
-    if "class_name" in arrays:
-        arrays["class_name"] = np.array([name.decode() for name in arrays["class_name"]], dtype=object)
+    for name in arrays:
+        if name == "class_name" or name.endswith("_class_name"):
+            arrays[name] = np.array([value.decode() for value in arrays[name]], dtype=object)
     return arrays

@@ -642,7 +642,8 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
             ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
             (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with. Multi-class masks
             add ``mask_classes`` (K names): ``true_masks`` are then class maps (n, H, W) of 0..K and
-            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``).
+            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``). Further heads add their arrays
+            (see ``mtunet.evaluation.heads.head_metrics``), their metrics go to ``heads``.
         threshold, empty: see ``segmentation_metrics``; ``threshold`` is unused with multi-class masks.
         bootstrap_resamples, confidence, seed: of the bootstrap intervals of every figure ``bootstrap_statistics``
             names, in ``confidence_intervals`` laid out as the figures are (e.g. ``["per_class"]["benign"]["f1"]``);
@@ -683,6 +684,11 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
         "confidence": confidence, "method": method, "unit": "image" if groups is None else "patient",
         "units": len(labels) if groups is None else patients, "resamples": bootstrap_resamples, "seed": seed,
         **nest_intervals(intervals)}
+    from mtunet.evaluation.heads import head_metrics  # it builds on this module's figures and intervals
+
+    further = head_metrics(predictions, resamples=bootstrap_resamples, confidence=confidence, seed=seed)
+    if further:
+        results["heads"] = further
     return results, dice, iou
 
 

@@ -91,6 +91,31 @@ def reliability_figure(calibration: dict, class_names) -> Figure:
     return figure
 
 
+def regression_figure(true, predicted, figures: dict, target: str) -> Figure:
+    """Predicted against true values of one regression target (with the identity line), and its Bland-Altman plot:
+    the difference predicted - true against the pair's mean, with the mean difference and the limits of agreement
+    of ``figures["bland_altman"]`` (``mtunet.evaluation.heads.regression_figures``)."""
+    true, predicted = np.asarray(true, float), np.asarray(predicted, float)
+    figure = Figure(figsize=(9, 4))
+    scatter, agreement = figure.subplots(1, 2)
+    scatter.scatter(true, predicted, s=12, alpha=0.6)
+    ends = [min(true.min(), predicted.min()), max(true.max(), predicted.max())]
+    scatter.plot(ends, ends, color="grey", linestyle="--", label="predicted = true")
+    scatter.set(xlabel=f"true {target}", ylabel=f"predicted {target}",
+                title=f"{target}: MAE {figures['mae']:.3g}, R² {figures['r2']:.3f}")
+    scatter.legend(loc="upper left")
+    limits = figures["bland_altman"]
+    agreement.scatter((true + predicted) / 2, predicted - true, s=12, alpha=0.6)
+    for value, style, text in ((limits["bias"], "-", "mean difference"), (limits["lower_limit"], "--", "-1.96 SD"),
+                               (limits["upper_limit"], "--", "+1.96 SD")):
+        agreement.axhline(value, color="tab:red", linestyle=style, label=f"{text} {value:.3g}")
+    agreement.set(xlabel="mean of predicted and true", ylabel="predicted - true",
+                  title=f"Bland-Altman, n = {len(true)}")
+    agreement.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def dice_histogram_figure(dice, empty_rule_description: str) -> Figure:
     """Histogram of per-image Dice (NaNs, the images the empty-mask rule leaves out, are not drawn)."""
     dice = np.asarray(dice, float)

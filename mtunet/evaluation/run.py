@@ -13,8 +13,10 @@ import pandas as pd
 from mtunet.data import load_dataset
 from mtunet.data.images import BINARY_MASK_CLASSES
 from mtunet.data.splits import SPLIT_NAMES
+from mtunet.data.targets import MISSING_CLASS
 from mtunet.errors import ConfigError
 from mtunet.evaluation import plots
+from mtunet.evaluation.heads import head_sections
 from mtunet.evaluation.metrics import PREDICTIONS_FILE, check_empty_rule, compute_metrics, save_predictions
 from mtunet.evaluation.report import ReportSection, render_report
 from mtunet.explain.gradcam import gradcam_section
@@ -73,8 +75,9 @@ def _load_run(run_dir: pathlib.Path, model_path):
 
 def _check_compatible(model, model_path, data, run_classes, source):
     """``ConfigError`` unless the model's heads and input channels fit the dataset."""
+    further = {head.name: head for head in data.info.target_heads}
     for head in model_heads(model).values():
-        if head.type == "classification":
+        if head.target == "label":
             names = list(data.info.class_names)
             if names != list(run_classes):
                 raise ConfigError(f"{source} has the classes {names}, but the model was trained on "
@@ -87,23 +90,42 @@ def _check_compatible(model, model_path, data, run_classes, source):
             if len(model_classes) != len(data.info.mask_classes):
                 raise ConfigError(f"model {model_path} predicts the mask classes {list(model_classes)}, but {source} "
                                   f"has {list(data.info.mask_classes)}")
+        else:
+            target = further.get(head.target)
+            declared = None if target is None else target.columns if target.continuous else len(target.class_names)
+            if declared != (head.targets if head.type == "regression" else head.num_classes):
+                raise ConfigError(f"model {model_path} has the head {head.name!r}, which {source} does not declare "
+                                  f"alike in its columns.json (it declares: {', '.join(further) or 'no head'})")
     channels = model.input_shape[-1]
     if channels != data.info.channels:
         raise ConfigError(f"model {model_path} takes {channels}-channel images, but {source} serves "
                           f"{data.info.channels}-channel images")
 
 
-def _predict(model, batches, mask_classes):
+def _predict(model, batches, mask_classes, target_heads=()):
     """The model's outputs and the true masks, concatenated over ``batches``: ``label_probabilities`` and, for a
     binary mask, ``mask_probabilities`` ``(n, H, W)`` and boolean ``true_masks``; for a multi-class mask,
-    ``mask_probabilities`` ``(n, H, W, K + 1)``, ``true_masks`` class maps and ``mask_classes``."""
+    ``mask_probabilities`` ``(n, H, W, K + 1)``, ``true_masks`` class maps and ``mask_classes``. Each further head
+    of ``target_heads`` the model has adds the arrays ``mtunet.evaluation.heads.head_metrics`` reads."""
     heads = model_heads(model)
+    further = [head for head in target_heads if head.name in heads]
     outputs, true_masks = {name: [] for name in heads}, []
+    truths = {head.name: [] for head in further}
     for images, targets in batches:
         true_masks.append(targets["mask"].numpy()[..., 0])
+        for head in further:
+            truths[head.name].append(targets[head.name].numpy())
         for name, values in model.predict_on_batch(images).items():
             outputs[name].append(np.asarray(values, np.float32))
     predictions = {f"{name}_probabilities": np.concatenate(values) for name, values in outputs.items()}
+    for head in further:
+        truth = np.concatenate(truths[head.name])
+        if head.continuous:
+            predictions[f"{head.name}_values"] = predictions.pop(f"{head.name}_probabilities")
+            predictions[f"true_{head.name}"], predictions[f"{head.name}_columns"] = truth, np.asarray(head.columns)
+        else:  # the pipeline's one-hot rows back to class indices, all-zero rows (missing) to MISSING_CLASS
+            predictions[f"true_{head.name}"] = np.where(truth.any(axis=1), truth.argmax(axis=1), MISSING_CLASS)
+            predictions[f"{head.name}_class_names"] = np.asarray(head.class_names)
     mask_head = heads.get("mask")
     if mask_head is not None and mask_head.type == "multiclass_mask":
         predictions["true_masks"] = np.rint(np.concatenate(true_masks)).astype(np.uint8)
@@ -258,7 +280,8 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     predictions = {"ids": np.asarray([i for name in chosen for i in data.ids(name)], str),
                    "labels": np.concatenate([data.labels(name) for name in chosen]).astype(np.int64),
                    "class_names": np.asarray(data.info.class_names, str),
-                   "threshold": np.float64(threshold), **_predict(model, batches(), data.info.mask_classes)}
+                   "threshold": np.float64(threshold),
+                   **_predict(model, batches(), data.info.mask_classes, data.info.target_heads)}
     groups = [data.groups(name) for name in chosen]
     if all(group is not None for group in groups):
         predictions["groups"] = np.concatenate(groups)
@@ -284,7 +307,7 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
         write_atomically(output_dir / f"{name}.png",
                          lambda temporary, png=png: pathlib.Path(temporary).write_bytes(png))
 
-    built = []
+    built = head_sections(predictions, metrics.get("heads", {}))
     if sections is None:
         sections = (gradcam_section,)
     for build in sections:

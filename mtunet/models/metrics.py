@@ -126,3 +126,27 @@ class PresentMeanAbsoluteError(keras.metrics.Mean):
         y_true, present = nan_as_missing(ops.reshape(y_true, (-1,)))
         error = ops.abs(ops.reshape(ops.cast(y_pred, "float32"), (-1,)) - y_true)
         return super().update_state(ops.where(present, error, 0.0), ops.cast(present, "float32"))
+
+
+def _labelled(y_true, sample_weight):
+    """``sample_weight`` (1 if None) times whether each example has a label: all-zero one-hot rows are missing."""
+    present = ops.cast(ops.sum(ops.cast(y_true, "float32"), axis=-1) > 0, "float32")
+    return present if sample_weight is None else present * ops.cast(sample_weight, "float32")
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class LabelledAccuracy(keras.metrics.CategoricalAccuracy):
+    """Categorical accuracy over the examples with a label; all-zero one-hot targets (missing labels) are ignored
+    (Keras's ``CategoricalAccuracy`` would count them as class 0)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred, _labelled(y_true, sample_weight))
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class LabelledAUC(keras.metrics.AUC):
+    """ROC AUC over the examples with a label; all-zero one-hot targets (missing labels) are ignored (Keras's ``AUC``
+    would count their every class as a negative)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred, _labelled(y_true, sample_weight)[:, None])

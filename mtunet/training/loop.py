@@ -118,10 +118,13 @@ def _truncate_history(path, epochs):
 
 
 def data_fingerprint(data) -> str:
-    """SHA-256 over every split's example ids and labels: the same data gives the same fingerprint."""
+    """SHA-256 over every split's example ids, labels and further targets: the same data gives the same
+    fingerprint."""
     digest = hashlib.sha256()
     for split in ("train", "validation", "test"):
         digest.update(json.dumps([split, list(map(str, data.ids(split))), data.labels(split).tolist()]).encode())
+        for name, values in sorted(data.targets(split).items()):
+            digest.update(json.dumps([name, values.tolist()]).encode())
     return digest.hexdigest()
 
 
@@ -130,11 +133,28 @@ def _select_targets(dataset, heads):
     return dataset.map(lambda image, targets: (image, {name: targets[head.target] for name, head in heads.items()}))
 
 
-def model_spec_for(config: TrainConfig, info) -> ModelSpec:
-    """The architecture ``config`` asks for, sized for the data described by ``info`` (a ``DatasetInfo``)."""
+def target_head_configs(info, statistics: dict) -> list[dict]:
+    """The head configs that learn ``info.target_heads``: a classification head per categorical or ordinal target, a
+    regression head per continuous one, standardised by ``statistics`` (``LoadedDataset.target_statistics()``)."""
+    configs = []
+    for head in info.target_heads:
+        if head.continuous:
+            mean, std = statistics[head.name]
+            configs.append({"type": "regression", "name": head.name, "targets": list(head.columns), "mean": mean,
+                            "std": std})
+        else:
+            configs.append({"type": "classification", "name": head.name, "num_classes": len(head.class_names)})
+    return configs
+
+
+def model_spec_for(config: TrainConfig, info, statistics=None) -> ModelSpec:
+    """The architecture ``config`` asks for, sized for the data described by ``info`` (a ``DatasetInfo``); a
+    multi-task model also learns the data's further targets (``target_head_configs`` of ``statistics``)."""
+    extra_heads = target_head_configs(info, statistics or {}) if config.task == "multi" else []
     return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
                      input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
-                     mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections)
+                     mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections,
+                     extra_heads=extra_heads)
 
 
 def _start_or_resume(config, resume, options) -> tuple[TrainConfig, pathlib.Path]:
@@ -333,8 +353,12 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
                           f"(its examples or labels differ from the fingerprint in {CONFIG_FILE}); resume with the "
                           "same data or start a new run")
     info = data.info
-    class_weights = data.class_weights() if config.class_weights == "balanced" else None
-    spec = model_spec_for(config, info)
+    class_weights = None
+    if config.class_weights == "balanced":
+        class_weights = {"label": data.class_weights()}
+        if config.task == "multi":
+            class_weights |= data.target_class_weights()
+    spec = model_spec_for(config, info, data.target_statistics() if config.task == "multi" else None)
     with strategy.scope():  # before anything is written: a model that cannot be built leaves no run behind
         model = build_model_from_spec(spec, weights=config.weights,
                                       freeze_encoder=config.freeze_encoder or config.unfreeze_after is not None)
@@ -354,7 +378,9 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
                 "options": dataclasses.asdict(config), "model": spec.to_dict(), "versions": versions(),
                 "dataset": info.to_dict(), "class_names": list(info.class_names), "split_seed": split_seed,
                 "data_fingerprint": fingerprint,
-                "class_weights": None if class_weights is None else [float(w) for w in class_weights],
+                "class_weights": None if class_weights is None else [float(w) for w in class_weights["label"]],
+                "target_class_weights": {name: [float(w) for w in weights] for name, weights in
+                                         (class_weights or {}).items() if name != "label"},
             })
         training = _Training(model, strategy, config, class_weights,
                              *_pipelines(data, config, strategy.num_replicas_in_sync, model_heads(model)),

@@ -8,6 +8,7 @@ from mtunet.errors import ConfigError
 from mtunet.models.heads.base import HEADS, LossSettings
 from mtunet.models.heads.pooling import PooledHead
 from mtunet.models.losses import WeightedCategoricalCrossentropy
+from mtunet.models.metrics import LabelledAccuracy, LabelledAUC
 
 
 @HEADS.register("classification")
@@ -43,7 +44,7 @@ class ClassificationHead(PooledHead):
         return WeightedCategoricalCrossentropy(settings.class_weights.get(self.name), settings.label_smoothing)
 
     def metrics(self, prefix):
-        return [keras.metrics.CategoricalAccuracy(name=f"{prefix}accuracy"), keras.metrics.AUC(name=f"{prefix}auc")]
+        return [LabelledAccuracy(name=f"{prefix}accuracy"), LabelledAUC(name=f"{prefix}auc")]
 
     def serving_outputs(self, output):
         probabilities = ops.cast(output, "float32")
