@@ -15,7 +15,7 @@ LGG_DOWNLOAD = DATASETS_DIR / "lgg" / "dummy_data"  # the lgg builder's fake dow
 
 def test_the_downloaded_datasets_are_registered_with_their_builders():
     downloaded = [spec.name for spec in DATASETS.values() if spec.manual_download]
-    assert downloaded == ["isic2017", "isic2018", "lgg", "panda", "siim_acr"]
+    assert downloaded == ["isic2017", "isic2018", "jsrt", "lgg", "panda", "siim_acr"]
     assert all(DATASETS[name].needs_data_dir for name in downloaded)
     assert all((DATASETS_DIR / name / f"{name}_dataset_builder.py").is_file() for name in downloaded)
 
@@ -27,7 +27,7 @@ def test_configs_are_named_tfds_style_and_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"^dataset 'folder' has no configs; received 'folder/x'$"):
         load_dataset("folder/x", data_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"^dataset 'folder' is not prepared from a download; expected one of: "
-                                          r"isic2017, isic2018, lgg, panda, siim_acr$"):
+                                          r"isic2017, isic2018, jsrt, lgg, panda, siim_acr$"):
         prepare_dataset("folder", tmp_path)
     with pytest.raises(ConfigError, match=r"name different configs"):
         prepare_dataset("lgg/tumor", LGG_DOWNLOAD, config="histology")

@@ -105,13 +105,16 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of the builders in ``datasets/<name>/``: subclasses declare the data, this class checks and stores it.
 
     A subclass sets ``MANUAL_DOWNLOAD_INSTRUCTIONS``, ``IMAGE_CHANNELS`` (1 or 3) and ``IMAGE_ENCODING`` (``"png"``
-    or ``"jpeg"``), optionally ``MASK_CLASSES`` (the names of mask values 1..K; default binary masks), and implements
+    or ``"jpeg"``), optionally ``MASK_CLASSES`` (the names of mask values 1..K; default binary masks) and
+    ``TARGET_COLUMNS`` (further targets, declared as a folder dataset's ``columns.json`` declares them, see
+    ``mtunet.data.targets``: each is stored as text under ``targets/<column>``, empty where missing), and implements
     ``_class_names()``, ``_find_examples(root)`` and ``_read_example(id, found)``.
     """
 
     IMAGE_CHANNELS = 3
     IMAGE_ENCODING = "png"
     MASK_CLASSES = BINARY_MASK_CLASSES
+    TARGET_COLUMNS: dict = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -133,21 +136,25 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @abc.abstractmethod
     def _read_example(self, example_id: str, found) -> dict | None:
         """``{"patient", "image", "mask", "label"}`` of one example as downloaded: image ``(H, W[, C])``, mask
-        ``(H, W)`` with lesion > 0 (class values 0..K with ``MASK_CLASSES`` of K >= 2), label a class name, and
+        ``(H, W)`` with lesion > 0 (class values 0..K with ``MASK_CLASSES`` of K >= 2), label a class name,
+        ``targets`` (``{column: text}`` of ``TARGET_COLUMNS``, ``""`` where missing) for a builder with them, and
         ``split`` (one of ``SPLIT_NAMES``) for a dataset published with its own split; None if
         the config does not take it (e.g. a slice without tumour when labels are per patient), counted in
         ``info.metadata["outside_config"]``. Raises ``Unusable`` for a corrupt or inconsistent one."""
 
     def _info(self) -> tfds.core.DatasetInfo:
+        features = {
+            "id": tfds.features.Text(),
+            "patient": tfds.features.Text(),
+            "image": tfds.features.Image(shape=(None, None, self.IMAGE_CHANNELS), encoding_format=self.IMAGE_ENCODING),
+            "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+            "label": tfds.features.ClassLabel(names=self._class_names()),
+        }
+        if self.TARGET_COLUMNS:
+            features["targets"] = tfds.features.FeaturesDict(
+                {column: tfds.features.Text() for column in self.TARGET_COLUMNS})
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "id": tfds.features.Text(),
-                "patient": tfds.features.Text(),
-                "image": tfds.features.Image(shape=(None, None, self.IMAGE_CHANNELS),
-                                             encoding_format=self.IMAGE_ENCODING),
-                "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "label": tfds.features.ClassLabel(names=self._class_names()),
-            }),
+            features=tfds.features.FeaturesDict(features),
             disable_shuffling=True,
             metadata=tfds.core.MetadataDict(),
         )

@@ -79,6 +79,9 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("isic2018", "ISIC 2018 dermoscopy, 7 diagnoses, lesion masks: data_dir is the ISIC 2018 / "
                     "HAM10000 download (datasets/isic2018/README.md)", _read_download("isic2018"),
                     needs_data_dir=True, manual_download=True),
+        DatasetSpec("jsrt", "JSRT chest radiographs, nodule state with subtlety, diagnosis, size and position "
+                    "heads, nodule or SCR lung masks: data_dir is Kaggle's JSRT copy (datasets/jsrt/README.md)",
+                    _read_download("jsrt"), needs_data_dir=True, manual_download=True),
         DatasetSpec("lgg", "TCGA-LGG brain MRI slices, FLAIR abnormality masks: data_dir is Kaggle's "
                     "lgg-mri-segmentation download (datasets/lgg/README.md)", _read_download("lgg"),
                     needs_data_dir=True, manual_download=True),

@@ -67,45 +67,52 @@ class TargetHead:
 
 
 def read_target_heads(path: Path, table_columns) -> list[dict]:
-    """The declarations of ``columns.json`` at ``path`` grouped by head: ``[{"name", "kind", "columns", "classes"}]``
-    (``classes`` None where the file gives none), ``[]`` if there is no such file. ``DataError`` naming the entry for
-    a column not in ``labels.csv``, an unknown kind or key, or a head name that is taken or not a name."""
+    """The declarations of the ``columns.json`` at ``path`` grouped by head (``declare_target_heads``), ``[]`` if there
+    is no such file; ``DataError`` for a file that is not JSON."""
     if not path.exists():
         return []
     try:
         declared = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} cannot be read as JSON ({error}); expected {{column: {{\"kind\": ...}}}}") from None
+    return declare_target_heads(declared, table_columns, str(path))
+
+
+def declare_target_heads(declared, table_columns, where: str) -> list[dict]:
+    """``declared`` (``columns.json``'s content, or a builder's ``TARGET_COLUMNS``) grouped by head: ``[{"name",
+    "kind", "columns", "classes"}]`` (``classes`` None where none is given). ``DataError`` naming ``where`` and the
+    entry for a column not in ``table_columns``, an unknown kind or key, or a head name that is taken or not a
+    name."""
     if not isinstance(declared, dict) or not all(isinstance(entry, dict) for entry in declared.values()):
-        raise DataError(f"{path} must map each column to an object such as {{\"kind\": \"continuous\"}}")
+        raise DataError(f"{where} must map each column to an object such as {{\"kind\": \"continuous\"}}")
     absent = [column for column in declared if column not in table_columns]
     if absent:
-        raise DataError(f"{path} names column(s) {', '.join(absent)} that labels.csv lacks; its columns are "
+        raise DataError(f"{where} names column(s) {', '.join(absent)} that labels.csv lacks; its columns are "
                         f"{', '.join(map(str, table_columns))}")
     roles = [column for column in declared if column in ROLE_COLUMNS]
     if roles:
-        raise DataError(f"{path} declares column(s) {', '.join(roles)}, which labels.csv uses for ids, the class label "
-                        "and patients; expected only further target columns")
+        raise DataError(f"{where} declares column(s) {', '.join(roles)}, which labels.csv uses for ids, the class "
+                        "label and patients; expected only further target columns")
     heads = {}
     for column, entry in declared.items():
-        where = f"{path}: column {column!r}"
+        entry_where = f"{where}: column {column!r}"
         unknown = sorted(set(entry) - {"kind", "head", "classes"})
         if unknown:
-            raise DataError(f"{where} has unknown key(s) {', '.join(unknown)}; expected kind, head and classes")
+            raise DataError(f"{entry_where} has unknown key(s) {', '.join(unknown)}; expected kind, head and classes")
         kind = entry.get("kind")
         if kind not in KINDS:
-            raise DataError(f"{where} has kind {kind!r}; expected one of: {', '.join(KINDS)}")
+            raise DataError(f"{entry_where} has kind {kind!r}; expected one of: {', '.join(KINDS)}")
         name = entry.get("head", column)
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name in RESERVED_NAMES:
-            raise DataError(f"{where} names head {name!r}; expected a name of letters, digits and _ other than "
+            raise DataError(f"{entry_where} names head {name!r}; expected a name of letters, digits and _ other than "
                             f"{' and '.join(RESERVED_NAMES)}")
         classes = entry.get("classes")
         if classes is not None and (kind == "continuous" or not isinstance(classes, list) or len(classes) < 2
                                     or len(set(map(str, classes))) < len(classes)):
-            raise DataError(f"{where} has classes {classes!r}; expected a list of 2 or more distinct class names, "
-                            "for a categorical or ordinal column only")
+            raise DataError(f"{entry_where} has classes {classes!r}; expected a list of 2 or more distinct class "
+                            "names, for a categorical or ordinal column only")
         if name in heads and (kind != "continuous" or heads[name]["kind"] != "continuous"):
-            raise DataError(f"{where} shares head {name!r} with column {heads[name]['columns'][0]!r}; only "
+            raise DataError(f"{entry_where} shares head {name!r} with column {heads[name]['columns'][0]!r}; only "
                             "continuous columns may share a head")
         head = heads.setdefault(name, {"name": name, "kind": kind, "columns": [], "classes": None})
         head["columns"].append(column)
@@ -128,11 +135,12 @@ def _class_order(values) -> list[str]:
     return sorted(distinct, key=float) if all(map(_is_number, distinct)) else distinct
 
 
-def parse_targets(declarations: list[dict], rows: list[dict], problems: Problems) -> tuple[list[TargetHead], set]:
+def parse_targets(declarations: list[dict], rows: list[dict], problems: Problems,
+                  location=lambda example: f"labels.csv:{example}") -> tuple[list[TargetHead], set]:
     """``(heads, bad ids)``: the ``TargetHead`` of each declaration, and the ids of ``rows`` (each ``{"id",
     "cells": {column: text}}``) with a value that is not a number (continuous) or not in ``classes``; their problems
-    go to ``problems``. Each row gets ``targets``: ``{head: class index}`` (``MISSING_CLASS`` if missing) or
-    ``{head: [value, ...]}`` (NaN if missing)."""
+    go to ``problems``, each at ``location(id)``. Each row gets ``targets``: ``{head: class index}``
+    (``MISSING_CLASS`` if missing) or ``{head: [value, ...]}`` (NaN if missing)."""
     heads, bad = [], set()
     for declaration in declarations:
         name, columns = declaration["name"], declaration["columns"]
@@ -142,7 +150,7 @@ def parse_targets(declarations: list[dict], rows: list[dict], problems: Problems
                 for column in columns:
                     text = row["cells"][column].strip()
                     if text and not _is_number(text):
-                        problems.add(f"labels.csv:{row['id']}", f"have a non-numeric value in column {column}",
+                        problems.add(location(row["id"]), f"have a non-numeric value in column {column}",
                                      "a number or an empty cell (missing)")
                         bad.add(row["id"])
                     values.append(float(text) if text and _is_number(text) else np.nan)
@@ -154,7 +162,7 @@ def parse_targets(declarations: list[dict], rows: list[dict], problems: Problems
         classes = declaration["classes"] or _class_order(text for text in texts if text)
         for row, text in zip(rows, texts):
             if text and text not in classes:
-                problems.add(f"labels.csv:{row['id']}", f"have a value in column {column} that is not a class",
+                problems.add(location(row["id"]), f"have a value in column {column} that is not a class",
                              f"one of {', '.join(classes)} or an empty cell (missing)")
                 bad.add(row["id"])
             row.setdefault("targets", {})[name] = classes.index(text) if text in classes else MISSING_CLASS

@@ -7,7 +7,9 @@ builder left out while preparing (``info.metadata["left_out"]``) are listed in t
 dataset was published with (``info.metadata["splits"]``) is the store's ``published_splits``.
 
 A builder declares its mask classes as the class attribute ``MASK_CLASSES`` (the names of mask values 1..K);
-without it, or with ``BINARY_MASK_CLASSES``, masks are binary (see ``mtunet.data.images``).
+without it, or with ``BINARY_MASK_CLASSES``, masks are binary (see ``mtunet.data.images``). Its further targets are
+the class attribute ``TARGET_COLUMNS`` (declared as a folder dataset's ``columns.json``, ``mtunet.data.targets``),
+stored as the text features ``targets/<column>``.
 """
 
 import functools
@@ -18,6 +20,7 @@ from mtunet.data.builders import left_out, prepare_builder, recorded_splits
 from mtunet.data.images import BINARY_MASK_CLASSES, MaskError, lesion_fraction, mask_fractions, prepare_pair
 from mtunet.data.problems import Problems
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
+from mtunet.data.targets import declare_target_heads, parse_targets
 
 
 def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | None = None, manual_dir=None,
@@ -45,7 +48,9 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
     num_mask_classes = len(mask_classes)
     prepare = functools.partial(prepare_pair, image_size=image_size, num_mask_classes=num_mask_classes)
     problems = Problems(builder.name, skip=skip_bad_files)
-    rows, read_positions, grouped = [], [], False
+    target_columns = getattr(builder_class, "TARGET_COLUMNS", {})
+    declarations = declare_target_heads(target_columns, list(target_columns), builder.name)
+    rows, grouped = [], False
     for position, example in enumerate(tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))):
         example_id, patient = example["id"].decode(), example["patient"].decode()
         if example["mask"].shape[:2] != example["image"].shape[:2]:
@@ -62,8 +67,12 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
                      "channels": image.shape[2], "size": example["image"].shape[:2],
                      "lesion_fraction": lesion_fraction(example["mask"], num_mask_classes),
                      "mask_fractions": mask_fractions(example["mask"], num_mask_classes),
-                     "image": image if in_memory else None, "mask": mask if in_memory else None})
-        read_positions.append(position)
+                     "image": image if in_memory else None, "mask": mask if in_memory else None,
+                     "cells": {column: value.decode() for column, value in example.get("targets", {}).items()},
+                     "position": position})
+    target_heads, bad = parse_targets(declarations, rows, problems, location=str)
+    rows = [row for row in rows if row["id"] not in bad]
+    read_positions = [row["position"] for row in rows]
     skipped = left_out(builder.info) + problems.resolve()
     streamer = None
     if not in_memory:
@@ -73,4 +82,4 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
     class_names = builder.info.features["label"].names
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=builder.name,
                        image_size=image_size, streamer=streamer, mask_classes=mask_classes,
-                       published_splits=recorded_splits(builder.info))
+                       published_splits=recorded_splits(builder.info), target_heads=target_heads)
