@@ -201,6 +201,13 @@ def _echo_inspect_report(report: dict) -> None:
     means = ", ".join(f"{value:.1f}" for value in report["pixel_mean"])
     stds = ", ".join(f"{value:.1f}" for value in report["pixel_std"])
     click.echo(f"pixels of the train split (0-255): mean {means}, std {stds}")
+    for name, head in report["target_heads"].items():
+        for column, facts in head["columns"].items():
+            shown = (", ".join(f"{value} {count}" for value, count in facts["classes"].items()) if "classes" in facts
+                     else f"mean {facts['mean']:.4g}, std {facts['std']:.4g}, {facts['min']:.4g}-{facts['max']:.4g}"
+                     if facts["present"] else "no value")
+            click.echo(f"head {name} ({head['kind']}), column {column}: {facts['present']} of {head['examples']} "
+                       f"with a value; {shown}")
     skipped = info["skipped"]
     if not skipped:
         click.echo("problems: none")
@@ -274,7 +281,8 @@ def prepare(name, manual_dir, config):
 
 WEIGHTS = click.option(
     "--weights", default=TRAIN_DEFAULTS["weights"], show_default=True,
-    help="Encoder weights: 'imagenet', 'none' (random initialisation) or the path of a weights file.",
+    help="Encoder weights: 'imagenet', 'none' (random initialisation) or the path of a weights file; for fused "
+         "encoders (--encoder A+B) one entry per encoder joined by + (e.g. a.weights.h5+none), or one for both.",
 )
 
 

@@ -141,9 +141,29 @@ def test_fusion_errors_name_the_encoders():
                   heads=({"type": "classification", "name": "label", "num_classes": 2},)).validate()
     spec = make_spec("res_mtnet", encoder="mobilenetv2+efficientnetb0", input_shape=(SIZE, SIZE, 3), num_classes=2,
                      task="classification")
-    with pytest.raises(ConfigError, match="the fused encoders mobilenetv2, efficientnetb0 need one weights file "
-                                          "each; received 1"):
+    with pytest.raises(ConfigError, match=r"the fused encoders mobilenetv2, efficientnetb0 need one weights entry "
+                                          r"each \(joined by \+, e.g. a.weights.h5\+none\); received 1"):
         build_model_from_spec(spec, weights="encoder.weights.h5")
+
+
+def test_fused_encoders_load_one_weights_file_each_joined_by_plus(fused, tmp_path):
+    spec, _ = fused
+    rng = np.random.default_rng(0)
+    files = []
+    for name, application in (("mobilenetv2", keras.applications.MobileNetV2),
+                              ("efficientnetb0", keras.applications.EfficientNetB0)):
+        backbone = application(input_shape=(SIZE, SIZE, 3), include_top=False, weights=None)
+        backbone.set_weights([rng.normal(size=w.shape).astype("float32") for w in backbone.get_weights()])
+        files.append((tmp_path / f"{name}.weights.h5", backbone.get_weights()))
+        backbone.save_weights(files[-1][0])
+    model = build_model_from_spec(spec, weights=f"{files[0][0]}+none")
+    for saved, loaded in zip(files[0][1], model.get_layer("encoder").get_weights()):
+        np.testing.assert_array_equal(saved, loaded)
+    assert not any(np.array_equal(saved, loaded) for saved, loaded in zip(
+        files[1][1], model.get_layer("encoder_2").get_weights()) if saved.size > 1)
+    model = build_model_from_spec(spec, weights=[None, files[1][0]])
+    for saved, loaded in zip(files[1][1], model.get_layer("encoder_2").get_weights()):
+        np.testing.assert_array_equal(saved, loaded)
 
 
 def test_loss_weights_by_role_or_by_head_name():

@@ -135,6 +135,25 @@ def test_bad_values_are_named_per_row_and_can_be_skipped(tmp_path):
     assert {file for file, _ in data.info.skipped} == {f"labels.csv:{table.loc[row, 'id']}" for row in (0, 2)}
 
 
+def test_inspect_counts_each_heads_values(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    root = _write_dataset(tmp_path / "data")
+    result = CliRunner().invoke(main, ["data", "inspect", "--dataset", "folder", "--data-dir", str(root),
+                                       "--image-size", "32"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(root / "labels.csv", dtype=str, keep_default_na=False)
+    birads = table["birads"].value_counts()
+    assert (f"head birads (ordinal), column birads: {len(table) - 1} of {len(table)} with a value; "
+            f"3 {birads['3']}, 4 0, 5 {birads['5']}") in result.output.splitlines()
+    centre = table["centre_y"].replace("", "nan").astype(float)
+    assert (f"head geometry (continuous), column centre_y: {len(table) - 1} of {len(table)} with a value; mean "
+            f"{centre.mean():.4g}, std {centre.std(ddof=0):.4g}, {centre.min():.4g}-{centre.max():.4g}"
+            ) in result.output.splitlines()
+
+
 def test_training_metrics_count_only_labelled_examples_as_sklearn():
     y_true = np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0], [0, 1, 0]], "float32")
     y_pred = np.array([[.6, .3, .1], [.1, .1, .8], [.5, .4, .1], [.2, .2, .6], [.9, .05, .05], [.1, .8, .1]],

@@ -44,6 +44,26 @@ def _mask_class_fractions(table: pd.DataFrame, info) -> dict:
     return {name: float(table[f"fraction_{name}"].mean()) for name in info.mask_classes}
 
 
+def _target_summary(dataset) -> dict:
+    """Per further target head: its kind and columns, and per column how many examples have a value, with the class
+    counts (categorical, ordinal) or the values' mean, standard deviation, min and max (continuous)."""
+    summary = {}
+    for head in dataset.info.target_heads:
+        values = np.concatenate([dataset.targets(split)[head.name] for split in SPLIT_NAMES])
+        if head.continuous:
+            columns = {column: {"present": int(np.sum(~np.isnan(column_values))),
+                                **({"mean": float(np.nanmean(column_values)), "std": float(np.nanstd(column_values)),
+                                    "min": float(np.nanmin(column_values)), "max": float(np.nanmax(column_values))}
+                                   if np.any(~np.isnan(column_values)) else {})}
+                       for column, column_values in zip(head.columns, values.T)}
+        else:
+            counts = np.bincount(values[values >= 0], minlength=len(head.class_names))
+            columns = {head.columns[0]: {"present": int(counts.sum()),
+                                         "classes": dict(zip(head.class_names, map(int, counts)))}}
+        summary[head.name] = {"kind": head.kind, "examples": int(len(values)), "columns": columns}
+    return summary
+
+
 def _pixel_statistics(dataset) -> tuple[list, list]:
     """Per-channel mean and standard deviation (0-255) of the train split as served, one batch at a time."""
     total = squares = count = 0
@@ -68,7 +88,9 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
         ``examples``, ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored masks, any mask
         class counting as lesion), ``mask_classes`` (``info.mask_classes``: ``["lesion"]`` for binary masks),
         ``mask_class_fractions`` (per mask class, the mean share of the stored masks' pixels of that class) and
-        ``pixel_mean`` and ``pixel_std`` (per channel, 0-255, train split, as served).
+        ``pixel_mean`` and ``pixel_std`` (per channel, 0-255, train split, as served), and ``target_heads`` (per
+        further target head: ``kind``, ``examples`` and per column the ``present`` values with their class counts or
+        mean, std, min and max).
     """
     dataset = load_dataset(name, data_dir=data_dir, image_size=image_size, seed=seed, skip_bad_files=skip_bad_files,
                            memory_limit=memory_limit)
@@ -86,4 +108,5 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
         "mask_class_fractions": _mask_class_fractions(table, dataset.info),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
+        "target_heads": _target_summary(dataset),
     }

@@ -172,15 +172,15 @@ class GradCam:
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         heatmaps = tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1, keepdims=True))
         heatmaps = tf.image.resize(heatmaps, images.shape[1:3], method="bilinear")[..., 0]
-        heads = model_heads(self.model)
-        probabilities = {name: (tf.nn.softmax(value) if heads[name].type != "binary_mask" else tf.sigmoid(value))
-                         for name, value in logits.items()}
-        mask = probabilities.get("mask")
+        mask = None
+        if "mask" in logits:  # a sigmoid mask's lesion probability, or a softmax mask's share of all lesion classes
+            binary = model_heads(self.model)["mask"].type == "binary_mask"
+            mask = tf.sigmoid(logits["mask"])[..., 0] if binary else 1.0 - tf.nn.softmax(logits["mask"])[..., 0]
         return GradCamResult(
             heatmaps=heatmaps.numpy(),
             target_classes=targets,
-            probabilities=probabilities["label"].numpy() if "label" in probabilities else None,
-            masks=None if mask is None else (mask[..., 0] if mask.shape[-1] == 1 else 1.0 - mask[..., 0]).numpy(),
+            probabilities=tf.nn.softmax(logits["label"]).numpy() if "label" in logits else None,
+            masks=None if mask is None else mask.numpy(),
         )
 
     @staticmethod

@@ -35,15 +35,18 @@ def _numbered(name: str, index: int) -> str:
 
 
 def _encoder_weights(spec: ModelSpec, weights) -> list:
-    """One weights argument per encoder: ``"imagenet"`` and None apply to all, a file path or a list of them is
-    one per encoder."""
+    """One weights argument per encoder: ``"imagenet"`` and None apply to all; a list, or a string of entries joined
+    by ``+`` as the encoders are (``"a.weights.h5+none"``, as ``--weights`` takes it), gives one per encoder, each
+    a file path, ``"imagenet"`` or None (``"none"``)."""
     names = spec.encoders
     if weights in ("imagenet", None):
         return [weights] * len(names)
+    if isinstance(weights, str) and len(names) > 1 and "+" in weights and not pathlib.Path(weights).exists():
+        weights = [None if entry == "none" else entry for entry in weights.split("+")]
     weights = [weights] if isinstance(weights, str | pathlib.Path) else list(weights)
     if len(weights) != len(names):
-        raise ConfigError(f"the fused encoders {', '.join(names)} need one weights file each; received "
-                          f"{len(weights)}")
+        raise ConfigError(f"the fused encoders {', '.join(names)} need one weights entry each (joined by +, e.g. "
+                          f"a.weights.h5+none); received {len(weights)}")
     return [None if entry is None else str(entry) for entry in weights]
 
 
