@@ -67,7 +67,8 @@ def measure(architecture, encoder, image_size, batch_size, steps, jit_compile, m
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architectures", default="unet", help="comma-separated presets (mtunet architectures)")
-    parser.add_argument("--encoders", default="all", help="comma-separated encoder names, or 'all' (the registry)")
+    parser.add_argument("--encoders", default="all",
+                        help="comma-separated encoder names (fused ones as A+B), or 'all' (the registry)")
     parser.add_argument("--image-sizes", default="128,224")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
@@ -82,13 +83,15 @@ def main():
                                  args.mixed_precision)))
         return
     from mtunet.models import ENCODERS, PRESETS
+    from mtunet.models.spec import encoder_names
 
     architectures = args.architectures.split(",")
     encoders = list(ENCODERS) if args.encoders == "all" else args.encoders.split(",")
     for architecture in architectures:  # an unknown name fails here, listing the valid ones, before any measurement
         PRESETS.get(architecture)
-    for encoder in encoders:
-        ENCODERS.get(encoder)
+    for encoder in encoders:  # fused encoders as A+B
+        for name in encoder_names(encoder):
+            ENCODERS.get(name)
     sizes = [int(size) for size in args.image_sizes.split(",")]
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s); batch {args.batch_size}, "
           f"{args.steps} timed steps after {WARMUP_STEPS} warm-up; jit_compile={args.jit_compile}, "
