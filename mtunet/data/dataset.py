@@ -158,11 +158,11 @@ class LoadedDataset:
     def target_statistics(self) -> dict[str, tuple[list[float], list[float]]]:
         """``{head: (mean, std)}`` per column of each continuous target head over the train split's present values;
         ``DataError`` for a column with fewer than 2 values or no spread there."""
-        statistics = {}
+        statistics, train = {}, self.targets("train")
         for head in self.info.target_heads:
             if not head.continuous:
                 continue
-            values = self.targets("train")[head.name]
+            values = train[head.name]
             present = np.sum(~np.isnan(values), axis=0)
             spread = np.array([np.nanstd(column) if count else 0.0 for column, count in zip(values.T, present)])
             flat = [column for column, count, std in zip(head.columns, present, spread) if count < 2 or not std > 0]
@@ -175,12 +175,11 @@ class LoadedDataset:
     def target_class_weights(self) -> dict[str, np.ndarray]:
         """``{head: (classes,) weights}`` of each categorical or ordinal target head: sklearn's "balanced" weights of
         the classes the train split's labels hold, 1 (with a warning) for a declared class they lack."""
-        weights = {}
+        weights, train = {}, self.targets("train")
         for head in self.info.target_heads:
             if head.continuous:
                 continue
-            labels = self.targets("train")[head.name]
-            labels = labels[labels != MISSING_CLASS]
+            labels = train[head.name][train[head.name] != MISSING_CLASS]
             held = np.unique(labels)
             weights[head.name] = np.ones(len(head.class_names))
             weights[head.name][held] = compute_class_weight("balanced", classes=held, y=labels)
