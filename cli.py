@@ -15,8 +15,8 @@ import click
 
 from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
 from mtunet.options import (
-    CLASS_WEIGHTS, DICE_VARIANTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, OPTIMIZERS,
-    SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
+    CLASS_WEIGHTS, DICE_VARIANTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, MISSING_TARGETS,
+    OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
 )
 from mtunet.training.config import TrainConfig
 from mtunet.training.recipes import RECIPES
@@ -70,6 +70,22 @@ DATA_DIR = click.option(
 SKIP_BAD_FILES = click.option(
     "--skip-bad-files", is_flag=True,
     help="Leave unreadable or inconsistent files out (and list them) instead of stopping with an error.",
+)
+
+
+def _parse_allow_missing(ctx, param, value):
+    names = tuple(part.strip() for part in value.split(",") if part.strip()) if value else ()
+    unknown = [name for name in names if name not in MISSING_TARGETS]
+    if unknown:
+        raise click.BadParameter(f"{value!r}: unknown target {unknown[0]!r}; expected some of: "
+                                 f"{', '.join(MISSING_TARGETS)}, comma-separated")
+    return names
+
+
+ALLOW_MISSING = click.option(
+    "--allow-missing", default="", callback=_parse_allow_missing, metavar="TARGETS",
+    help="Targets some images may lack (folder dataset): 'mask' keeps images without a mask file; they train the "
+         "other heads only and are left out of the mask's metrics.",
 )
 
 
@@ -192,6 +208,10 @@ def _echo_inspect_report(report: dict) -> None:
     common = ", ".join(f"{height}x{width_} ({count})" for height, width_, count in sizes["most_common"])
     click.echo(f"image sizes as stored (height x width): {sizes['distinct']} distinct, height {sizes['height'][0]}-"
                f"{sizes['height'][1]}, width {sizes['width'][0]}-{sizes['width'][1]}; most common: {common}")
+    missing = info.get("missing_masks")
+    if missing:
+        click.echo(f"images without a mask: {sum(missing.values())} (" + ", ".join(
+            f"{split} {count}" for split, count in missing.items()) + "); mask coverage counts the others")
     first = max(14, *(len(name) + 1 for name in report["mask_coverage"]))
     click.echo(f"{'mask coverage':<{first}}{'examples':>10}{'empty masks':>13}{'mean lesion':>13}{'min':>8}{'max':>8}")
     for name, coverage in report["mask_coverage"].items():
@@ -225,9 +245,10 @@ def _echo_inspect_report(report: dict) -> None:
 @IMAGE_SIZE
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/validation/test split.")
 @SKIP_BAD_FILES
+@ALLOW_MISSING
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors_as_messages
-def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
+def inspect(dataset, data_dir, image_size, seed, skip_bad_files, allow_missing, as_json):
     """Classes, counts per split and class, patients, image sizes, mask coverage and problems of a dataset.
 
     Without --skip-bad-files, bad files are listed, every one grouped by kind, and the exit status is 1; with it,
@@ -240,7 +261,7 @@ def inspect(dataset, data_dir, image_size, seed, skip_bad_files, as_json):
 
     try:
         report = inspect_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=seed,
-                                 skip_bad_files=skip_bad_files)
+                                 skip_bad_files=skip_bad_files, allow_missing=allow_missing)
     except BadFilesError as error:  # inspect's job is to find them: every one, grouped by kind
         click.echo(f"{len(error.problems)} bad file(s) in {error.where}:")
         for (problem, expected), files in error.kinds().items():
@@ -361,6 +382,10 @@ TRAIN_OPTIONS = [
                        "warmed up over the first steps (0: the weights as trained)."),
     _train_option("strategy", type=click.Choice(STRATEGIES)),
     SKIP_BAD_FILES,
+    ALLOW_MISSING,
+    click.option("--splits-file", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
+                 help="Train on the splits of this splits.json (e.g. another run's, or one with fewer training "
+                      "images) instead of making them."),
 ]
 
 

@@ -40,7 +40,8 @@ SUMMARY_METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accura
                    "dice_mean": "Dice", "iou_mean": "IoU"}
 # Options a variant may not change: they decide the data and its folds (which every variant must share), or the
 # experiment sets them for each run.
-FIXED_OPTIONS = ("dataset", "data_dir", "skip_bad_files", "seed", "split_seed", "fold", "num_folds", "output_dir")
+FIXED_OPTIONS = ("dataset", "data_dir", "skip_bad_files", "allow_missing", "splits_file", "seed", "split_seed", "fold",
+                 "num_folds", "output_dir")
 # The paired tests need at least this many folds to be able to reach p < 0.05 and to mean something.
 RECOMMENDED_FOLDS = 5
 COHENS_D = "d_z: the mean of the paired per-fold differences divided by their standard deviation (ddof 1)"

@@ -3,6 +3,8 @@
 
 import contextlib
 
+from mtunet.errors import ConfigError
+
 TASKS = ("multi", "segmentation", "classification")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
 DICE_VARIANTS = ("image", "image_scaled", "batch", "lesion")
@@ -14,6 +16,18 @@ STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 EVALUATION_SPLITS = ("train", "validation", "test", "all")
 EMPTY_MASK_RULES = ("one", "skip")
 EXPORT_FORMATS = ("saved_model", "tflite")
+# targets a folder dataset may lack for some images (--allow-missing): such an image trains only its other losses
+MISSING_TARGETS = ("mask",)
+
+def check_allow_missing(allow_missing) -> tuple[str, ...]:
+    """``allow_missing`` as a tuple of ``MISSING_TARGETS``; ``ConfigError`` naming an unknown target."""
+    allow_missing = tuple(allow_missing or ())
+    unknown = [name for name in allow_missing if name not in MISSING_TARGETS]
+    if unknown:
+        raise ConfigError(f"{spell('allow_missing', ','.join(allow_missing))}: unknown target(s) "
+                          f"{', '.join(unknown)}; expected some of: {', '.join(MISSING_TARGETS)}")
+    return allow_missing
+
 
 # How messages spell an option: "python" (``skip_bad_files=True``), or "cli" (``--skip-bad-files``) while a
 # command runs, so that each user reads the spelling they type.

@@ -112,7 +112,8 @@ def test_cli_reports_bad_files_in_one_line_without_traceback(folder_dataset):
     # every bad file at once, grouped by kind, and the option (as the command line spells it) that leaves them out
     lines = result.output.splitlines()
     assert lines[0] == f"3 bad file(s) in {root}:"
-    assert "  1 have no mask in masks/ (expected masks/<id>.<ext> for every image):" in lines
+    assert ("  1 have no mask in masks/ (expected masks/<id>.<ext> for every image, or --allow-missing mask to keep "
+            "images without one):") in lines
     assert "    images/case002_1.png" in lines and "    images/case003_0.png" in lines
     assert "    labels.csv:case999_0" in lines
     assert lines[-1] == (f"Error: 3 bad file(s) in {root}, listed above; fix them, or pass --skip-bad-files to leave "

@@ -105,7 +105,8 @@ def test_every_kind_of_problem_is_named_with_its_files(folder_dataset):
         read_folder(root, image_size=16)
     message = str(error.value)
     assert re.match(r"5 bad file\(s\) in .*: ", message), message
-    assert "1 have no mask in masks/ (images/case005_1.png; expected masks/<id>.<ext> for every image)" in message
+    assert ("1 have no mask in masks/ (images/case005_1.png; expected masks/<id>.<ext> for every image, or "
+            "allow_missing='mask' to keep images without one)") in message
     assert "4 cannot be read as an image (images/case000_0.png" in message and "\n" not in message
     kinds = error.value.kinds()
     assert {problem: len(files) for (problem, _), files in kinds.items()} == {
@@ -122,7 +123,7 @@ BAD_LAYOUTS = [
     (lambda root: (root / "classes.txt").write_text("benign\nmalignant\nbenign\n"),
      r"classes.txt names a class more than once: benign; expected one class name a line"),
     (lambda root: (root / "mask_classes.txt").write_text("lesion\n"),
-     r"mask_classes.txt names 1 mask class\(es\); expected 2 to 255 \(for binary masks, no mask_classes.txt\)"),
+     r"mask_classes.txt names 1 mask class\(es\); expected 2 to 254 \(for binary masks, no mask_classes.txt\)"),
     (lambda root: (root / "mask_classes.txt").write_text("rim\n\nrim\n"),
      r"mask_classes.txt names a class more than once: rim;"),
     (lambda root: (root / "labels.csv").write_text("id,label\ncase000_0,a\ncase000_0,b\ncase001_0,a\n"),

@@ -12,11 +12,12 @@ import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
 from mtunet.data.images import BINARY_MASK_CLASSES
-from mtunet.data.registry import get_dataset
+from mtunet.data.registry import DATASETS, get_dataset
 from mtunet.data.splits import SPLIT_NAMES, Splits, check_split_options, make_splits, published_splits
 from mtunet.data.store import ExampleStore, check_memory_limit, example_bytes
 from mtunet.data.targets import MISSING_CLASS, TargetHead
 from mtunet.errors import ConfigError, DataError
+from mtunet.options import check_allow_missing
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class DatasetInfo:
             for multi-class masks of class values 0..K.
         target_heads: the further targets' ``TargetHead`` s (a folder dataset's ``columns.json``), each learnt by a
             head of that name; ``()`` for none.
+        missing_masks: ``{split: number of images without a mask}`` (``allow_missing=("mask",)``); ``{}`` when every
+            image has one.
     """
 
     name: str
@@ -60,6 +63,7 @@ class DatasetInfo:
     storage: str
     mask_classes: tuple[str, ...] = BINARY_MASK_CLASSES
     target_heads: tuple[TargetHead, ...] = ()
+    missing_masks: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def multiclass_masks(self) -> bool:
@@ -80,10 +84,12 @@ class DatasetInfo:
         """The ``DatasetInfo`` that ``to_dict`` gave ``record`` (e.g. a run's ``config.json`` ``"dataset"``).
 
         A record without ``mask_classes`` (written before masks could be multi-class) is binary, one without
-        ``target_heads`` has none. ``ConfigError`` if a field is missing or unknown.
+        ``target_heads`` has none, one without ``missing_masks`` has every mask. ``ConfigError`` if a field is missing
+        or unknown.
         """
         fields = [field.name for field in dataclasses.fields(cls)]
-        missing = [name for name in fields if name not in record and name not in ("mask_classes", "target_heads")]
+        optional = ("mask_classes", "target_heads", "missing_masks")
+        missing = [name for name in fields if name not in record and name not in optional]
         if missing:
             raise ConfigError(f"dataset record lacks {', '.join(missing)}; expected the fields of "
                               "DatasetInfo.to_dict()")
@@ -127,6 +133,8 @@ class LoadedDataset:
             storage="memory" if store.in_memory else "stream",
             mask_classes=tuple(store.mask_classes),
             target_heads=tuple(store.target_heads),
+            missing_masks={split: int(np.sum(~self.mask_present(split))) for split in SPLIT_NAMES
+                           if not store.has_masks().all()},
         )
 
     def __repr__(self):
@@ -148,6 +156,10 @@ class LoadedDataset:
     def labels(self, split: str) -> np.ndarray:
         """``(N,)`` int class indices of ``split``, in the order of ``pipeline(split, training=False)``."""
         return self._store.labels[self._split_positions(split)]
+
+    def mask_present(self, split: str) -> np.ndarray:
+        """``(N,)`` whether each example of ``split`` has a mask, in the order of ``ids(split)``."""
+        return self._store.has_masks()[self._split_positions(split)]
 
     def targets(self, split: str) -> dict[str, np.ndarray]:
         """``{head: targets}`` of the further target heads for ``split``, in the order of ``ids(split)``: ``(N,)`` int
@@ -198,7 +210,8 @@ class LoadedDataset:
         """One row per example of ``split``, in the order of ``ids(split)``: ``id``, ``label`` (class name),
         ``group`` (patient), ``height`` and ``width`` of the image as stored, and ``lesion_fraction`` (share of lesion
         pixels, of any mask class, in the stored mask). For multi-class masks, also ``fraction_<mask class>`` per
-        mask class (share of the stored mask's pixels of that class)."""
+        mask class (share of the stored mask's pixels of that class). When some images have no mask, also
+        ``has_mask`` (their fractions are NaN)."""
         positions = self._split_positions(split)
         store = self._store
         columns = {
@@ -209,6 +222,8 @@ class LoadedDataset:
             "width": store.original_sizes[positions, 1],
             "lesion_fraction": store.lesion_fractions[positions],
         }
+        if self.info.missing_masks:
+            columns["has_mask"] = self.mask_present(split)
         if self.info.multiclass_masks:
             for index, name in enumerate(store.mask_classes):
                 columns[f"fraction_{name}"] = store.mask_fractions[positions, index]
@@ -253,10 +268,10 @@ class LoadedDataset:
 
         Images are float32 ``(B, S, S, C)`` raw 0-255, labels float32 ``(B, num_classes)``, masks float32
         ``(B, S, S, 1)``: of 0/1 for binary masks, of the class values 0..K for ``info.mask_classes`` of K >= 2
-        names. Each of ``info.target_heads`` adds float32 one-hot labels ``(B, classes)`` (all zeros where
-        missing) or values ``(B, columns)`` (NaN where missing) under its name. ``training=True`` shuffles from
-        ``seed`` (anew each epoch) and augments if ``augment``; ``training=False`` keeps the order of ``ids(split)``
-        and never augments. Not repeated. ``flip`` chooses the augmentation's flips
+        names, all -1 for an image without a mask. Each of ``info.target_heads`` adds float32 one-hot labels
+        ``(B, classes)`` (all zeros where missing) or values ``(B, columns)`` (NaN where missing) under its name.
+        ``training=True`` shuffles from ``seed`` (anew each epoch) and augments if ``augment``; ``training=False``
+        keeps the order of ``ids(split)`` and never augments. Not repeated. ``flip`` chooses the augmentation's flips
         (``mtunet.data.augment.FLIP_MODES``), ``shear`` whether it shears.
 
         In memory, a training split is shuffled as a whole. Streamed (``info.storage == "stream"``), the first
@@ -289,7 +304,7 @@ class LoadedDataset:
 def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int = 0, splits_path=None,
                  validation_fraction: float = 0.15, test_fraction: float = 0.15, fold: int | None = None,
                  num_folds: int | None = None, skip_bad_files: bool = False, memory_limit: int | None = None,
-                 cache_dir=None) -> LoadedDataset:
+                 cache_dir=None, allow_missing=()) -> LoadedDataset:
     """Reads a dataset, decodes it at ``image_size`` and splits it by patient, stratified by class (a dataset published
     with its own split, e.g. ``isic2017``, keeps that one unless ``fold`` asks for cross-validation).
 
@@ -314,6 +329,9 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
         test_fraction: share of the dataset for test in a hold-out split (default 0.15; unused with ``fold``).
         fold, num_folds: K-fold cross-validation, fold ``fold`` (0-based) of ``num_folds`` being the test split.
         skip_bad_files: leave bad files out (listed in ``info.skipped``) instead of raising ``DataError``.
+        allow_missing: targets some images may lack, of ``mtunet.options.MISSING_TARGETS`` (``("mask",)``: images
+            without a mask file are kept and add nothing to the mask's loss and metrics); datasets whose entry has
+            ``partial_labels``.
         memory_limit: bytes of decoded examples to hold in memory (None: a quarter of the machine's memory; 0
             streams every dataset).
         cache_dir: where streamed datasets make their temporary cache folder (None: the system's temporary folder).
@@ -331,7 +349,15 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
     memory_limit = check_memory_limit(memory_limit)
     if spec.needs_data_dir and data_dir is None:
         raise ConfigError(f"dataset {name!r} needs data_dir (--data-dir): {spec.description}")
-    store = spec.read(data_dir, image_size=int(image_size), skip_bad_files=skip_bad_files, memory_limit=memory_limit)
+    partial = {}
+    if allow_missing:
+        if not spec.partial_labels:
+            choices = ", ".join(entry.name for entry in DATASETS.values() if entry.partial_labels)
+            raise ConfigError(f"dataset {name!r} cannot keep images without some targets (allow_missing); expected "
+                              f"one of: {choices}")
+        partial["allow_missing"] = check_allow_missing(allow_missing)
+    store = spec.read(data_dir, image_size=int(image_size), skip_bad_files=skip_bad_files, memory_limit=memory_limit,
+                      **partial)
     if splits_path is not None and Path(splits_path).exists():
         splits = Splits.load(splits_path)
         splits.check(store.ids.tolist(), str(splits_path))

@@ -11,6 +11,9 @@ at least 2: then a mask is a map of class values, 0 background and ``i`` the ``i
 
 Further columns of ``labels.csv`` are further targets, each learnt by a head of its own, when an optional
 ``columns.json`` declares them (see ``mtunet.data.targets``).
+
+With ``allow_missing=("mask",)`` an image without a mask file is kept, as partially labelled: it trains the class head
+and the further heads but adds nothing to the mask's loss and metrics (IDRiD grades 516 images and segments 81).
 """
 
 import concurrent.futures
@@ -20,12 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtunet.data.images import (BINARY_MASK_CLASSES, MaskError, has_unsupported_layout, lesion_fraction,
-                                mask_fractions, prepare_pair, read_image)
+from mtunet.data.images import (BINARY_MASK_CLASSES, MISSING_MASK_VALUE, MaskError, has_unsupported_layout,
+                                lesion_fraction, mask_fractions, missing_mask, prepare_image, prepare_pair, read_image)
 from mtunet.data.problems import Problems, name_some
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
 from mtunet.data.targets import COLUMNS_FILE, parse_targets, read_target_heads
 from mtunet.errors import DataError
+from mtunet.options import check_allow_missing, spell
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +38,8 @@ _COLUMNS = "id,label[,patient or group]"
 LAYOUT = f"images/<id>.png, masks/<id>.png and labels.csv (columns {_COLUMNS})"
 _IMAGE_FILE = "a PNG, JPEG, BMP or TIFF image"
 _NOT_AN_IMAGE = "are not PNG, JPEG, BMP or TIFF files"
-MAX_MASK_CLASSES = 255  # most mask classes a mask_classes.txt may name: mask values are stored as uint8
+# most mask classes a mask_classes.txt may name: mask values are stored as uint8, and one value marks a missing mask
+MAX_MASK_CLASSES = MISSING_MASK_VALUE - 1
 
 
 def _index_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
@@ -119,14 +124,21 @@ class _BadPair(Exception):
         self.file, self.problem, self.expected = file, problem, expected
 
 
-def _decode(image_path: Path, mask_path: Path, image_size: int, num_mask_classes: int):
+def _decode(image_path: Path, mask_path: Path | None, image_size: int, num_mask_classes: int):
     """``(image, mask, facts)``: the pair prepared at ``image_size`` with ``num_mask_classes`` mask classes, and
-    ``{"size", "lesion_fraction", "mask_fractions", "channels"}`` of it; ``_BadPair`` if it cannot be used."""
+    ``{"size", "lesion_fraction", "mask_fractions", "channels", "mask_present"}`` of it (``missing_mask`` and NaN
+    fractions when ``mask_path`` is None); ``_BadPair`` if it cannot be used."""
     image = read_image(image_path)
     if image is None:
         raise _BadPair(image_path, "cannot be read as an image", _IMAGE_FILE)
     if has_unsupported_layout(image):
         raise _BadPair(image_path, "have an unsupported number of channels", "a grayscale, RGB or RGBA image")
+    if mask_path is None:
+        prepared_image = prepare_image(image, image_size)
+        facts = {"size": image.shape[:2], "lesion_fraction": float("nan"),
+                 "mask_fractions": [float("nan")] * num_mask_classes, "channels": prepared_image.shape[2],
+                 "mask_present": False}
+        return prepared_image, missing_mask(image_size), facts
     mask = read_image(mask_path)
     if mask is None:
         raise _BadPair(mask_path, "cannot be read as an image", _IMAGE_FILE + " (a lesion mask)")
@@ -138,7 +150,8 @@ def _decode(image_path: Path, mask_path: Path, image_size: int, num_mask_classes
     except MaskError as bad:
         raise _BadPair(mask_path, bad.problem, f"{bad.expected} in mask_classes.txt") from None
     facts = {"size": image.shape[:2], "lesion_fraction": lesion_fraction(mask, num_mask_classes),
-             "mask_fractions": mask_fractions(mask, num_mask_classes), "channels": prepared_image.shape[2]}
+             "mask_fractions": mask_fractions(mask, num_mask_classes), "channels": prepared_image.shape[2],
+             "mask_present": True}
     return prepared_image, prepared_mask, facts
 
 
@@ -151,10 +164,10 @@ def _decode_again(image_path: Path, mask_path: Path, image_size: int, num_mask_c
     return image, mask
 
 
-def _list_rows(data_dir: Path, problems: Problems):
+def _list_rows(data_dir: Path, problems: Problems, allow_missing):
     """``(usable rows, classes.txt names or None, mask classes, whether rows have patients, further target heads,
-    ignored files with reasons)``: the rows of ``labels.csv`` matched with the files; problems of rows and files go to
-    ``problems``."""
+    ignored files with reasons)``: the rows of ``labels.csv`` matched with the files (mask file None for an image
+    without one, when ``allow_missing`` has ``"mask"``); problems of rows and files go to ``problems``."""
     (images, other_images), (masks, other_masks) = _index_files(data_dir / "images"), _index_files(data_dir / "masks")
     table = _read_labels(data_dir / "labels.csv")
     class_list = _read_class_list(data_dir / "classes.txt")
@@ -174,9 +187,10 @@ def _list_rows(data_dir: Path, problems: Problems):
         example, label = record["id"], record["label"].strip()
         if example not in images:
             problems.add(f"labels.csv:{example}", "name no image in images/", "an image file for every labels.csv row")
-        elif example not in masks:
+        elif example not in masks and "mask" not in allow_missing:
             problems.add(images[example].relative_to(data_dir), "have no mask in masks/",
-                         "masks/<id>.<ext> for every image")
+                         f"masks/<id>.<ext> for every image, or {spell('allow_missing', 'mask')} to keep images "
+                         "without one")
         elif not label:
             problems.add(f"labels.csv:{example}", "have an empty label", "a class name in every row")
         elif class_list is not None and label not in class_list:
@@ -185,27 +199,29 @@ def _list_rows(data_dir: Path, problems: Problems):
         else:
             patient = (record.get("patient") or "").strip()
             usable.append({"id": example, "label": label, "group": patient or example,
-                           "files": (images[example], masks[example]),
+                           "files": (images[example], masks.get(example)),
                            "cells": {column: record[column] for column in target_columns}})
     target_heads, bad = parse_targets(declarations, usable, problems)
     usable = [row for row in usable if row["id"] not in bad]
     return usable, class_list, mask_classes, "patient" in table.columns, target_heads, ignored
 
 
-def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False,
-                memory_limit: int | None = None) -> ExampleStore:
+def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memory_limit: int | None = None,
+                allow_missing=()) -> ExampleStore:
     """Reads and decodes a folder dataset (see the module docstring) at ``image_size``.
 
     Every image is decoded here, so bad files (unreadable images, missing masks or labels, masks of the wrong size,
     labels not in ``classes.txt``, mask values beyond ``mask_classes.txt``) raise one ``DataError`` naming them, or
     are left out and listed in ``skipped`` when ``skip_bad_files``. Files that are not images, and masks without an
-    image, are listed in ``skipped`` too. The decoded examples are kept in memory if they take at most
+    image, are listed in ``skipped`` too. ``allow_missing=("mask",)`` keeps images without a mask file (see the module
+    docstring) instead of calling them bad. The decoded examples are kept in memory if they take at most
     ``memory_limit`` bytes (None: the default of ``mtunet.data.store.default_memory_limit``), else streamed.
     """
+    allow_missing = check_allow_missing(allow_missing)
     data_dir = Path(data_dir).expanduser()
     _check_layout(data_dir)
     problems = Problems(str(data_dir), skip=skip_bad_files)
-    usable, class_list, mask_classes, grouped, target_heads, ignored = _list_rows(data_dir, problems)
+    usable, class_list, mask_classes, grouped, target_heads, ignored = _list_rows(data_dir, problems, allow_missing)
     num_mask_classes = len(mask_classes)
     in_memory = fits_in_memory(len(usable), image_size, check_memory_limit(memory_limit))
 

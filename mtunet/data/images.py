@@ -23,6 +23,9 @@ import numpy as np
 
 # The mask classes of a binary dataset: mask value 1 is lesion, 0 background.
 BINARY_MASK_CLASSES = ("lesion",)
+# Every pixel of a missing mask (an image the data gives no mask for) holds this value, which no mask class has; the
+# pipeline serves such a mask as all -1 (``mtunet.data.pipeline``).
+MISSING_MASK_VALUE = 255
 # RGB to gray as ITU-R BT.601 weighs the channels (OpenCV's and Pillow's conversion, without their rounding)
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -158,9 +161,18 @@ def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int,
     """A decoded image and its mask as ``uint8`` ``(S, S, 1 or 3)`` and ``(S, S, 1)``, ``S = image_size``: the mask
     of 0/1 when ``num_mask_classes`` is 1 (the default), else of class values 0 to ``num_mask_classes``
     (see ``mask_values``)."""
-    image = letterbox(to_rgb_or_gray(to_uint8(image)), image_size, nearest=False)
     mask = letterbox(mask_values(mask, num_mask_classes), image_size, nearest=True)
-    return image, mask
+    return prepare_image(image, image_size), mask
+
+
+def prepare_image(image: np.ndarray, image_size: int) -> np.ndarray:
+    """A decoded image as ``uint8`` ``(S, S, 1 or 3)``, ``S = image_size``, as ``prepare_pair`` prepares it."""
+    return letterbox(to_rgb_or_gray(to_uint8(image)), image_size, nearest=False)
+
+
+def missing_mask(image_size: int) -> np.ndarray:
+    """The stored mask of an image without one: ``(S, S, 1)`` ``uint8`` all ``MISSING_MASK_VALUE``."""
+    return np.full((image_size, image_size, 1), MISSING_MASK_VALUE, np.uint8)
 
 
 def lesion_fraction(mask: np.ndarray, num_mask_classes: int = 1) -> float:

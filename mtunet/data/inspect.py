@@ -23,10 +23,11 @@ def _image_sizes(table: pd.DataFrame) -> dict:
 
 
 def _mask_coverage(table: pd.DataFrame, class_names) -> dict:
-    """Per class and overall: examples, empty masks, and the mean, smallest and largest lesion share of the image."""
+    """Per class and overall: examples with a mask, empty masks, and the mean, smallest and largest lesion share of the
+    image."""
     coverage = {}
     for name, rows in [*((name, table[table["label"] == name]) for name in class_names), ("all", table)]:
-        fractions = rows["lesion_fraction"].to_numpy()
+        fractions = rows["lesion_fraction"].dropna().to_numpy()  # NaN: an image without a mask
         coverage[name] = {
             "examples": int(fractions.size),
             "empty_masks": int(np.sum(fractions == 0)),
@@ -40,7 +41,7 @@ def _mask_coverage(table: pd.DataFrame, class_names) -> dict:
 def _mask_class_fractions(table: pd.DataFrame, info) -> dict:
     """Per mask class of ``info`` (a ``DatasetInfo``): the mean share of the stored masks' pixels of that class."""
     if not info.multiclass_masks:
-        return {info.mask_classes[0]: float(table["lesion_fraction"].mean())}
+        return {info.mask_classes[0]: float(table["lesion_fraction"].mean())}  # pandas leaves NaN out
     return {name: float(table[f"fraction_{name}"].mean()) for name in info.mask_classes}
 
 
@@ -76,8 +77,9 @@ def _pixel_statistics(dataset) -> tuple[list, list]:
 
 
 def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int = 0,
-                    skip_bad_files: bool = False, memory_limit: int | None = None) -> dict:
-    """Loads a dataset as ``load_dataset`` would (bad files raise ``DataError`` unless ``skip_bad_files``) and
+                    skip_bad_files: bool = False, memory_limit: int | None = None, allow_missing=()) -> dict:
+    """Loads a dataset as ``load_dataset`` would (bad files raise ``DataError`` unless ``skip_bad_files``; images
+    without a mask are kept with ``allow_missing=("mask",)`` and counted in ``info["missing_masks"]``) and
     describes it.
 
     Returns:
@@ -85,15 +87,16 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
         and why), ``grouping`` of the splits (``"patient"``, ``"example"`` or ``"published"``), ``groups``
         (patients per split and ``"total"``), ``image_sizes`` as stored (``distinct``, ``height`` and ``width``
         ``[min, max]``, ``most_common`` ``[height, width, count]``), ``mask_coverage`` (per class and ``"all"``:
-        ``examples``, ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored masks, any mask
-        class counting as lesion), ``mask_classes`` (``info.mask_classes``: ``["lesion"]`` for binary masks),
-        ``mask_class_fractions`` (per mask class, the mean share of the stored masks' pixels of that class) and
+        ``examples`` with a mask, ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored
+        masks, any mask class counting as lesion), ``mask_classes`` (``info.mask_classes``: ``["lesion"]`` for
+        binary masks), ``mask_class_fractions`` (per mask class, the mean share of the stored masks' pixels of that
+        class) and
         ``pixel_mean`` and ``pixel_std`` (per channel, 0-255, train split, as served), and ``target_heads`` (per
         further target head: ``kind``, ``examples`` and per column the ``present`` values with their class counts or
         mean, std, min and max).
     """
     dataset = load_dataset(name, data_dir=data_dir, image_size=image_size, seed=seed, skip_bad_files=skip_bad_files,
-                           memory_limit=memory_limit)
+                           memory_limit=memory_limit, allow_missing=allow_missing)
     tables = {split: dataset.table(split) for split in SPLIT_NAMES}
     table = pd.concat(tables.values(), ignore_index=True)
     pixel_mean, pixel_std = _pixel_statistics(dataset)

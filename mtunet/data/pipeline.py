@@ -3,6 +3,9 @@
 import tensorflow as tf
 
 from mtunet.data.augment import Augmenter
+from mtunet.data.images import MISSING_MASK_VALUE
+
+MISSING_MASK_TARGET = -1.0  # every pixel of a served missing mask: the mask losses and metrics skip such images
 
 
 def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classes: int, batch_size: int,
@@ -12,9 +15,9 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
 
     Args:
         examples: ``(image, mask, label, targets)``: ``uint8`` ``(H, W, C)``, ``uint8`` ``(H, W, 1)`` of 0/1
-            (binary) or of class values 0..K (multi-class), int32 class index, ``{head: int32 class index (-1:
-            missing) | float32 (columns,) values}`` of further targets; already decoded (in memory or from a cache
-            file).
+            (binary) or of class values 0..K (multi-class), all ``MISSING_MASK_VALUE`` when missing, int32 class
+            index, ``{head: int32 class index (-1: missing) | float32 (columns,) values}`` of further targets;
+            already decoded (in memory or from a cache file).
         shuffle_buffer: examples held for shuffling when ``training``: all of them shuffles completely.
         num_classes: length of the one-hot labels.
         target_classes: ``{head: classes (one-hot length) | None (values served as they are)}`` of ``targets``.
@@ -31,7 +34,8 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
     Returns:
         Batches of images float32 ``(B, H, W, C)`` raw 0-255, labels float32 ``(B, num_classes)`` one-hot, masks
         float32 ``(B, H, W, 1)`` holding the values of the examples' masks (0/1, or class values 0..K; augmentation
-        never mixes them), further targets float32 one-hot (all zeros where missing) or values; not repeated.
+        never mixes them; all ``MISSING_MASK_TARGET`` for a missing mask), further targets float32 one-hot (all
+        zeros where missing) or values; not repeated.
     """
     target_classes = target_classes or {}
     if training:
@@ -39,15 +43,19 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
     dataset = examples.batch(batch_size, drop_remainder=drop_remainder)
 
     def to_float(images, masks, labels, targets):
-        return tf.cast(images, tf.float32), tf.cast(masks, tf.float32), labels, targets
+        present = tf.reduce_any(masks != MISSING_MASK_VALUE, axis=[1, 2, 3])
+        return tf.cast(images, tf.float32), tf.cast(masks, tf.float32), present, labels, targets
 
     dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if training and augment:
         augmenter = Augmenter(seed, flip, shear)
         # Sequential on purpose: the layers' random state advances once per batch, in batch order.
-        dataset = dataset.map(lambda images, masks, labels, targets: (*augmenter(images, masks), labels, targets))
+        dataset = dataset.map(lambda images, masks, present, labels, targets: (
+            *augmenter(images, masks), present, labels, targets))
 
-    def to_model_inputs(images, masks, labels, targets):
+    def to_model_inputs(images, masks, present, labels, targets):
+        # after augmentation, which fills a missing mask's corners with 0 (background) like any other mask's
+        masks = tf.where(present[:, None, None, None], masks, MISSING_MASK_TARGET)
         further = {name: values if target_classes[name] is None
                    else tf.one_hot(values, target_classes[name], dtype=tf.float32)  # index -1: all zeros
                    for name, values in targets.items()}

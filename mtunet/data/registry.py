@@ -54,6 +54,7 @@ class DatasetSpec:
         manual_download: whether ``data_dir`` is a hand download that the TFDS builder ``datasets/<name>/`` prepares
             into the TFDS data directory (``$TFDS_DATA_DIR``, default ``~/tensorflow_datasets``) on first use;
             ``read`` then takes ``config``.
+        partial_labels: whether ``read`` takes ``allow_missing`` (keeps images that lack some targets).
     """
 
     name: str
@@ -61,6 +62,7 @@ class DatasetSpec:
     read: Callable[..., ExampleStore]
     needs_data_dir: bool
     manual_download: bool = False
+    partial_labels: bool = False
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -72,7 +74,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     "no files needed (TFDS builder mtunet_synthetic_multiclass)", _read_synthetic_multiclass,
                     needs_data_dir=False),
         DatasetSpec("folder", "your images: data_dir with images/, masks/ and labels.csv (id,label[,patient])",
-                    read_folder, needs_data_dir=True),
+                    read_folder, needs_data_dir=True, partial_labels=True),
         DatasetSpec("isic2017", "ISIC 2017 dermoscopy, melanoma / seborrheic keratosis / nevus, lesion masks, the "
                     "challenge's split: data_dir is the ISIC 2017 download (datasets/isic2017/README.md)",
                     _read_download("isic2017"), needs_data_dir=True, manual_download=True),

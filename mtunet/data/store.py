@@ -70,6 +70,8 @@ class ExampleStore:
             its own split (a challenge's), else None.
         target_heads: the further targets' ``TargetHead`` s (``mtunet.data.targets``), learnt by heads of their own.
         targets: ``{head: (N,) int64 class indices, -1 if missing | (N, columns) float64 values, NaN if missing}``.
+        mask_present: ``(N,)`` whether each example has a mask; one without has ``MISSING_MASK_VALUE`` in every pixel
+            of its stored mask and NaN fractions (None: every example has one).
     """
 
     ids: np.ndarray
@@ -90,6 +92,11 @@ class ExampleStore:
     published_splits: dict[str, list[str]] | None = None
     target_heads: tuple[TargetHead, ...] = ()
     targets: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    mask_present: np.ndarray | None = None
+
+    def has_masks(self) -> np.ndarray:
+        """``(N,)`` whether each example has a mask."""
+        return np.ones(len(self.ids), bool) if self.mask_present is None else self.mask_present
 
     @property
     def in_memory(self) -> bool:
@@ -107,8 +114,9 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
 
     Args:
         rows: one dict per example with ``id``, ``label`` (int), ``group``, ``channels`` (1 or 3), ``size``
-            (height, width as stored), ``lesion_fraction``, ``mask_fractions`` (one share per mask class) and, unless
-            streaming, ``image`` ``(S, S, channels)`` and ``mask`` ``(S, S, 1)``.
+            (height, width as stored), ``lesion_fraction``, ``mask_fractions`` (one share per mask class), optionally
+            ``mask_present`` (default True) and, unless streaming, ``image`` ``(S, S, channels)`` and ``mask``
+            ``(S, S, 1)``.
         class_names: names of the label indices; at least 2.
         grouped: whether ``group`` holds real patient ids.
         skipped: ``[(file, reason), ...]`` already left out.
@@ -147,4 +155,5 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
             split: [example for example in ids if example in read] for split, ids in published_splits.items()},
         target_heads=tuple(target_heads),
         targets=target_arrays(target_heads, rows),
+        mask_present=np.array([row.get("mask_present", True) for row in rows], bool),
     )

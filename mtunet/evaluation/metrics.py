@@ -551,13 +551,13 @@ def _classification_statistics(labels, probabilities, class_names) -> dict:
     return statistics
 
 
-def _pooled_statistics(true_masks, mask_probabilities, threshold) -> dict:
+def _pooled_statistics(true_masks, mask_probabilities, threshold, present) -> dict:
     """Bootstrap statistics of the pooled figures of binary masks (``segmentation_metrics``'s): each resample pools
-    the pixels of its images, counted as often as drawn."""
+    the pixels of its images with a mask (``present``), counted as often as drawn."""
     true = np.asarray(true_masks).reshape(len(true_masks), -1) > 0
     predicted = np.asarray(mask_probabilities).reshape(len(true_masks), -1) > threshold
     cells = np.stack([(true & predicted).sum(1), (~true & predicted).sum(1), (true & ~predicted).sum(1),
-                      (~true & ~predicted).sum(1)], axis=1).astype(float)
+                      (~true & ~predicted).sum(1)], axis=1).astype(float) * np.asarray(present, float)[:, None]
 
     def pooled(figure):
         return lambda weights: figure(*(weights @ cells).T)
@@ -616,7 +616,8 @@ def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=No
                 statistics[f"dice_per_class/{name}/mean"] = (
                     lambda weights, members=members: _weighted_mean(members, weights))
     if dice is not None and np.ndim(dice) == 1 and "true_masks" in predictions:
-        statistics.update(_pooled_statistics(predictions["true_masks"], predictions["mask_probabilities"], threshold))
+        statistics.update(_pooled_statistics(predictions["true_masks"], predictions["mask_probabilities"], threshold,
+                                             masks_present(predictions)))
     return statistics
 
 
@@ -632,6 +633,20 @@ def nest_intervals(intervals: dict) -> dict:
     return nested
 
 
+def _scatter(values, present) -> np.ndarray:
+    """``values`` of the images where ``present`` (``(n,)`` boolean) holds, at their places among all ``n``; NaN
+    for the others."""
+    values = np.asarray(values, float)
+    scattered = np.full((len(present), *values.shape[1:]), np.nan)
+    scattered[present] = values
+    return scattered
+
+
+def masks_present(predictions: dict) -> np.ndarray:
+    """``(n,)`` whether each image of ``predictions`` has a true mask (``mask_present``; without it, all do)."""
+    return np.asarray(predictions.get("mask_present", np.ones(len(predictions["labels"]), bool)), bool)
+
+
 def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_resamples=1000, confidence=0.95,
                     seed=0) -> tuple[dict, "np.ndarray | None", "np.ndarray | None"]:
     """Every metric of ``metrics.json`` from the arrays of ``predictions.npz``.
@@ -642,7 +657,9 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
             ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
             (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with. Multi-class masks
             add ``mask_classes`` (K names): ``true_masks`` are then class maps (n, H, W) of 0..K and
-            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``). Further heads add their arrays
+            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``). ``mask_present`` (n,), where
+            some images have no true mask, leaves those out of the mask's figures (their Dice and IoU are NaN, and
+            ``images_without_mask`` counts them). Further heads add their arrays
             (see ``mtunet.evaluation.heads.head_metrics``), their metrics go to ``heads``.
         threshold, empty: see ``segmentation_metrics``; ``threshold`` is unused with multi-class masks.
         bootstrap_resamples, confidence, seed: of the bootstrap intervals of every figure ``bootstrap_statistics``
@@ -661,17 +678,24 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
         results["calibration"] = calibration_metrics(labels, predictions["label_probabilities"], class_names)
     dice = iou = bootstrapped_dice = bootstrapped_iou = None
     mask_classes = mask_class_names(predictions)
-    if "mask_probabilities" in predictions and mask_classes is not None:
-        segmentation, bootstrapped_dice, bootstrapped_iou = _class_map_metrics(
-            predictions["true_masks"], predictions["mask_probabilities"], mask_classes, empty, labels, class_names)
-        dice, iou = _nanmean_rows(bootstrapped_dice), _nanmean_rows(bootstrapped_iou)
+    present = masks_present(predictions)
+    if "mask_probabilities" in predictions:
+        true_masks, probabilities = predictions["true_masks"][present], predictions["mask_probabilities"][present]
+        if mask_classes is not None:
+            segmentation, dice_scored, iou_scored = _class_map_metrics(true_masks, probabilities, mask_classes, empty,
+                                                                       labels[present], class_names)
+        else:
+            segmentation, dice_scored, iou_scored = segmentation_metrics(
+                true_masks, probabilities, threshold=threshold, empty=empty, labels=labels[present],
+                class_names=class_names)
+        bootstrapped_dice, bootstrapped_iou = (_scatter(values, present) for values in (dice_scored, iou_scored))
+        if mask_classes is not None:
+            dice, iou = _nanmean_rows(bootstrapped_dice), _nanmean_rows(bootstrapped_iou)
+        else:
+            dice, iou = bootstrapped_dice, bootstrapped_iou
         results.update(segmentation)
-    elif "mask_probabilities" in predictions:
-        segmentation, dice, iou = segmentation_metrics(predictions["true_masks"], predictions["mask_probabilities"],
-                                                       threshold=threshold, empty=empty, labels=labels,
-                                                       class_names=class_names)
-        bootstrapped_dice, bootstrapped_iou = dice, iou
-        results.update(segmentation)
+        if not present.all():
+            results["images_without_mask"] = int(np.sum(~present))
     groups = predictions.get("groups")
     statistics = bootstrap_statistics(predictions, bootstrapped_dice, bootstrapped_iou, mask_classes, threshold)
     intervals = bootstrap_intervals(statistics, len(labels), groups=groups, resamples=bootstrap_resamples,

@@ -32,6 +32,7 @@ LABELS = {
     "patience": "early-stopping patience", "unfreeze_after": "unfreeze the encoder after epoch",
     "split_seed": "split seed", "num_folds": "folds", "skip_connections": "skip connections",
     "skip_bad_files": "skip unreadable files", "freeze_encoder": "freeze the encoder",
+    "allow_missing": "targets some images lack", "splits_file": "splits read from",
 }
 
 STYLE = """

@@ -17,7 +17,9 @@ from mtunet.data.targets import MISSING_CLASS
 from mtunet.errors import ConfigError
 from mtunet.evaluation import plots
 from mtunet.evaluation.heads import head_sections
-from mtunet.evaluation.metrics import PREDICTIONS_FILE, check_empty_rule, compute_metrics, save_predictions
+from mtunet.evaluation.metrics import (
+    PREDICTIONS_FILE, check_empty_rule, compute_metrics, masks_present, save_predictions,
+)
 from mtunet.evaluation.report import ReportSection, render_report
 from mtunet.explain.gradcam import gradcam_section
 from mtunet.models import load_model, model_heads
@@ -106,13 +108,14 @@ def _predict(model, batches, mask_classes, target_heads=()):
     """The model's outputs and the true masks, concatenated over ``batches``: ``label_probabilities`` and, for a
     binary mask, ``mask_probabilities`` ``(n, H, W)`` and boolean ``true_masks``; for a multi-class mask,
     ``mask_probabilities`` ``(n, H, W, K + 1)``, ``true_masks`` class maps and ``mask_classes``. Each further head
-    of ``target_heads`` the model has adds the arrays ``mtunet.evaluation.heads.head_metrics`` reads."""
+    of ``target_heads`` the model has adds the arrays ``mtunet.evaluation.heads.head_metrics`` reads. Where some
+    images have no true mask, ``mask_present`` says which (their ``true_masks`` are empty)."""
     heads = model_heads(model)
     further = [head for head in target_heads if head.name in heads]
     outputs, true_masks = {name: [] for name in heads}, []
     truths = {head.name: [] for head in further}
     for images, targets in batches:
-        true_masks.append(targets["mask"].numpy()[..., 0])
+        true_masks.append(targets["mask"].numpy()[..., 0])  # a missing mask is all -1
         for head in further:
             truths[head.name].append(targets[head.name].numpy())
         for name, values in model.predict_on_batch(images).items():
@@ -127,12 +130,16 @@ def _predict(model, batches, mask_classes, target_heads=()):
             predictions[f"true_{head.name}"] = np.where(truth.any(axis=1), truth.argmax(axis=1), MISSING_CLASS)
             predictions[f"{head.name}_class_names"] = np.asarray(head.class_names)
     mask_head = heads.get("mask")
+    true_masks = np.concatenate(true_masks)
+    if mask_head is not None and not np.all(true_masks[:, 0, 0] >= 0):
+        predictions["mask_present"] = true_masks[:, 0, 0] >= 0
+        true_masks = np.maximum(true_masks, 0)
     if mask_head is not None and mask_head.type == "multiclass_mask":
-        predictions["true_masks"] = np.rint(np.concatenate(true_masks)).astype(np.uint8)
+        predictions["true_masks"] = np.rint(true_masks).astype(np.uint8)
         predictions["mask_classes"] = np.asarray(mask_classes, dtype=str)
     elif mask_head is not None:
         predictions["mask_probabilities"] = predictions["mask_probabilities"][..., 0]
-        predictions["true_masks"] = np.concatenate(true_masks) > 0.5
+        predictions["true_masks"] = true_masks > 0.5
     return predictions
 
 
@@ -156,7 +163,8 @@ def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
         table["true_class_probability"] = probabilities[np.arange(len(predicted)), predictions["labels"]]
     if dice is not None:
         table["dice"], table["iou"] = dice, iou
-        table["true_lesion_pixels"] = (predictions["true_masks"] > 0).reshape(len(table), -1).sum(axis=1)
+        table["true_lesion_pixels"] = np.where(masks_present(predictions), (predictions["true_masks"] > 0).reshape(
+            len(table), -1).sum(axis=1), np.nan)
         table["predicted_lesion_pixels"] = (_predicted_masks(predictions) > 0).reshape(len(table), -1).sum(axis=1)
     return table
 
@@ -267,7 +275,8 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     # all of another dataset needs no hold-out (which a dataset of few patients could not make): all in train
     whole = {"validation_fraction": 0.0, "test_fraction": 0.0} if split == ALL_SPLITS and not own_data else {}
     data = load_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=options.seed,
-                        splits_path=splits_path if own_data else None, **whole)
+                        splits_path=splits_path if own_data else None,
+                        allow_missing=options.allow_missing if dataset == options.dataset else (), **whole)
     source = f"dataset {dataset!r}" + (f" at {data_dir}" if data_dir else "")
     _check_compatible(model, model_path, data, record["class_names"], source)
 

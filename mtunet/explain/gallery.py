@@ -58,10 +58,11 @@ def read_image_files(inputs, image_size: int, channels: int) -> tuple[list[Examp
 
 
 def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[Example]:
-    """The first ``num_images`` examples of ``split`` of the run's dataset (its splits.json), masks and labels too."""
+    """The first ``num_images`` examples of ``split`` of the run's dataset (its splits.json), masks (where the image
+    has one) and labels too."""
     config = load_config(run_dir)
     data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=config.seed,
-                        splits_path=run_dir / SPLITS_FILE)
+                        splits_path=run_dir / SPLITS_FILE, allow_missing=config.allow_missing)
     ids, labels = data.ids(split)[:num_images], data.labels(split)[:num_images]
     examples = []
     for images, targets in data.pipeline(split, batch_size=min(num_images, 64), training=False):
@@ -69,7 +70,8 @@ def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[
             index = len(examples)
             if index == len(ids):
                 return examples
-            examples.append(Example(ids[index], image, mask[..., 0], int(labels[index])))
+            present = mask[0, 0, 0] >= 0  # a missing mask is served as all -1
+            examples.append(Example(ids[index], image, mask[..., 0] if present else None, int(labels[index])))
     return examples
 
 

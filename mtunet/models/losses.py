@@ -146,9 +146,18 @@ def pixel_bce(y_true, y_pred):
     return ops.mean(per_pixel, axis=tuple(range(1, len(per_pixel.shape))))
 
 
+def mask_present(y_true):
+    """``(batch,)`` whether each image of the mask targets ``(batch, H, W, 1)`` has a mask: the pipeline serves a
+    missing one as all -1 (``mtunet.data.pipeline.MISSING_MASK_TARGET``), so its first pixel tells."""
+    return ops.cast(y_true, "float32")[:, 0, 0, 0] >= 0
+
+
 class _MaskLoss(keras.losses.Loss):
     """A mask loss of kind ``"bce"`` (cross-entropy), ``"dice"`` (soft Dice over ``dice``, see ``soft_dice_loss``) or
-    ``"bce_dice"`` (their sum); subclasses give the cross-entropy and the Dice's foreground channels."""
+    ``"bce_dice"`` (their sum); subclasses give the cross-entropy and the Dice's foreground channels.
+
+    An image without a mask (``mask_present``) adds nothing and gets no gradient: the batch's loss is the mean over
+    the images with one (0 for a batch without any)."""
 
     def __init__(self, kind="bce", dice="image", name=None, **kwargs):
         if kind not in SEGMENTATION_LOSSES:
@@ -160,13 +169,18 @@ class _MaskLoss(keras.losses.Loss):
         self.dice = dice
 
     def call(self, y_true, y_pred):
-        y_true, y_pred = self.targets(y_true, y_pred)
+        present = mask_present(y_true)
+        keep = ops.cast(present, "float32")[:, None, None, None]
+        # zeroed, a missing mask and its prediction add nothing to the batch Dice's sums either
+        y_true, y_pred = self.targets(ops.maximum(ops.cast(y_true, "float32"), 0.0) * keep,
+                                      ops.cast(y_pred, "float32") * keep)
         loss = 0.0
         if self.kind in ("bce", "bce_dice"):
-            loss = self.cross_entropy(y_true, y_pred)
+            loss = mean_over_present(self.cross_entropy(y_true, y_pred)[:, None], present[:, None])
         if self.kind in ("dice", "bce_dice"):
-            true_foreground, pred_foreground = self.foreground(y_true, y_pred)
-            loss = loss + soft_dice_loss(true_foreground, pred_foreground, self.dice)
+            dice = soft_dice_loss(*self.foreground(y_true, y_pred), self.dice)
+            # the lesion Dice is a mean over the images with a lesion already, which a missing mask has none of
+            loss = loss + (dice if self.dice == "lesion" else mean_over_present(dice[:, None], present[:, None]))
         return loss
 
     def get_config(self):

@@ -7,7 +7,7 @@ Evaluation computes its metrics from saved predictions with numpy and scikit-lea
 import keras
 from keras import ops
 
-from mtunet.models.losses import nan_as_missing
+from mtunet.models.losses import mask_present, nan_as_missing
 
 
 def _overlap(y_true, y_pred, threshold):
@@ -33,7 +33,7 @@ def iou_per_image(y_true, y_pred, threshold=0.5):
 
 
 class _MeanOverImages(keras.metrics.Mean):
-    """Mean over images of ``per_image(y_true, y_pred, threshold)``."""
+    """Mean over the images with a mask (``mask_present``) of ``per_image(y_true, y_pred, threshold)``."""
 
     per_image = None
 
@@ -42,7 +42,9 @@ class _MeanOverImages(keras.metrics.Mean):
         self.threshold = threshold
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(self.per_image(y_true, y_pred, self.threshold), sample_weight)
+        present = ops.cast(mask_present(y_true), "float32")
+        weight = present if sample_weight is None else present * ops.cast(sample_weight, "float32")
+        return super().update_state(self.per_image(y_true, y_pred, self.threshold), weight)
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}

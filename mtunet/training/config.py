@@ -10,7 +10,8 @@ import json
 import pathlib
 
 from mtunet.errors import ConfigError
-from mtunet.options import CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS
+from mtunet.options import (CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES,
+                            TASKS, check_allow_missing)
 from mtunet.rundir import CONFIG_FILE
 from mtunet.training.recipes import RECIPES
 
@@ -28,7 +29,9 @@ class TrainConfig:
     ``{head name: weight}`` (a head not named weighs 1); ``output_dir`` is the run directory itself (default
     ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
     K-fold split out as the test split; ``split_seed`` seeds the split (None: ``seed``), so that runs trained with
-    different seeds can share their splits.
+    different seeds can share their splits; ``splits_file`` takes the splits from a ``splits.json`` instead (e.g.
+    another run's, with fewer training images). ``allow_missing`` lists the targets some images may lack
+    (``mtunet.options.MISSING_TARGETS``: ``("mask",)`` keeps a folder dataset's images without a mask file).
     """
 
     recipe: str | None = None
@@ -71,6 +74,8 @@ class TrainConfig:
     strategy: str = "auto"
     output_dir: str | None = None
     skip_bad_files: bool = False
+    allow_missing: tuple[str, ...] = ()
+    splits_file: str | None = None
 
     def __post_init__(self):
         if self.recipe is None:  # the fields' defaults are recipe mtunet's
@@ -81,6 +86,11 @@ class TrainConfig:
         from mtunet.models import DECODERS, PRESETS, SKIPS, check_input_shape  # Keras: see the docstring
 
         check_input_shape((self.image_size, self.image_size, 3))
+        check_allow_missing(self.allow_missing)
+        if self.splits_file is not None and not pathlib.Path(self.splits_file).is_file():
+            raise ConfigError(f"--splits-file {self.splits_file}: no such file; expected a splits.json (e.g. of a run)")
+        if self.splits_file is not None and self.fold is not None:
+            raise ConfigError("--splits-file gives the splits, --fold makes them: give one of them")
         weights = list(self.loss_weights.values()) if isinstance(self.loss_weights, dict) else self.loss_weights
         if len(weights) == 0 or min(weights) < 0 or sum(weights) == 0:
             raise ConfigError(f"--loss-weights {format_loss_weights(self.loss_weights)}: weights must be non-negative "
@@ -139,8 +149,9 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
         options = dict(options)
-        if isinstance(options.get("loss_weights"), list):
-            options["loss_weights"] = tuple(options["loss_weights"])
+        for name in ("loss_weights", "allow_missing"):
+            if isinstance(options.get(name), list):
+                options[name] = tuple(options[name])
         return cls(**options)
 
     def default_output_dir(self) -> pathlib.Path:

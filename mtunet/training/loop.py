@@ -118,11 +118,13 @@ def _truncate_history(path, epochs):
 
 
 def data_fingerprint(data) -> str:
-    """SHA-256 over every split's example ids, labels and further targets: the same data gives the same
-    fingerprint."""
+    """SHA-256 over every split's example ids, labels, further targets and which images lack a mask: the same data
+    gives the same fingerprint."""
     digest = hashlib.sha256()
     for split in ("train", "validation", "test"):
         digest.update(json.dumps([split, list(map(str, data.ids(split))), data.labels(split).tolist()]).encode())
+        if data.info.missing_masks:
+            digest.update(json.dumps(["mask_present", data.mask_present(split).tolist()]).encode())
         for name, values in sorted(data.targets(split).items()):
             digest.update(json.dumps([name, values.tolist()]).encode())
     return digest.hexdigest()
@@ -344,9 +346,11 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
     strategy = _set_up_tensorflow(config)
     splits_path = run_dir / SPLITS_FILE
     split_seed = config.seed if config.split_seed is None else config.split_seed
+    # a new run's splits come from --splits-file where given, and are then written to its splits.json
     data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=split_seed,
-                        splits_path=splits_path if splits_path.exists() else None, fold=config.fold,
-                        num_folds=config.num_folds, skip_bad_files=config.skip_bad_files)
+                        splits_path=splits_path if splits_path.exists() else config.splits_file, fold=config.fold,
+                        num_folds=config.num_folds, skip_bad_files=config.skip_bad_files,
+                        allow_missing=config.allow_missing)
     fingerprint = data_fingerprint(data)
     if resume is not None and json.loads((run_dir / CONFIG_FILE).read_text())["data_fingerprint"] != fingerprint:
         raise ConfigError(f"--resume {run_dir}: the data of --dataset {config.dataset} changed since the run started "
