@@ -84,8 +84,9 @@ def _parse_allow_missing(ctx, param, value):
 
 ALLOW_MISSING = click.option(
     "--allow-missing", default="", callback=_parse_allow_missing, metavar="TARGETS",
-    help="Targets some images may lack (folder dataset): 'mask' keeps images without a mask file; they train the "
-         "other heads only and are left out of the mask's metrics.",
+    help="Targets some images may lack (folder dataset), comma-separated: 'mask' keeps images without a mask file, "
+         "'label' rows with an empty label; they train the other heads only and are left out of that head's "
+         "metrics.",
 )
 
 
@@ -208,10 +209,11 @@ def _echo_inspect_report(report: dict) -> None:
     common = ", ".join(f"{height}x{width_} ({count})" for height, width_, count in sizes["most_common"])
     click.echo(f"image sizes as stored (height x width): {sizes['distinct']} distinct, height {sizes['height'][0]}-"
                f"{sizes['height'][1]}, width {sizes['width'][0]}-{sizes['width'][1]}; most common: {common}")
-    missing = info.get("missing_masks")
-    if missing:
-        click.echo(f"images without a mask: {sum(missing.values())} (" + ", ".join(
-            f"{split} {count}" for split, count in missing.items()) + "); mask coverage counts the others")
+    for target, counted in (("mask", "mask coverage counts"), ("label", "the class counts are")):
+        missing = info.get(f"missing_{target}s")
+        if missing:
+            click.echo(f"images without a {target}: {sum(missing.values())} (" + ", ".join(
+                f"{split} {count}" for split, count in missing.items()) + f"); {counted} the others")
     first = max(14, *(len(name) + 1 for name in report["mask_coverage"]))
     click.echo(f"{'mask coverage':<{first}}{'examples':>10}{'empty masks':>13}{'mean lesion':>13}{'min':>8}{'max':>8}")
     for name, coverage in report["mask_coverage"].items():

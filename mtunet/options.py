@@ -17,7 +17,7 @@ EVALUATION_SPLITS = ("train", "validation", "test", "all")
 EMPTY_MASK_RULES = ("one", "skip")
 EXPORT_FORMATS = ("saved_model", "tflite")
 # targets a folder dataset may lack for some images (--allow-missing): such an image trains only its other losses
-MISSING_TARGETS = ("mask",)
+MISSING_TARGETS = ("mask", "label")
 
 def check_allow_missing(allow_missing) -> tuple[str, ...]:
     """``allow_missing`` as a tuple of ``MISSING_TARGETS``; ``ConfigError`` naming an unknown target."""

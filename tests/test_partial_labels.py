@@ -1,6 +1,6 @@
-"""Partially labelled data: images without a mask (``--allow-missing mask``) are read, counted, served as all -1,
-train only the losses they have (no mask gradient), and are left out of the mask's metrics; ``--splits-file`` trains
-on given splits."""
+"""Partially labelled data: images without a mask or a label (``--allow-missing mask,label``) are read, counted,
+served as all -1 masks or all-zero one-hot labels, train only the losses they have (no mask gradient), and are left
+out of that head's metrics; ``--splits-file`` trains on given splits."""
 
 import json
 
@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from sklearn import metrics as sk_metrics
+from sklearn.utils.class_weight import compute_class_weight
 
 from cli import main
 from conftest import write_folder_dataset
 from mtunet.data import load_dataset
 from mtunet.data.dataset import DatasetInfo
 from mtunet.errors import ConfigError, DataError
-from mtunet.evaluation.metrics import compute_metrics, segmentation_metrics
+from mtunet.evaluation.metrics import classification_metrics, compute_metrics, segmentation_metrics
 from mtunet.evaluation.run import evaluate_run
 from mtunet.models.losses import MultiClassSegmentationLoss, SegmentationLoss
 from mtunet.models.metrics import MeanClassDice, MeanDice
@@ -52,10 +54,55 @@ def test_images_without_a_mask_are_bad_unless_allowed_then_counted(tmp_path):
     assert DatasetInfo.from_dict(record).missing_masks == {}
 
 
+def _blank_labels(root, examples):
+    table = pd.read_csv(root / "labels.csv", dtype=str, keep_default_na=False)
+    table.loc[table["id"].isin(examples), "label"] = ""
+    table.to_csv(root / "labels.csv", index=False)
+
+
+def test_rows_without_a_label_are_bad_unless_allowed_then_counted_and_unweighted(tmp_path):
+    root = write_folder_dataset(tmp_path / "data", num_patients=12)
+    unlabelled = ["case000_1", "case003_0", "case005_0", "case005_1", "case010_0"]
+    _blank_labels(root, unlabelled)
+    with pytest.raises(DataError, match=r"5 have an empty label .*or allow_missing='label' to keep rows"):
+        load_dataset("folder", data_dir=root, image_size=32)
+    data = load_dataset("folder", data_dir=root, image_size=32, allow_missing=("label",))
+    assert data.info.class_names == ["benign", "malignant"]
+    labels = {split: data.labels(split) for split in ("train", "validation", "test")}
+    assert sorted(example for split in labels for example, label in zip(data.ids(split), labels[split])
+                  if label == -1) == unlabelled
+    for split, values in labels.items():
+        assert data.info.missing_labels[split] == int(np.sum(values == -1))
+        assert sum(data.info.class_counts[split].values()) == int(np.sum(values >= 0))
+        assert (data.table(split)["label"] == "").sum() == np.sum(values == -1)
+    train = labels["train"][labels["train"] >= 0]
+    np.testing.assert_allclose(data.class_weights(), compute_class_weight("balanced", classes=np.arange(2), y=train))
+    for _, targets in data.pipeline("train", batch_size=32, training=False):
+        np.testing.assert_array_equal(targets["label"].numpy().sum(axis=1), labels["train"] >= 0)
+
+
+def test_evaluation_scores_the_class_head_on_the_labelled_images():
+    rng = np.random.default_rng(4)
+    labels = np.array([0, -1, 1, 2, -1, 1, 0, 2, 2, 1])
+    probabilities = rng.dirichlet(np.ones(3), size=len(labels))
+    predictions = {"ids": np.arange(10).astype(str), "labels": labels, "class_names": np.array(["a", "b", "c"]),
+                   "label_probabilities": probabilities}
+    metrics, _, _ = compute_metrics(predictions, bootstrap_resamples=50)
+    labelled = labels >= 0
+    expected = classification_metrics(labels[labelled], probabilities[labelled], ["a", "b", "c"])
+    assert metrics["images_without_label"] == 2
+    assert metrics["accuracy"] == pytest.approx(sk_metrics.accuracy_score(labels[labelled],
+                                                                          probabilities[labelled].argmax(1)))
+    assert metrics["balanced_accuracy"] == pytest.approx(expected["balanced_accuracy"])
+    assert metrics["confusion_matrix"] == expected["confusion_matrix"]
+    interval = metrics["confidence_intervals"]["accuracy"]
+    assert interval["low"] <= expected["accuracy"] <= interval["high"] and interval["resamples"] == 50
+
+
 def test_allow_missing_is_checked(tmp_path):
     root = _partial_dataset(tmp_path / "data")
     with pytest.raises(ConfigError, match=r"allow_missing='labels': unknown target\(s\) labels; expected some of: "
-                                          r"mask"):
+                                          r"mask, label"):
         load_dataset("folder", data_dir=root, image_size=32, allow_missing=("labels",))
     with pytest.raises(ConfigError, match="dataset 'synthetic' cannot keep images without some targets .*folder"):
         load_dataset("synthetic", image_size=32, allow_missing=("mask",))
@@ -166,20 +213,23 @@ def test_evaluation_scores_only_the_images_with_a_mask():
 
 @pytest.fixture(scope="module")
 def partial_run(tmp_path_factory):
-    """A run on a dataset with images without a mask in every split, trained on given splits (fewer training
-    images)."""
+    """A run on a dataset with images without a mask in every split and without a label in train and test, trained on
+    given splits (fewer training images)."""
     root = tmp_path_factory.mktemp("partial")
     data_dir = write_folder_dataset(root / "data", num_patients=16)
     whole = load_dataset("folder", data_dir=data_dir, image_size=32)  # masks decide nothing of the split
     for example in whole.ids("train")[:3] + whole.ids("validation")[:1] + whole.ids("test")[:2]:
         (data_dir / "masks" / f"{example}.png").unlink()
-    data = load_dataset("folder", data_dir=data_dir, image_size=32, allow_missing=("mask",))
+    # one image of three patients: the other keeps the patient's class, so the split stays the same
+    _blank_labels(data_dir, [whole.ids("train")[-1], whole.ids("train")[-3], whole.ids("test")[-1]])
+    data = load_dataset("folder", data_dir=data_dir, image_size=32, allow_missing=("mask", "label"))
     assert data.info.missing_masks == {"train": 3, "validation": 1, "test": 2}
     splits = data.splits.to_dict()
     splits["splits"] = {**splits["splits"], "train": data.ids("train")[2:]}
     (root / "splits.json").write_text(json.dumps(splits))
     run = train(weights=None, dataset="folder", data_dir=str(data_dir), image_size=32, batch_size=8, epochs=1,
-                allow_missing=("mask",), splits_file=str(root / "splits.json"), output_dir=str(root / "run"))
+                allow_missing=("mask", "label"), splits_file=str(root / "splits.json"),
+                output_dir=str(root / "run"))
     return run, splits
 
 
@@ -187,7 +237,8 @@ def test_run_trains_on_the_splits_file_and_records_the_missing_masks(partial_run
     run, splits = partial_run
     assert json.loads((run.directory / "splits.json").read_text())["splits"] == splits["splits"]
     record = json.loads((run.directory / "config.json").read_text())
-    assert record["options"]["allow_missing"] == ["mask"]
+    assert record["options"]["allow_missing"] == ["mask", "label"]
+    assert record["dataset"]["missing_labels"] == {"train": 2, "validation": 0, "test": 1}
     assert record["dataset"]["split_sizes"]["train"] == len(splits["splits"]["train"])
     assert record["dataset"]["missing_masks"] == {"train": 1, "validation": 1, "test": 2}
     assert all(np.isfinite(value) for value in run.history[0].values())
@@ -200,6 +251,11 @@ def test_evaluation_of_the_run_leaves_out_the_test_images_without_a_mask(partial
     table = pd.read_csv(run.directory / "evaluation" / "test" / "per_image.csv")
     assert int(table["dice"].isna().sum()) == 2 and table["true_lesion_pixels"].isna().sum() == 2
     assert metrics["images_scored"] == len(table) - 2
+    assert metrics["images_without_label"] == 1 and (table["true_class"].isna()).sum() == 1
+    predictions = np.load(run.directory / "evaluation" / "test" / "predictions.npz")
+    labelled = predictions["labels"] >= 0
+    assert metrics["accuracy"] == pytest.approx(sk_metrics.accuracy_score(
+        predictions["labels"][labelled], predictions["label_probabilities"][labelled].argmax(1)))
 
 
 def test_inspect_and_train_take_allow_missing(tmp_path):
@@ -214,4 +270,4 @@ def test_inspect_and_train_take_allow_missing(tmp_path):
     assert "images without a mask: 5 (" in result.output
     unknown = runner.invoke(main, ["train", "--dataset", "folder", "--data-dir", str(root),
                                    "--allow-missing", "mask,grade"])
-    assert unknown.exit_code == 2 and "unknown target 'grade'; expected some of: mask" in unknown.output
+    assert unknown.exit_code == 2 and "unknown target 'grade'; expected some of: mask, label" in unknown.output

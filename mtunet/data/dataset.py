@@ -49,6 +49,8 @@ class DatasetInfo:
             head of that name; ``()`` for none.
         missing_masks: ``{split: number of images without a mask}`` (``allow_missing=("mask",)``); ``{}`` when every
             image has one.
+        missing_labels: ``{split: number of images without a label}`` (``allow_missing=("label",)``), likewise;
+            ``class_counts`` count the labelled ones.
     """
 
     name: str
@@ -64,6 +66,7 @@ class DatasetInfo:
     mask_classes: tuple[str, ...] = BINARY_MASK_CLASSES
     target_heads: tuple[TargetHead, ...] = ()
     missing_masks: dict[str, int] = dataclasses.field(default_factory=dict)
+    missing_labels: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def multiclass_masks(self) -> bool:
@@ -84,11 +87,11 @@ class DatasetInfo:
         """The ``DatasetInfo`` that ``to_dict`` gave ``record`` (e.g. a run's ``config.json`` ``"dataset"``).
 
         A record without ``mask_classes`` (written before masks could be multi-class) is binary, one without
-        ``target_heads`` has none, one without ``missing_masks`` has every mask. ``ConfigError`` if a field is missing
-        or unknown.
+        ``target_heads`` has none, one without ``missing_masks`` or ``missing_labels`` has every mask and label.
+        ``ConfigError`` if a field is missing or unknown.
         """
         fields = [field.name for field in dataclasses.fields(cls)]
-        optional = ("mask_classes", "target_heads", "missing_masks")
+        optional = ("mask_classes", "target_heads", "missing_masks", "missing_labels")
         missing = [name for name in fields if name not in record and name not in optional]
         if missing:
             raise ConfigError(f"dataset record lacks {', '.join(missing)}; expected the fields of "
@@ -135,6 +138,8 @@ class LoadedDataset:
             target_heads=tuple(store.target_heads),
             missing_masks={split: int(np.sum(~self.mask_present(split))) for split in SPLIT_NAMES
                            if not store.has_masks().all()},
+            missing_labels={split: int(np.sum(self.labels(split) == MISSING_CLASS)) for split in SPLIT_NAMES
+                            if np.any(store.labels == MISSING_CLASS)},
         )
 
     def __repr__(self):
@@ -146,7 +151,8 @@ class LoadedDataset:
         return self._positions[split]
 
     def _class_counts(self, split: str) -> dict[str, int]:
-        counts = np.bincount(self.labels(split), minlength=len(self._store.class_names))
+        labels = self.labels(split)
+        counts = np.bincount(labels[labels != MISSING_CLASS], minlength=len(self._store.class_names))
         return {name: int(count) for name, count in zip(self._store.class_names, counts)}
 
     def ids(self, split: str) -> list[str]:
@@ -154,7 +160,8 @@ class LoadedDataset:
         return self._store.ids[self._split_positions(split)].tolist()
 
     def labels(self, split: str) -> np.ndarray:
-        """``(N,)`` int class indices of ``split``, in the order of ``pipeline(split, training=False)``."""
+        """``(N,)`` int class indices of ``split`` (``MISSING_CLASS`` where unlabelled), in the order of
+        ``pipeline(split, training=False)``."""
         return self._store.labels[self._split_positions(split)]
 
     def mask_present(self, split: str) -> np.ndarray:
@@ -216,7 +223,7 @@ class LoadedDataset:
         store = self._store
         columns = {
             "id": store.ids[positions],
-            "label": np.array(store.class_names, dtype=object)[store.labels[positions]],
+            "label": np.array([*store.class_names, ""], dtype=object)[store.labels[positions]],  # -1: "", unlabelled
             "group": store.groups[positions],
             "height": store.original_sizes[positions, 0],
             "width": store.original_sizes[positions, 1],
@@ -292,8 +299,10 @@ class LoadedDataset:
                               flip=flip, shear=shear, drop_remainder=drop_remainder)
 
     def class_weights(self) -> np.ndarray:
-        """``(num_classes,)`` weights inversely proportional to class frequency in the train split ("balanced")."""
+        """``(num_classes,)`` weights inversely proportional to class frequency in the train split's labels
+        ("balanced")."""
         labels = self.labels("train")
+        labels = labels[labels != MISSING_CLASS]
         absent = [name for index, name in enumerate(self.info.class_names) if not np.any(labels == index)]
         if absent:
             raise DataError(f"the train split of {self.info.name} has no example of class(es) {', '.join(absent)}; "

@@ -14,6 +14,8 @@ Further columns of ``labels.csv`` are further targets, each learnt by a head of 
 
 With ``allow_missing=("mask",)`` an image without a mask file is kept, as partially labelled: it trains the class head
 and the further heads but adds nothing to the mask's loss and metrics (IDRiD grades 516 images and segments 81).
+``allow_missing=("label",)`` likewise keeps rows with an empty label (class index ``MISSING_CLASS``): they train the
+mask and the further heads, not the class head (ISIC 2018's Task 1 masks beside its Task 3 diagnoses).
 """
 
 import concurrent.futures
@@ -27,7 +29,7 @@ from mtunet.data.images import (BINARY_MASK_CLASSES, MISSING_MASK_VALUE, MaskErr
                                 lesion_fraction, mask_fractions, missing_mask, prepare_image, prepare_pair, read_image)
 from mtunet.data.problems import Problems, name_some
 from mtunet.data.store import ExampleStore, build_store, check_memory_limit, fits_in_memory
-from mtunet.data.targets import COLUMNS_FILE, parse_targets, read_target_heads
+from mtunet.data.targets import COLUMNS_FILE, MISSING_CLASS, parse_targets, read_target_heads
 from mtunet.errors import DataError
 from mtunet.options import check_allow_missing, spell
 
@@ -191,9 +193,10 @@ def _list_rows(data_dir: Path, problems: Problems, allow_missing):
             problems.add(images[example].relative_to(data_dir), "have no mask in masks/",
                          f"masks/<id>.<ext> for every image, or {spell('allow_missing', 'mask')} to keep images "
                          "without one")
-        elif not label:
-            problems.add(f"labels.csv:{example}", "have an empty label", "a class name in every row")
-        elif class_list is not None and label not in class_list:
+        elif not label and "label" not in allow_missing:
+            problems.add(f"labels.csv:{example}", "have an empty label",
+                         f"a class name in every row, or {spell('allow_missing', 'label')} to keep rows without one")
+        elif label and class_list is not None and label not in class_list:
             problems.add(f"labels.csv:{example}", "have a label that is not in classes.txt",
                          f"one of {', '.join(class_list)}")
         else:
@@ -213,9 +216,10 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memo
     Every image is decoded here, so bad files (unreadable images, missing masks or labels, masks of the wrong size,
     labels not in ``classes.txt``, mask values beyond ``mask_classes.txt``) raise one ``DataError`` naming them, or
     are left out and listed in ``skipped`` when ``skip_bad_files``. Files that are not images, and masks without an
-    image, are listed in ``skipped`` too. ``allow_missing=("mask",)`` keeps images without a mask file (see the module
-    docstring) instead of calling them bad. The decoded examples are kept in memory if they take at most
-    ``memory_limit`` bytes (None: the default of ``mtunet.data.store.default_memory_limit``), else streamed.
+    image, are listed in ``skipped`` too. ``allow_missing`` (some of ``"mask"``, ``"label"``) keeps images without a
+    mask file or rows without a label (see the module docstring) instead of calling them bad. The decoded examples
+    are kept in memory if they take at most ``memory_limit`` bytes (None: the default of
+    ``mtunet.data.store.default_memory_limit``), else streamed.
     """
     allow_missing = check_allow_missing(allow_missing)
     data_dir = Path(data_dir).expanduser()
@@ -240,9 +244,9 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memo
             problems.add(bad.file.relative_to(data_dir), bad.problem, bad.expected)
     skipped = problems.resolve() + [(str(file), reason) for file, reason in ignored]
 
-    class_names = class_list or sorted({row["label"] for row in rows})
+    class_names = class_list or sorted({row["label"] for row in rows if row["label"]})
     for row in rows:
-        row["label"] = class_names.index(row["label"])
+        row["label"] = class_names.index(row["label"]) if row["label"] else MISSING_CLASS
     files = [row["files"] for row in rows]
     streamer = None
     if not in_memory:

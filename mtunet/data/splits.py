@@ -2,9 +2,9 @@
 
 A hold-out split takes ``test_fraction`` of the patients for test, then ``validation_fraction`` (of the whole
 dataset) for validation; K-fold cross-validation takes fold ``k`` of ``StratifiedGroupKFold`` for test instead.
-Patients are stratified by their most common class. Without patient ids, every example is its own group. A dataset
-published with its own split (a challenge's train / validation / test) keeps it for hold-out runs
-(``published_splits``); K-fold cross-validation pools all its examples.
+Patients are stratified by their most common class (an unlabelled image counts as its patient's most common class).
+Without patient ids, every example is its own group. A dataset published with its own split (a challenge's train /
+validation / test) keeps it for hold-out runs (``published_splits``); K-fold cross-validation pools all its examples.
 """
 
 import collections
@@ -146,6 +146,22 @@ def _hold_out(positions, labels, groups, fraction, seed, what):
     return positions[~held], positions[held]
 
 
+def _fill_missing_labels(labels, groups) -> np.ndarray:
+    """``labels`` with each -1 (no label) replaced by the most common label of its group, or of all examples for a
+    group without any: what the split stratifies an unlabelled example by (a stratum of its own could be too small
+    to split)."""
+    missing = labels < 0
+    if not missing.any():
+        return labels
+    overall = np.bincount(labels[~missing]).argmax()
+    filled = labels.copy()
+    for group in np.unique(groups[missing]):
+        members = groups == group
+        known = labels[members & ~missing]
+        filled[members & missing] = np.bincount(known).argmax() if known.size else overall
+    return filled
+
+
 def _test_fold(labels, groups, fold, num_folds, seed):
     """``(rest, test)`` positions: fold ``fold`` of a stratified, grouped ``num_folds``-fold split."""
     folds = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
@@ -170,7 +186,8 @@ def make_splits(ids, labels, groups, *, grouped: bool, dataset: str, seed: int =
     """Splits a dataset by groups (patients), stratified by class; ids keep their dataset order in each split.
 
     Args:
-        ids, labels, groups: ``(N,)`` example ids, int class indices and group (patient) of each example.
+        ids, labels, groups: ``(N,)`` example ids, int class indices (-1: no label) and group (patient) of each
+            example.
         grouped: whether ``groups`` are real patient ids (recorded in the splits).
         dataset: the dataset's name (recorded).
         seed: random seed.
@@ -180,6 +197,7 @@ def make_splits(ids, labels, groups, *, grouped: bool, dataset: str, seed: int =
     """
     check_split_options(validation_fraction, test_fraction, fold, num_folds)
     ids, labels, groups = np.asarray(ids), np.asarray(labels), np.asarray(groups)
+    labels = _fill_missing_labels(labels, groups)
     everything = np.arange(len(ids))
     if fold is None:
         rest, test = _hold_out(everything, labels, groups, test_fraction, seed, "test")

@@ -50,7 +50,8 @@ class ExampleStore:
 
     Attributes:
         ids: ``(N,)`` example ids (file stems, or the ids a TFDS builder gives).
-        labels: ``(N,)`` int class indices into ``class_names``.
+        labels: ``(N,)`` int class indices into ``class_names``; ``MISSING_CLASS`` (-1) for an example without a
+            label.
         groups: ``(N,)`` patient of each example; examples of one group never end up in different splits.
         grouped: whether ``groups`` are real patient ids (False: each example is its own group).
         class_names: the class of each index.

@@ -589,7 +589,10 @@ def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=No
         probabilities = np.asarray(predictions["label_probabilities"], float)
         class_names = class_names if len(class_names) == probabilities.shape[1] else [
             str(index) for index in range(probabilities.shape[1])]
-        statistics.update(_classification_statistics(labels, probabilities, class_names))
+        labelled = labels >= 0  # the class figures count the images with a label; a resample weighs those
+        classification = _classification_statistics(labels[labelled], probabilities[labelled], class_names)
+        statistics.update({name: (lambda weights, figure=figure: figure(weights[:, labelled]))
+                           for name, figure in classification.items()})
     for key, values in (("dice", dice), ("iou", iou)):
         if values is None:
             continue
@@ -657,7 +660,8 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
             ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
             (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with. Multi-class masks
             add ``mask_classes`` (K names): ``true_masks`` are then class maps (n, H, W) of 0..K and
-            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``). ``mask_present`` (n,), where
+            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``). ``labels`` of -1 (no label) are
+            left out of the class head's figures (``images_without_label`` counts them). ``mask_present`` (n,), where
             some images have no true mask, leaves those out of the mask's figures (their Dice and IoU are NaN, and
             ``images_without_mask`` counts them). Further heads add their arrays
             (see ``mtunet.evaluation.heads.head_metrics``), their metrics go to ``heads``.
@@ -673,9 +677,13 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
     class_names = [str(name) for name in predictions["class_names"]]
     labels = np.asarray(predictions["labels"])
     results = {"n_images": int(len(labels)), "class_names": class_names}
+    labelled = labels >= 0
     if "label_probabilities" in predictions:
-        results.update(classification_metrics(labels, predictions["label_probabilities"], class_names))
-        results["calibration"] = calibration_metrics(labels, predictions["label_probabilities"], class_names)
+        probabilities = predictions["label_probabilities"][labelled]
+        results.update(classification_metrics(labels[labelled], probabilities, class_names))
+        results["calibration"] = calibration_metrics(labels[labelled], probabilities, class_names)
+        if not labelled.all():
+            results["images_without_label"] = int(np.sum(~labelled))
     dice = iou = bootstrapped_dice = bootstrapped_iou = None
     mask_classes = mask_class_names(predictions)
     present = masks_present(predictions)

@@ -152,7 +152,9 @@ def _predicted_masks(predictions) -> np.ndarray:
 
 def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
     names = np.asarray(predictions["class_names"], dtype=object)
-    table = pd.DataFrame({"id": predictions["ids"], "true_class": names[predictions["labels"]]})
+    labels = predictions["labels"]
+    # an image without a label (-1) has an empty true class
+    table = pd.DataFrame({"id": predictions["ids"], "true_class": np.append(names, "")[labels]})
     if "groups" in predictions:
         table.insert(1, "patient", predictions["groups"])
     if "label_probabilities" in predictions:
@@ -160,7 +162,8 @@ def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
         predicted = probabilities.argmax(axis=1)
         table["predicted_class"] = names[predicted]
         table["predicted_probability"] = probabilities.max(axis=1)
-        table["true_class_probability"] = probabilities[np.arange(len(predicted)), predictions["labels"]]
+        table["true_class_probability"] = np.where(labels >= 0, probabilities[np.arange(len(predicted)), labels],
+                                                   np.nan)
     if dice is not None:
         table["dice"], table["iou"] = dice, iou
         table["true_lesion_pixels"] = np.where(masks_present(predictions), (predictions["true_masks"] > 0).reshape(
@@ -205,8 +208,9 @@ def _figures(predictions, metrics, dice, gallery, history) -> dict:
     if "label_probabilities" in predictions:
         figures["confusion_matrix"] = plots.confusion_matrix_figure(
             metrics["confusion_matrix"], metrics["confusion_matrix_normalized"], metrics["class_names"])
-        figures["roc"] = plots.roc_figure(predictions["labels"], predictions["label_probabilities"],
-                                          metrics["class_names"])
+        labelled = predictions["labels"] >= 0
+        figures["roc"] = plots.roc_figure(predictions["labels"][labelled],
+                                          predictions["label_probabilities"][labelled], metrics["class_names"])
         figures["reliability"] = plots.reliability_figure(metrics["calibration"], metrics["class_names"])
     if dice is not None:
         figures["dice_histogram"] = plots.dice_histogram_figure(dice, metrics["empty_mask_rule_description"])

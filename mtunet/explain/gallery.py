@@ -71,7 +71,8 @@ def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[
             if index == len(ids):
                 return examples
             present = mask[0, 0, 0] >= 0  # a missing mask is served as all -1
-            examples.append(Example(ids[index], image, mask[..., 0] if present else None, int(labels[index])))
+            label = int(labels[index]) if labels[index] >= 0 else None  # -1: no label
+            examples.append(Example(ids[index], image, mask[..., 0] if present else None, label))
     return examples
 
 
