@@ -10,7 +10,9 @@ import json
 import pathlib
 
 from mtunet.errors import ConfigError
-from mtunet.options import CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS
+from mtunet.options import (
+    CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, ORDINAL_LOSSES, SEGMENTATION_LOSSES, STRATEGIES, TASKS,
+)
 from mtunet.rundir import CONFIG_FILE
 from mtunet.training.recipes import RECIPES
 
@@ -28,7 +30,9 @@ class TrainConfig:
     ``{head name: weight}`` (a head not named weighs 1); ``output_dir`` is the run directory itself (default
     ``runs/<date>-<encoder>-<dataset>``). ``fold`` and ``num_folds`` hold fold ``fold`` (0-based) of a patient-grouped
     K-fold split out as the test split; ``split_seed`` seeds the split (None: ``seed``), so that runs trained with
-    different seeds can share their splits.
+    different seeds can share their splits. ``ordinal_loss`` is how the heads of a dataset's ordinal targets
+    (``columns.json`` kind ``ordinal``) learn: ``"softmax"`` (a class head, weighted cross-entropy) or ``"coral"``
+    (an ordinal head, ``mtunet.models.heads.ordinal``); either way they are evaluated as grades.
     """
 
     recipe: str | None = None
@@ -52,6 +56,7 @@ class TrainConfig:
     dice: str = "image"
     class_weights: str = "balanced"
     label_smoothing: float = 0.0
+    ordinal_loss: str = "softmax"
     task: str = "multi"
     skip_connections: bool = True
     augment: bool = True
@@ -89,6 +94,7 @@ class TrainConfig:
                    "task": (self.task, TASKS),
                    "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES), "dice": (self.dice, DICE_VARIANTS),
                    "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
+                   "ordinal_loss": (self.ordinal_loss, ORDINAL_LOSSES),
                    "flip": (self.flip, FLIP_MODES), "optimizer": (self.optimizer, OPTIMIZERS)}
         for option, (value, valid) in choices.items():
             if value not in valid:
