@@ -16,7 +16,7 @@ import click
 from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
 from mtunet.options import (
     CLASS_WEIGHTS, DICE_VARIANTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, MISSING_TARGETS,
-    OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
+    OPTIMIZERS, ORDINAL_LOSSES, SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
 )
 from mtunet.training.config import TrainConfig
 from mtunet.training.recipes import RECIPES
@@ -361,6 +361,9 @@ TRAIN_OPTIONS = [
     _train_option("class_weights", type=click.Choice(CLASS_WEIGHTS),
                   help="Weights of the classification loss per class (scikit-learn's 'balanced')."),
     _train_option("label_smoothing", type=click.FloatRange(0, 1, max_open=True)),
+    _train_option("ordinal_loss", type=click.Choice(ORDINAL_LOSSES),
+                  help="Loss of the heads of ordinal targets (columns.json kind ordinal): softmax cross-entropy, or "
+                       "CORAL (rank-consistent thresholds; the grade is the number of P(y > k) above 0.5)."),
     _train_option("task", type=click.Choice(TASKS), help="Both heads, or a single-task baseline."),
     click.option("--no-skip-connections", is_flag=True, help="Decoder without skip connections (ablation)."),
     click.option("--no-augment", is_flag=True, help="No rotation, flip or shear of training images."),

@@ -9,6 +9,7 @@ TASKS = ("multi", "segmentation", "classification")
 SEGMENTATION_LOSSES = ("bce", "dice", "bce_dice")
 DICE_VARIANTS = ("image", "image_scaled", "batch", "lesion")
 REGRESSION_LOSSES = ("mse", "huber")
+ORDINAL_LOSSES = ("softmax", "coral")  # of the heads of ordinal targets: a class head, or an ordinal (CORAL) head
 CLASS_WEIGHTS = ("balanced", "none")
 FLIP_MODES = ("horizontal_and_vertical", "horizontal", "vertical", "none")
 OPTIMIZERS = ("adam", "adamw")

@@ -29,6 +29,7 @@ HEAD_CASES = {
     "classification": {"task": "classification"},
     "binary_mask": {"task": "segmentation"},
     "multiclass_mask": {"mask_classes": MASK_CLASSES},
+    "ordinal": {"extra_heads": [{"type": "ordinal", "name": "grade", "num_classes": NUM_CLASSES}]},
     "regression": {"extra_heads": [{"type": "regression", "name": "position", "targets": ["x", "y"],
                                     "mean": [60.0, -3.0], "std": [20.0, 0.5]}]},
 }
@@ -53,7 +54,7 @@ def _batch(spec: ModelSpec, seed=0):
     images = rng.uniform(0, 255, (4, SIZE, SIZE, 1)).astype("float32")
     targets = {}
     for head in model_heads(build_model_from_spec(spec, weights=None)).values():
-        if head.type == "classification":
+        if head.type in ("classification", "ordinal"):
             targets[head.name] = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, 4)]
         elif head.type == "regression":
             targets[head.name] = rng.normal(head.mean, head.std, (4, len(head.targets))).astype("float32")
@@ -80,7 +81,7 @@ def test_outputs_have_each_heads_shape(case):
     spec, model = case
     outputs = model.predict(_batch(spec)[0], verbose=0)
     for name, head in model_heads(model).items():
-        if head.type == "classification":
+        if head.type in ("classification", "ordinal"):
             assert outputs[name].shape == (4, NUM_CLASSES)
             np.testing.assert_allclose(outputs[name].sum(axis=1), 1.0, atol=1e-5)
         elif head.type == "binary_mask":
@@ -130,7 +131,8 @@ def test_serving_outputs_follow_the_heads(case):
     spec, model = case
     heads = model_heads(model)
     names = [f"class_{index}" for index in range(NUM_CLASSES)]
-    served = to_numpy(build_serving_functions(TrainedModel(model, names, {}, heads))["serving_default"](
+    further = {name: names for name, head in heads.items() if head.class_index_outputs() and name != "label"}
+    served = to_numpy(build_serving_functions(TrainedModel(model, names, {}, heads, further))["serving_default"](
         tf.constant(np.full((1, 50, 70, 3), 128, np.uint8))))
     expected = set()
     for name, head in heads.items():
@@ -139,9 +141,11 @@ def test_serving_outputs_follow_the_heads(case):
             assert served[name].shape == (1, len(head.targets))
             continue
         expected |= {f"{name}_probabilities"}
-        if head.type == "classification":
-            expected |= {name, "class_name"}
-            assert served["class_name"][0] == names[served[name][0]]
+        if head.class_index_outputs():
+            class_name = head.class_index_outputs()[name]
+            expected |= {name, class_name}
+            assert served[class_name][0] == names[served[name][0]]
+            assert served[name][0] == head.predict_numpy(served[f"{name}_probabilities"])[0]
         elif head.type == "multiclass_mask":
             expected |= {f"{name}_class_map"}
             assert served[f"{name}_class_map"].shape == (1, 50, 70)
@@ -171,9 +175,9 @@ def test_unknown_parts_list_the_valid_names(options, message):
 
 
 def test_unknown_head_type_and_spec_field_are_named():
-    with pytest.raises(ConfigError, match=r"unknown head type 'ordinal'; expected one of: binary_mask, "
-                                          r"classification, multiclass_mask, regression"):
-        ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "ordinal", "name": "grade"},)).validate()
+    with pytest.raises(ConfigError, match=r"unknown head type 'grade'; expected one of: binary_mask, "
+                                          r"classification, multiclass_mask, ordinal, regression"):
+        ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "grade", "name": "grade"},)).validate()
     with pytest.raises(ConfigError, match=r"head 'size' \(regression\): missing 1 required keyword-only argument: "
                                           r"'targets'"):
         ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "regression", "name": "size"},)).validate()

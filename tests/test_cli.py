@@ -102,6 +102,7 @@ def test_train_options_have_the_library_choices_and_defaults():
     assert list(parameters["dice"].type.choices) == list(options.DICE_VARIANTS)
     assert list(parameters["strategy"].type.choices) == list(options.STRATEGIES)
     assert list(parameters["flip"].type.choices) == list(options.FLIP_MODES)
+    assert list(parameters["ordinal_loss"].type.choices) == list(options.ORDINAL_LOSSES)
     assert tuple(EMPTY_MASK_RULES) == options.EMPTY_MASK_RULES
     assert parameters["architecture"].default in PRESETS
 

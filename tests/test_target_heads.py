@@ -174,7 +174,13 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("target_heads")
     data_dir = _write_dataset(root / "data", num_patients=16)
     return train(weights=None, dataset="folder", data_dir=str(data_dir), image_size=32, batch_size=8, epochs=1,
-                 output_dir=str(root / "run"))
+                 ordinal_loss="coral", output_dir=str(root / "run"))
+
+
+def _coral_grades(probabilities):
+    """How many of ``P(y > k)``, the sums of the class probabilities above k, exceed 0.5."""
+    probabilities = np.asarray(probabilities, float)
+    return (np.cumsum(probabilities[:, ::-1], axis=1)[:, ::-1][:, 1:] > 0.5).sum(axis=1)
 
 
 def test_run_learns_a_head_per_declared_target(run):
@@ -182,6 +188,8 @@ def test_run_learns_a_head_per_declared_target(run):
     heads = {head["name"]: head for head in record["model"]["heads"]}
     assert set(heads) == {"label", "mask", "birads", "histology", "geometry"}
     assert heads["birads"]["num_classes"] == 3 and heads["geometry"]["targets"] == ["centre_y", "centre_x"]
+    assert heads["birads"]["type"] == "ordinal" and heads["histology"]["type"] == "classification"
+    assert record["options"]["ordinal_loss"] == "coral"
     data = load_dataset("folder", data_dir=record["options"]["data_dir"], image_size=32,
                         splits_path=run.directory / "splits.json")
     mean, std = data.target_statistics()["geometry"]
@@ -198,9 +206,18 @@ def test_evaluation_reports_each_head_as_sklearn_on_the_labelled_images(run):
     true, probabilities = predictions["true_birads"], predictions["birads_probabilities"]
     labelled = true != MISSING_CLASS
     birads = metrics["heads"]["birads"]
+    assert birads["kind"] == "ordinal" and str(predictions["birads_kind"]) == "ordinal"
     assert birads["n"] == labelled.sum() and birads["missing"] == (~labelled).sum()
-    assert birads["accuracy"] == pytest.approx(sk_metrics.accuracy_score(
-        true[labelled], probabilities[labelled].argmax(1)))
+    predicted = predictions["birads_predicted"]
+    np.testing.assert_array_equal(predicted, _coral_grades(probabilities))
+    true, predicted, probabilities = true[labelled], predicted[labelled], probabilities[labelled]
+    assert birads["accuracy"] == pytest.approx(sk_metrics.accuracy_score(true, predicted))
+    assert birads["qwk"] == pytest.approx(sk_metrics.cohen_kappa_score(true, predicted, labels=[0, 1, 2],
+                                                                       weights="quadratic"))
+    assert birads["confusion_matrix"] == sk_metrics.confusion_matrix(true, predicted, labels=[0, 1, 2]).tolist()
+    assert birads["referable_grade"] == "4" and set(true) == {0, 2}  # BI-RADS 4 or above: here 5 against 3
+    assert birads["referable_auc"] == pytest.approx(sk_metrics.roc_auc_score(true >= 1, probabilities[:, 1:].sum(1)))
+    assert "qwk" in birads["confidence_intervals"] and "auc" in metrics["heads"]["histology"]
     geometry = metrics["heads"]["geometry"]["targets"]
     values, truth = predictions["geometry_values"], predictions["true_geometry"]
     for index, column in enumerate(("centre_y", "centre_x")):
@@ -216,9 +233,10 @@ def test_evaluation_reports_each_head_as_sklearn_on_the_labelled_images(run):
         low, high = figures["confidence_intervals"]["mae"]["low"], figures["confidence_intervals"]["mae"]["high"]
         assert low <= high
     page = (run.directory / "evaluation" / "test" / "report.html").read_text()
-    assert "Head geometry" in page and "Head birads" in page and "Bland-Altman" in page
+    assert "Head geometry" in page and "Ordinal head birads" in page and "Bland-Altman" in page
     again = metrics_from_predictions(run.directory / "evaluation" / "test", bootstrap_resamples=20)
     assert again["heads"]["geometry"]["targets"]["centre_y"]["mae"] == pytest.approx(geometry["centre_y"]["mae"])
+    assert again["heads"]["birads"]["qwk"] == pytest.approx(birads["qwk"])
 
 
 def test_export_and_predict_return_every_head_with_its_class_names(run, tmp_path):
@@ -233,7 +251,7 @@ def test_export_and_predict_return_every_head_with_its_class_names(run, tmp_path
     row = pd.read_csv(predict_files(predictor, [tmp_path / "scan.png"], tmp_path / "out").csv_path,
                       dtype={"birads_predicted_class": str}).iloc[0]
     probabilities = [row[f"birads_probability_{name}"] for name in ("3", "4", "5")]
-    assert row["birads_predicted_class"] == ("3", "4", "5")[int(np.argmax(probabilities))]
+    assert row["birads_predicted_class"] == ("3", "4", "5")[_coral_grades([probabilities])[0]]
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
     assert row["histology_predicted_class"] in ("ductal", "lobular")
     assert np.isfinite(row["geometry_centre_y"]) and np.isfinite(row["geometry_centre_x"])

@@ -8,8 +8,9 @@
      "x": {"kind": "continuous", "head": "position"},
      "y": {"kind": "continuous", "head": "position"}}
 
-``kind`` is ``categorical`` (class names), ``ordinal`` (ordered class names: learnt by a classification head until an
-ordinal loss exists) or ``continuous`` (numbers, learnt by a regression head). ``head`` names the head (default: the
+``kind`` is ``categorical`` (class names), ``ordinal`` (ordered class names, grades: learnt by a classification or,
+with ``--ordinal-loss coral``, an ordinal head, and evaluated as grades) or ``continuous`` (numbers, learnt by a
+regression head). ``head`` names the head (default: the
 column's name); continuous columns naming one head are its targets, in the file's order. ``classes`` lists the class
 names in the order of their indices (default: sorted, numerically where every value is a number). An empty cell is a
 missing value: that example does not count in that head's loss or metrics.

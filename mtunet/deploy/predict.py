@@ -26,6 +26,7 @@ from mtunet.deploy.serving import (
 )
 from mtunet.errors import ConfigError
 from mtunet.evaluation.plots import class_map_overlay
+from mtunet.models.heads import build_head
 from mtunet.rundir import write_atomically
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ def _mask_classes(head_configs) -> tuple[str, ...]:
 
 def _head_facts(head_configs, head_class_names) -> dict:
     """``Predictor``'s ``mask_classes``, ``further_heads`` and ``head_class_names`` from a model's head configs."""
-    further = tuple(config for config in head_configs if config["type"] in ("classification", "regression")
-                    and config["name"] != "label")
+    further = tuple(config for config in head_configs
+                    if not build_head(config).spatial and config["name"] != "label")
     return {"mask_classes": _mask_classes(head_configs), "further_heads": further,
             "head_class_names": dict(head_class_names)}
 

@@ -10,7 +10,8 @@ to know nothing about it:
 
 Both return what the model's heads declare (``mtunet.models.Head.serving_outputs``): for the class head
 ``label_probabilities`` ``(batch, num_classes)`` float32, ``label`` ``(batch,)`` int64 and ``class_name`` ``(batch,)``
-string; for the binary mask ``mask_probabilities`` ``(batch, height, width, 1)`` float32 at the input's own size; for
+string; an ordinal head the same with its CORAL grade (``mtunet.models.heads.ordinal``) as its class index; for
+the binary mask ``mask_probabilities`` ``(batch, height, width, 1)`` float32 at the input's own size; for
 a multi-class mask ``mask_probabilities`` ``(batch, height, width, K + 1)`` and ``mask_class_map``
 ``(batch, height, width)`` int64 (0 background, 1..K the mask classes).
 
@@ -105,7 +106,7 @@ def load_trained_model(model_or_run) -> TrainedModel:
     info = {"source": str(model_path.resolve()), "model_name": model.name,
             "input_size": [int(size) for size in model.input_shape[1:]],
             "outputs": list(model.output_names), "heads": [head.get_config() for head in heads.values()]}
-    classifiers = {name: head.num_classes for name, head in heads.items() if head.type == "classification"}
+    classifiers = {name: head.num_classes for name, head in heads.items() if head.class_index_outputs()}
     num_classes = classifiers.pop("label", 0)
     class_names = [f"class_{index}" for index in range(num_classes)]
     head_class_names = {name: [f"class_{index}" for index in range(count)] for name, count in classifiers.items()}
@@ -167,7 +168,7 @@ def build_serving_functions(trained: TrainedModel) -> dict:
     ``trained.model`` (see the module's docstring for their inputs and outputs)."""
     model, image_size, channels = trained.model, trained.image_size, trained.channels
     class_names = {name: tf.constant(trained.names_of(name) or [""], tf.string)
-                   for name, head in trained.heads.items() if head.type == "classification"}
+                   for name, head in trained.heads.items() if head.class_index_outputs()}
 
     def predict(images):
         """Serving outputs of float32 ``(B, H, W, channels)`` images."""

@@ -1,8 +1,10 @@
 """Metrics of the further heads a dataset declares (``columns.json``), each over the examples that have its target:
-classification heads as the class head's (accuracy, balanced accuracy, AUC, F1 ...), regression heads by MAE, RMSE,
-R² and Bland-Altman agreement on the targets' own scale; all with bootstrap intervals."""
+categorical heads as the class head's (accuracy, balanced accuracy, AUC, F1 ...), ordinal heads as grades (quadratic
+weighted kappa, accuracy, sensitivity per grade, the AUC of a referable grade or above), regression heads by MAE,
+RMSE, R² and Bland-Altman agreement on the targets' own scale; all with bootstrap intervals."""
 
 import math
+import warnings
 
 import numpy as np
 from sklearn import metrics as sk_metrics
@@ -10,7 +12,8 @@ from sklearn import metrics as sk_metrics
 from mtunet.data.targets import MISSING_CLASS
 from mtunet.evaluation import plots
 from mtunet.evaluation.metrics import (
-    _classification_statistics, _ratio, _weighted_mean, bootstrap_intervals, classification_metrics, nest_intervals,
+    _classification_statistics, _quadratic_kappa, _ratio, _weighted_auc, _weighted_mean, bootstrap_intervals,
+    classification_metrics, nest_intervals,
 )
 from mtunet.evaluation.report import ReportSection
 
@@ -53,6 +56,61 @@ def _regression_statistics(true, predicted) -> dict:
             "r2": r2, "bland_altman/bias": lambda weights: _weighted_mean(errors, weights)}
 
 
+def referable_grade(num_grades: int) -> int:
+    """The index of the lowest referable grade, the default split of ``ordinal_figures``'s referable AUC: the middle
+    grade, ``num_grades // 2``. For diabetic retinopathy's 5 grades it is 2 (moderate non-proliferative retinopathy
+    or worse: referable DR), for ISUP's 6 grades 3, for 3 grades the second."""
+    return num_grades // 2
+
+
+def ordinal_figures(labels, probabilities, predicted, class_names) -> dict:
+    """The figures of an ordinal head: grades ``labels`` (n,) against ``predicted`` (n,), class probabilities
+    ``probabilities`` (n, K), grade names ``class_names`` in their order.
+
+    Returns ``qwk`` (scikit-learn's ``cohen_kappa_score(weights="quadratic")``), ``accuracy``, ``sensitivity``
+    (``{grade: recall}``, NaN for a grade without an example), ``referable_grade`` (the name of
+    ``referable_grade(K)``), ``referable_auc`` (ROC AUC of ``P(y >= referable grade)``, the sum of the class
+    probabilities from that grade up, for the images of that grade or above against the others; NaN without both),
+    ``confusion_matrix`` (counts, rows true, columns predicted) and ``confusion_matrix_normalized`` (rows divided by
+    their totals).
+    """
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    indices = np.arange(len(class_names))
+    counts = sk_metrics.confusion_matrix(labels, predicted, labels=indices)
+    referable = referable_grade(len(class_names))
+    positives = labels >= referable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kappa warns when a grade is absent or never predicted
+        kappa = sk_metrics.cohen_kappa_score(labels, predicted, labels=indices, weights="quadratic")
+    return {"qwk": float(kappa), "accuracy": float(sk_metrics.accuracy_score(labels, predicted)),
+            "sensitivity": {name: float(counts[index, index] / counts[index].sum()) if counts[index].sum() else math.nan
+                            for index, name in enumerate(class_names)},
+            "referable_grade": class_names[referable],
+            "referable_auc": float(sk_metrics.roc_auc_score(positives, probabilities[:, referable:].sum(axis=1)))
+            if 0 < positives.sum() < len(labels) else math.nan,
+            "confusion_matrix": counts.tolist(),
+            "confusion_matrix_normalized": (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).tolist()}
+
+
+def _ordinal_statistics(labels, probabilities, predicted, class_names) -> dict:
+    """Bootstrap statistics of ``ordinal_figures``'s QWK, accuracy, referable AUC and sensitivities."""
+    num_grades = len(class_names)
+    pairs = np.zeros((len(labels), num_grades * num_grades))
+    pairs[np.arange(len(labels)), labels * num_grades + predicted] = 1
+    correct = (labels == predicted).astype(float)
+    referable = referable_grade(num_grades)
+    statistics = {
+        "qwk": lambda weights: _quadratic_kappa((weights @ pairs).reshape(-1, num_grades, num_grades)),
+        "accuracy": lambda weights: (weights @ correct) / weights.sum(axis=1),
+        "referable_auc": lambda weights: _weighted_auc(labels >= referable,
+                                                       probabilities[:, referable:].sum(axis=1), weights)}
+    for index, name in enumerate(class_names):
+        members = (labels == index).astype(float)
+        statistics[f"sensitivity/{name}"] = (
+            lambda weights, members=members: _ratio(weights @ (members * correct), weights @ members))
+    return statistics
+
+
 def _intervals(statistics, present, groups, **bootstrap) -> dict:
     chosen = None if groups is None else np.asarray(groups)[present]
     return nest_intervals(bootstrap_intervals(statistics, int(present.sum()), groups=chosen, **bootstrap))
@@ -61,9 +119,13 @@ def _intervals(statistics, present, groups, **bootstrap) -> dict:
 def head_metrics(predictions: dict, *, resamples=1000, confidence=0.95, seed=0) -> dict:
     """``{head: metrics}`` of every further head of ``predictions`` (``predictions.npz``'s arrays).
 
-    A classification head has ``<head>_probabilities`` (n, classes), ``<head>_class_names`` and ``true_<head>``
-    (n,) class indices (``MISSING_CLASS`` where missing); its metrics are ``classification_metrics``'s over the
-    examples with a label, with ``n`` and ``missing``. A regression head has ``<head>_values`` and ``true_<head>``
+    A classification or ordinal head has ``<head>_probabilities`` (n, classes), ``<head>_class_names``,
+    ``true_<head>`` (n,) class indices (``MISSING_CLASS`` where missing) and, as ``evaluate_run`` writes them,
+    ``<head>_predicted`` (n,) the head's decisions, ``<head>_decision`` (that rule, in words) and ``<head>_kind``
+    (its target's kind, ``mtunet.data.targets.KINDS``; without it, or without ``<head>_predicted``, the head is
+    categorical and decides by the argmax). The metrics of a categorical target are ``classification_metrics``'s,
+    those of an ordinal target ``ordinal_figures``'s, over the examples with a label, with ``kind``, ``n``,
+    ``missing``, ``class_names`` and ``decision``. A regression head has ``<head>_values`` and ``true_<head>``
     (n, targets), NaN where missing, and ``<head>_columns``; its metrics are ``{"targets": {column:
     regression_figures(...) with "missing"}}``. Each has ``confidence_intervals`` (over patients when
     ``predictions`` has ``groups``), as ``compute_metrics``'s.
@@ -76,10 +138,20 @@ def head_metrics(predictions: dict, *, resamples=1000, confidence=0.95, seed=0) 
         if f"{name}_probabilities" in predictions:
             present = true != MISSING_CLASS
             class_names = [str(value) for value in predictions[f"{name}_class_names"]]
-            labels, probabilities = true[present], np.asarray(predictions[f"{name}_probabilities"], float)[present]
-            figures = {"kind": "classification", "n": int(present.sum()), "missing": int((~present).sum()),
-                       "class_names": class_names}
-            if present.any():
+            probabilities = np.asarray(predictions[f"{name}_probabilities"], float)
+            decided = f"{name}_predicted" in predictions
+            predicted = np.asarray(predictions[f"{name}_predicted"]) if decided else probabilities.argmax(axis=1)
+            ordinal = decided and str(predictions.get(f"{name}_kind", "")) == "ordinal"
+            labels, probabilities, predicted = true[present], probabilities[present], predicted[present]
+            figures = {"kind": "ordinal" if ordinal else "classification", "n": int(present.sum()),
+                       "missing": int((~present).sum()), "class_names": class_names,
+                       "decision": str(predictions[f"{name}_decision"]) if decided else "the class of highest "
+                                                                                       "probability"}
+            if present.any() and ordinal:
+                figures |= ordinal_figures(labels, probabilities, predicted, class_names)
+                figures["confidence_intervals"] = _intervals(
+                    _ordinal_statistics(labels, probabilities, predicted, class_names), present, groups, **bootstrap)
+            elif present.any():
                 figures |= classification_metrics(labels, probabilities, class_names)
                 figures["confidence_intervals"] = _intervals(
                     _classification_statistics(labels, probabilities, class_names), present, groups, **bootstrap)
@@ -106,7 +178,19 @@ def head_sections(predictions: dict, heads: dict) -> list:
     sections = []
     for name, figures in heads.items():
         true = np.asarray(predictions[f"true_{name}"])
-        if figures["kind"] == "classification":
+        if figures["kind"] == "ordinal":
+            shown = {key: figures.get(key) for key in ("n", "missing", "decision", "qwk", "accuracy",
+                                                        "referable_grade", "referable_auc", "sensitivity")}
+            shown["95% interval"] = {key: figures.get("confidence_intervals", {}).get(key)
+                                     for key in ("qwk", "accuracy", "referable_auc")}
+            pngs = {} if not figures["n"] else {"confusion matrix": plots.figure_png(plots.confusion_matrix_figure(
+                figures["confusion_matrix"], figures["confusion_matrix_normalized"], figures["class_names"]))}
+            referable = figures["class_names"][referable_grade(len(figures["class_names"]))]
+            text = (f"Ordinal head {name}: {figures['n']} evaluated images with a grade, {figures['missing']} "
+                    f"without (left out). The predicted grade is {figures['decision']}; qwk is the quadratic "
+                    f"weighted kappa, referable_auc the ROC AUC of the probability of grade {referable} or above "
+                    "against the grades below.")
+        elif figures["kind"] == "classification":
             shown = {key: figures.get(key) for key in ("n", "missing", "accuracy", "balanced_accuracy", "auc",
                                                         "macro_f1", "quadratic_weighted_kappa")}
             shown["95% interval"] = {key: figures.get("confidence_intervals", {}).get(key)

@@ -129,6 +129,11 @@ def _predict(model, batches, mask_classes, target_heads=()):
         else:  # the pipeline's one-hot rows back to class indices, all-zero rows (missing) to MISSING_CLASS
             predictions[f"true_{head.name}"] = np.where(truth.any(axis=1), truth.argmax(axis=1), MISSING_CLASS)
             predictions[f"{head.name}_class_names"] = np.asarray(head.class_names)
+            # the head's own decision (an ordinal head's differs from the argmax) and the target's kind
+            predictions[f"{head.name}_predicted"] = heads[head.name].predict_numpy(
+                predictions[f"{head.name}_probabilities"]).astype(np.int64)
+            predictions[f"{head.name}_decision"] = np.asarray(heads[head.name].decision)
+            predictions[f"{head.name}_kind"] = np.asarray(head.kind)
     mask_head = heads.get("mask")
     true_masks = np.concatenate(true_masks)
     if mask_head is not None and not np.all(true_masks[:, 0, 0] >= 0):

@@ -104,7 +104,8 @@ class GradCam:
             head the decoder's last stage at stride 2) or the name of any layer with a ``(batch, h, w, channels)``
             output, also inside the nested ``encoder``.
         head: the name of the head explained: a classification head such as ``"label"`` (the class score before
-            the softmax), a regression head (its standardised value) or ``"mask"`` (Seg-Grad-CAM: the mask logits
+            the softmax), an ordinal head (its K - 1 threshold logits summed: its shared score, what raises the
+            grade), a regression head (its standardised value) or ``"mask"`` (Seg-Grad-CAM: the mask logits
             summed over every pixel; for a multi-class mask, those of one class).
 
     Raises:

@@ -1,5 +1,5 @@
-"""Losses of the heads: the class head's weighted cross-entropy, the regression head's standardised error, the binary
-and the multi-class mask losses.
+"""Losses of the heads: the class head's weighted cross-entropy, the ordinal head's CORAL loss, the regression head's
+standardised error, the binary and the multi-class mask losses.
 
 All are computed in float32, also under mixed precision, and are registered so compiled models save and reload.
 """
@@ -45,6 +45,47 @@ class WeightedCategoricalCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "class_weights": self.class_weights, "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class OrdinalCrossEntropy(keras.losses.Loss):
+    """CORAL's loss (Cao, Mirjalili and Raschka 2020) of ordered grades: the sum over the K - 1 thresholds k of the
+    binary cross-entropy of ``P(y > k)`` against ``y > k``, each example's sum weighted by the weight of its grade.
+    An all-zero ``y_true`` row is a missing label: it adds nothing, and the batch's loss is the mean over the
+    labelled examples.
+
+    ``y_pred`` holds the ordinal head's class probabilities; ``P(y > k)`` is recovered as the sum of those above
+    k and clipped to ``[epsilon, 1 - epsilon]``, as the class head's cross-entropy clips its probabilities.
+
+    Args:
+        class_weights: one non-negative weight per grade, or None for all ones.
+
+    Shapes: ``y_true`` one-hot ``(batch, K)``, ``y_pred`` class probabilities ``(batch, K)``.
+    """
+
+    def __init__(self, class_weights=None, name="ordinal_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        epsilon = keras.config.epsilon()
+        exceeding = ops.clip(exceedance(ops.cast(y_pred, "float32")), epsilon, 1.0 - epsilon)
+        above = exceedance(y_true)  # 1 where the true grade is above the threshold
+        per_example = -ops.sum(above * ops.log(exceeding) + (1.0 - above) * ops.log(1.0 - exceeding), axis=-1)
+        if self.class_weights is not None:
+            weights = ops.convert_to_tensor(self.class_weights, dtype="float32")
+            per_example = per_example * ops.sum(y_true * weights, axis=-1)
+        return mean_over_present(per_example[:, None], ops.sum(y_true, axis=-1, keepdims=True) > 0)
+
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights}
+
+
+def exceedance(probabilities):
+    """``P(y > k)`` for k = 0..K-2 from class probabilities (or one-hot grades) ``(batch, K)``: the sum of the
+    probabilities above k, ``(batch, K - 1)``."""
+    return ops.flip(ops.cumsum(ops.flip(probabilities, axis=-1), axis=-1), axis=-1)[:, 1:]
 
 
 def mean_over_present(values, present):

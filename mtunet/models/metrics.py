@@ -1,5 +1,6 @@
 """Training-time metrics of the mask heads (Dice, IoU of binary and multi-class masks, averaged over images) and of
-the regression heads (mean absolute error over the values present).
+the regression heads (mean absolute error over the values present), and the class and ordinal heads' accuracy and AUC
+over the labelled examples.
 
 Evaluation computes its metrics from saved predictions with numpy and scikit-learn; these only follow training.
 """
@@ -7,7 +8,7 @@ Evaluation computes its metrics from saved predictions with numpy and scikit-lea
 import keras
 from keras import ops
 
-from mtunet.models.losses import mask_present, nan_as_missing
+from mtunet.models.losses import exceedance, mask_present, nan_as_missing
 
 
 def _overlap(y_true, y_pred, threshold):
@@ -152,3 +153,22 @@ class LabelledAUC(keras.metrics.AUC):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         return super().update_state(y_true, y_pred, _labelled(y_true, sample_weight)[:, None])
+
+
+def ordinal_grades(probabilities):
+    """CORAL's decision: the number of thresholds k with ``P(y > k) > 0.5``, from class probabilities ``(batch, K)``;
+    ``(batch,)`` int32, as ``ops.argmax`` gives the class head's."""
+    return ops.sum(ops.cast(exceedance(ops.cast(probabilities, "float32")) > 0.5, "int32"), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class LabelledGradeAccuracy(keras.metrics.Mean):
+    """Accuracy of the ordinal head's grades (``ordinal_grades``) over the examples with a label; all-zero one-hot
+    targets (missing labels) are ignored."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        correct = ops.cast(ops.equal(ops.argmax(y_true, axis=-1), ordinal_grades(y_pred)), "float32")
+        return super().update_state(correct, _labelled(y_true, sample_weight))

@@ -8,7 +8,8 @@ import dataclasses
 
 from mtunet.errors import ConfigError
 from mtunet.models.encoders import ENCODERS
-from mtunet.models.heads.pooling import SHARED_LEVEL
+from mtunet.models.heads import HEADS
+from mtunet.models.heads.pooling import SHARED_LEVEL, PooledHead
 from mtunet.models.registry import Registry
 from mtunet.models.spec import DEFAULT_DECODER_FILTERS, ModelSpec, encoder_names
 from mtunet.options import TASKS
@@ -106,7 +107,7 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
     if task in ("multi", "segmentation"):
         heads.append(mask_head_config(tuple(mask_classes)))
     for config in extra_heads:
-        pooled = config.get("type") in ("classification", "regression")
+        pooled = issubclass(HEADS.get(config.get("type")), PooledHead)
         heads.append(({"levels": [SHARED_LEVEL]} if pooled and preset.shared else {}) | dict(config))
     return ModelSpec(
         encoder=encoder, input_shape=input_shape, heads=tuple(heads),

@@ -10,8 +10,10 @@ import json
 import pathlib
 
 from mtunet.errors import ConfigError
-from mtunet.options import (CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, SEGMENTATION_LOSSES, STRATEGIES,
-                            TASKS, check_allow_missing)
+from mtunet.options import (
+    CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, ORDINAL_LOSSES, SEGMENTATION_LOSSES, STRATEGIES, TASKS,
+    check_allow_missing,
+)
 from mtunet.rundir import CONFIG_FILE
 from mtunet.training.recipes import RECIPES
 
@@ -32,6 +34,9 @@ class TrainConfig:
     different seeds can share their splits; ``splits_file`` takes the splits from a ``splits.json`` instead (e.g.
     another run's, with fewer training images). ``allow_missing`` lists the targets some images may lack
     (``mtunet.options.MISSING_TARGETS``: ``("mask",)`` keeps a folder dataset's images without a mask file).
+    ``ordinal_loss`` is how the heads of a dataset's ordinal targets (``columns.json`` kind ``ordinal``) learn:
+    ``"softmax"`` (a class head, weighted cross-entropy) or ``"coral"`` (an ordinal head,
+    ``mtunet.models.heads.ordinal``); either way they are evaluated as grades.
     """
 
     recipe: str | None = None
@@ -55,6 +60,7 @@ class TrainConfig:
     dice: str = "image"
     class_weights: str = "balanced"
     label_smoothing: float = 0.0
+    ordinal_loss: str = "softmax"
     task: str = "multi"
     skip_connections: bool = True
     augment: bool = True
@@ -99,6 +105,7 @@ class TrainConfig:
                    "task": (self.task, TASKS),
                    "seg_loss": (self.seg_loss, SEGMENTATION_LOSSES), "dice": (self.dice, DICE_VARIANTS),
                    "class_weights": (self.class_weights, CLASS_WEIGHTS), "strategy": (self.strategy, STRATEGIES),
+                   "ordinal_loss": (self.ordinal_loss, ORDINAL_LOSSES),
                    "flip": (self.flip, FLIP_MODES), "optimizer": (self.optimizer, OPTIMIZERS)}
         for option, (value, valid) in choices.items():
             if value not in valid:

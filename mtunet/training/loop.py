@@ -135,9 +135,10 @@ def _select_targets(dataset, heads):
     return dataset.map(lambda image, targets: (image, {name: targets[head.target] for name, head in heads.items()}))
 
 
-def target_head_configs(info, statistics: dict) -> list[dict]:
-    """The head configs that learn ``info.target_heads``: a classification head per categorical or ordinal target, a
-    regression head per continuous one, standardised by ``statistics`` (``LoadedDataset.target_statistics()``)."""
+def target_head_configs(info, statistics: dict, ordinal_loss: str = "softmax") -> list[dict]:
+    """The head configs that learn ``info.target_heads``: a classification head per categorical target, a regression
+    head per continuous one, standardised by ``statistics`` (``LoadedDataset.target_statistics()``), and per ordinal
+    target a classification head (``ordinal_loss="softmax"``) or an ordinal head (``"coral"``)."""
     configs = []
     for head in info.target_heads:
         if head.continuous:
@@ -145,14 +146,17 @@ def target_head_configs(info, statistics: dict) -> list[dict]:
             configs.append({"type": "regression", "name": head.name, "targets": list(head.columns), "mean": mean,
                             "std": std})
         else:
-            configs.append({"type": "classification", "name": head.name, "num_classes": len(head.class_names)})
+            head_type = "ordinal" if head.kind == "ordinal" and ordinal_loss == "coral" else "classification"
+            configs.append({"type": head_type, "name": head.name, "num_classes": len(head.class_names)})
     return configs
 
 
 def model_spec_for(config: TrainConfig, info, statistics=None) -> ModelSpec:
     """The architecture ``config`` asks for, sized for the data described by ``info`` (a ``DatasetInfo``); a
-    multi-task model also learns the data's further targets (``target_head_configs`` of ``statistics``)."""
-    extra_heads = target_head_configs(info, statistics or {}) if config.task == "multi" else []
+    multi-task model also learns the data's further targets (``target_head_configs`` of ``statistics`` and
+    ``config.ordinal_loss``)."""
+    extra_heads = (target_head_configs(info, statistics or {}, config.ordinal_loss) if config.task == "multi"
+                   else [])
     return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
                      input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
                      mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections,

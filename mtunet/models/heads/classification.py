@@ -25,10 +25,13 @@ class ClassificationHead(PooledHead):
             ResFormer's multi-scale head, ``("shared",)`` the residual shared layer (``ModelSpec.shared``).
         hidden_units: width of a hidden layer before the logits (the ResFormer's two fully connected layers), or
             None for the logits layer alone.
+
+    Its predicted class (``predict_numpy``, the serving output ``{name}``) follows ``decision``: the most probable.
     """
 
     type, loss_role = "classification", "classification"
     description = "softmax diagnosis from pooled encoder levels (the bottleneck by default); weighted cross-entropy"
+    decision = "the class of highest probability"
 
     def __init__(self, name="label", *, num_classes, dropout=0.3, levels=("P5",), hidden_units=None):
         super().__init__(name, dropout=dropout, levels=levels, hidden_units=hidden_units)
