@@ -1,6 +1,7 @@
 """Partially labelled data: images without a mask or a label (``--allow-missing mask,label``) are read, counted,
 served as all -1 masks or all-zero one-hot labels, train only the losses they have (no mask gradient), and are left
-out of that head's metrics; ``--splits-file`` trains on given splits."""
+out of that head's metrics; ``--splits-file`` trains on given splits; a class label declared ordinal is learnt by an
+ordinal head and evaluated as grades."""
 
 import json
 
@@ -97,6 +98,20 @@ def test_evaluation_scores_the_class_head_on_the_labelled_images():
     assert metrics["confusion_matrix"] == expected["confusion_matrix"]
     interval = metrics["confidence_intervals"]["accuracy"]
     assert interval["low"] <= expected["accuracy"] <= interval["high"] and interval["resamples"] == 50
+
+
+def test_columns_json_declares_the_label_ordinal_or_is_refused(tmp_path):
+    root = write_folder_dataset(tmp_path / "data")
+    (root / "columns.json").write_text(json.dumps({"label": {"kind": "ordinal"}}))
+    info = load_dataset("folder", data_dir=root, image_size=32).info
+    assert info.label_kind == "ordinal" and info.target_heads == ()
+    record = info.to_dict()
+    del record["label_kind"]  # a config.json written before ordinal labels
+    assert DatasetInfo.from_dict(record).label_kind == "categorical"
+    (root / "columns.json").write_text(json.dumps({"label": {"kind": "continuous"}}))
+    with pytest.raises(DataError, match=r"columns.json: column 'label' has \{'kind': 'continuous'\}; expected "
+                                        r"\{\"kind\": \"ordinal\"\}"):
+        load_dataset("folder", data_dir=root, image_size=32)
 
 
 def test_allow_missing_is_checked(tmp_path):
@@ -213,8 +228,8 @@ def test_evaluation_scores_only_the_images_with_a_mask():
 
 @pytest.fixture(scope="module")
 def partial_run(tmp_path_factory):
-    """A run on a dataset with images without a mask in every split and without a label in train and test, trained on
-    given splits (fewer training images)."""
+    """A run on graded data (the label declared ordinal, learnt with CORAL) with images without a mask in every split
+    and without a label in train and test, trained on given splits (fewer training images)."""
     root = tmp_path_factory.mktemp("partial")
     data_dir = write_folder_dataset(root / "data", num_patients=16)
     whole = load_dataset("folder", data_dir=data_dir, image_size=32)  # masks decide nothing of the split
@@ -222,13 +237,15 @@ def partial_run(tmp_path_factory):
         (data_dir / "masks" / f"{example}.png").unlink()
     # one image of three patients: the other keeps the patient's class, so the split stays the same
     _blank_labels(data_dir, [whole.ids("train")[-1], whole.ids("train")[-3], whole.ids("test")[-1]])
+    (data_dir / "columns.json").write_text(json.dumps({"label": {"kind": "ordinal"}}))
     data = load_dataset("folder", data_dir=data_dir, image_size=32, allow_missing=("mask", "label"))
+    assert data.info.label_kind == "ordinal"
     assert data.info.missing_masks == {"train": 3, "validation": 1, "test": 2}
     splits = data.splits.to_dict()
     splits["splits"] = {**splits["splits"], "train": data.ids("train")[2:]}
     (root / "splits.json").write_text(json.dumps(splits))
     run = train(weights=None, dataset="folder", data_dir=str(data_dir), image_size=32, batch_size=8, epochs=1,
-                allow_missing=("mask", "label"), splits_file=str(root / "splits.json"),
+                allow_missing=("mask", "label"), splits_file=str(root / "splits.json"), ordinal_loss="coral",
                 output_dir=str(root / "run"))
     return run, splits
 
@@ -239,6 +256,8 @@ def test_run_trains_on_the_splits_file_and_records_the_missing_masks(partial_run
     record = json.loads((run.directory / "config.json").read_text())
     assert record["options"]["allow_missing"] == ["mask", "label"]
     assert record["dataset"]["missing_labels"] == {"train": 2, "validation": 0, "test": 1}
+    assert record["dataset"]["label_kind"] == "ordinal"
+    assert {head["name"]: head["type"] for head in record["model"]["heads"]}["label"] == "ordinal"
     assert record["dataset"]["split_sizes"]["train"] == len(splits["splits"]["train"])
     assert record["dataset"]["missing_masks"] == {"train": 1, "validation": 1, "test": 2}
     assert all(np.isfinite(value) for value in run.history[0].values())
@@ -246,7 +265,7 @@ def test_run_trains_on_the_splits_file_and_records_the_missing_masks(partial_run
 
 def test_evaluation_of_the_run_leaves_out_the_test_images_without_a_mask(partial_run):
     run, _ = partial_run
-    metrics = evaluate_run(run.directory, bootstrap_resamples=20, sections=())
+    metrics = evaluate_run(run.directory, bootstrap_resamples=20)  # with Grad-CAM of the ordinal label
     assert metrics["images_without_mask"] == 2
     table = pd.read_csv(run.directory / "evaluation" / "test" / "per_image.csv")
     assert int(table["dice"].isna().sum()) == 2 and table["true_lesion_pixels"].isna().sum() == 2
@@ -256,6 +275,16 @@ def test_evaluation_of_the_run_leaves_out_the_test_images_without_a_mask(partial
     labelled = predictions["labels"] >= 0
     assert metrics["accuracy"] == pytest.approx(sk_metrics.accuracy_score(
         predictions["labels"][labelled], predictions["label_probabilities"][labelled].argmax(1)))
+    # the label is graded: its CORAL decisions (the number of P(y > k) above 0.5) scored by quadratic kappa
+    exceeding = predictions["label_probabilities"][:, 1:].sum(axis=1)  # P(y > 0) of two grades
+    grades = (exceeding > 0.5).astype(int)
+    np.testing.assert_array_equal(predictions["label_predicted"], grades)
+    grading = metrics["heads"]["label"]
+    assert grading["kind"] == "ordinal" and grading["n"] == int(labelled.sum()) and grading["missing"] == 1
+    assert grading["qwk"] == pytest.approx(sk_metrics.cohen_kappa_score(
+        predictions["labels"][labelled], grades[labelled], labels=[0, 1], weights="quadratic"))
+    assert metrics["gradcam"]["head"] == "label" and "Head label" in (
+        run.directory / "evaluation" / "test" / "report.html").read_text()
 
 
 def test_inspect_and_train_take_allow_missing(tmp_path):

@@ -59,6 +59,7 @@ class Builder(ManualBuilder):
         for side in (512, 1024)
     ]
     IMAGE_ENCODING = "jpeg"
+    LABEL_KIND = "ordinal"  # ISUP grades 0-5, in order
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Join the competition at {PAGE}, download its data (kaggle competitions download -c
     prostate-cancer-grade-assessment, about 400 GB) and unzip it; give the folder that holds:

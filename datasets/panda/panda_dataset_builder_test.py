@@ -44,7 +44,7 @@ def test_examples_are_what_the_generator_wrote(fake):
     assert {int(example["mask"].max()) for example in examples.values()} == {0, 1}  # grade 0 slides have no cancer
 
 
-def test_splits_put_each_slide_in_one_split(fake):
+def test_splits_put_each_slide_in_one_split_and_grades_are_ordinal(fake):
     download, _, tfds_dir = fake
     with builder_testing.tfds_default_dir(tfds_dir):
         dataset = load_dataset("panda", data_dir=download, image_size=32, validation_fraction=1 / 3,
@@ -52,6 +52,7 @@ def test_splits_put_each_slide_in_one_split(fake):
     ids = [set(dataset.ids(split)) for split in ("train", "validation", "test")]
     assert dataset.splits.grouping == "example" and sum(map(len, ids)) == len(set.union(*ids)) == 18
     assert dataset.info.split_sizes == {"train": 6, "validation": 6, "test": 6}
+    assert dataset.info.label_kind == "ordinal"  # ISUP grades: an ordinal head with --ordinal-loss coral
 
 
 def test_missing_table_names_the_path_the_download_and_its_page(tmp_path):

@@ -49,6 +49,8 @@ class DatasetInfo:
             head of that name; ``()`` for none.
         missing_masks: ``{split: number of images without a mask}`` (``allow_missing=("mask",)``); ``{}`` when every
             image has one.
+        label_kind: ``"categorical"``, or ``"ordinal"`` when the labels are grades in the order of ``class_names``
+            (``columns.json``'s ``"label"`` entry, or the builder's ``LABEL_KIND``).
         missing_labels: ``{split: number of images without a label}`` (``allow_missing=("label",)``), likewise;
             ``class_counts`` count the labelled ones.
     """
@@ -67,6 +69,7 @@ class DatasetInfo:
     target_heads: tuple[TargetHead, ...] = ()
     missing_masks: dict[str, int] = dataclasses.field(default_factory=dict)
     missing_labels: dict[str, int] = dataclasses.field(default_factory=dict)
+    label_kind: str = "categorical"
 
     @property
     def multiclass_masks(self) -> bool:
@@ -91,7 +94,7 @@ class DatasetInfo:
         ``ConfigError`` if a field is missing or unknown.
         """
         fields = [field.name for field in dataclasses.fields(cls)]
-        optional = ("mask_classes", "target_heads", "missing_masks", "missing_labels")
+        optional = ("mask_classes", "target_heads", "missing_masks", "missing_labels", "label_kind")
         missing = [name for name in fields if name not in record and name not in optional]
         if missing:
             raise ConfigError(f"dataset record lacks {', '.join(missing)}; expected the fields of "
@@ -140,6 +143,7 @@ class LoadedDataset:
                            if not store.has_masks().all()},
             missing_labels={split: int(np.sum(self.labels(split) == MISSING_CLASS)) for split in SPLIT_NAMES
                             if np.any(store.labels == MISSING_CLASS)},
+            label_kind=store.label_kind,
         )
 
     def __repr__(self):

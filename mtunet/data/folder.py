@@ -168,13 +168,14 @@ def _decode_again(image_path: Path, mask_path: Path, image_size: int, num_mask_c
 
 def _list_rows(data_dir: Path, problems: Problems, allow_missing):
     """``(usable rows, classes.txt names or None, mask classes, whether rows have patients, further target heads,
-    ignored files with reasons)``: the rows of ``labels.csv`` matched with the files (mask file None for an image
-    without one, when ``allow_missing`` has ``"mask"``); problems of rows and files go to ``problems``."""
+    the label's kind, ignored files with reasons)``: the rows of ``labels.csv`` matched with the files (mask file
+    None for an image without one, when ``allow_missing`` has ``"mask"``); problems of rows and files go to
+    ``problems``."""
     (images, other_images), (masks, other_masks) = _index_files(data_dir / "images"), _index_files(data_dir / "masks")
     table = _read_labels(data_dir / "labels.csv")
     class_list = _read_class_list(data_dir / "classes.txt")
     mask_classes = _read_mask_classes(data_dir / "mask_classes.txt")
-    declarations = read_target_heads(data_dir / COLUMNS_FILE, list(table.columns))
+    declarations, label_kind = read_target_heads(data_dir / COLUMNS_FILE, list(table.columns))
     target_columns = [column for declaration in declarations for column in declaration["columns"]]
     listed = set(table["id"])
     ignored = [(path.relative_to(data_dir), _NOT_AN_IMAGE) for path in other_images + other_masks]
@@ -206,7 +207,7 @@ def _list_rows(data_dir: Path, problems: Problems, allow_missing):
                            "cells": {column: record[column] for column in target_columns}})
     target_heads, bad = parse_targets(declarations, usable, problems)
     usable = [row for row in usable if row["id"] not in bad]
-    return usable, class_list, mask_classes, "patient" in table.columns, target_heads, ignored
+    return usable, class_list, mask_classes, "patient" in table.columns, target_heads, label_kind, ignored
 
 
 def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memory_limit: int | None = None,
@@ -225,7 +226,8 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memo
     data_dir = Path(data_dir).expanduser()
     _check_layout(data_dir)
     problems = Problems(str(data_dir), skip=skip_bad_files)
-    usable, class_list, mask_classes, grouped, target_heads, ignored = _list_rows(data_dir, problems, allow_missing)
+    usable, class_list, mask_classes, grouped, target_heads, label_kind, ignored = _list_rows(data_dir, problems,
+                                                                                              allow_missing)
     num_mask_classes = len(mask_classes)
     in_memory = fits_in_memory(len(usable), image_size, check_memory_limit(memory_limit))
 
@@ -255,4 +257,5 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memo
         streamer = file_streamer(lambda position: _decode_again(*files[position], image_size, num_mask_classes),
                                  image_size)
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=str(data_dir),
-                       image_size=image_size, streamer=streamer, mask_classes=mask_classes, target_heads=target_heads)
+                       image_size=image_size, streamer=streamer, mask_classes=mask_classes, target_heads=target_heads,
+                       label_kind=label_kind)

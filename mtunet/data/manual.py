@@ -107,7 +107,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     A subclass sets ``MANUAL_DOWNLOAD_INSTRUCTIONS``, ``IMAGE_CHANNELS`` (1 or 3) and ``IMAGE_ENCODING`` (``"png"``
     or ``"jpeg"``), optionally ``MASK_CLASSES`` (the names of mask values 1..K; default binary masks) and
     ``TARGET_COLUMNS`` (further targets, declared as a folder dataset's ``columns.json`` declares them, see
-    ``mtunet.data.targets``: each is stored as text under ``targets/<column>``, empty where missing), and implements
+    ``mtunet.data.targets``: each is stored as text under ``targets/<column>``, empty where missing), ``LABEL_KIND``
+    (``"ordinal"`` when the labels are grades in the order of ``_class_names()``), and implements
     ``_class_names()``, ``_find_examples(root)`` and ``_read_example(id, found)``.
     """
 
@@ -115,6 +116,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     IMAGE_ENCODING = "png"
     MASK_CLASSES = BINARY_MASK_CLASSES
     TARGET_COLUMNS: dict = {}
+    LABEL_KIND = "categorical"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

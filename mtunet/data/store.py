@@ -71,6 +71,7 @@ class ExampleStore:
             its own split (a challenge's), else None.
         target_heads: the further targets' ``TargetHead`` s (``mtunet.data.targets``), learnt by heads of their own.
         targets: ``{head: (N,) int64 class indices, -1 if missing | (N, columns) float64 values, NaN if missing}``.
+        label_kind: ``"categorical"`` or ``"ordinal"`` (the labels are grades, in the order of ``class_names``).
         mask_present: ``(N,)`` whether each example has a mask; one without has ``MISSING_MASK_VALUE`` in every pixel
             of its stored mask and NaN fractions (None: every example has one).
     """
@@ -94,6 +95,7 @@ class ExampleStore:
     target_heads: tuple[TargetHead, ...] = ()
     targets: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     mask_present: np.ndarray | None = None
+    label_kind: str = "categorical"
 
     def has_masks(self) -> np.ndarray:
         """``(N,)`` whether each example has a mask."""
@@ -110,7 +112,7 @@ class ExampleStore:
 
 def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skipped, source: str, image_size: int,
                 streamer: Callable | None = None, mask_classes=BINARY_MASK_CLASSES,
-                published_splits: dict | None = None, target_heads=()) -> ExampleStore:
+                published_splits: dict | None = None, target_heads=(), label_kind="categorical") -> ExampleStore:
     """An ``ExampleStore`` from examples a source has decoded, in the order given.
 
     Args:
@@ -127,6 +129,7 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         mask_classes: names of the mask values 1..K (default ``BINARY_MASK_CLASSES``: binary masks).
         published_splits: the dataset's own split, ``{split: [id, ...]}``; ids not among the rows are dropped.
         target_heads: further targets' ``TargetHead`` s; each row then has ``targets`` (``{head: value}``).
+        label_kind: ``"categorical"`` or ``"ordinal"`` (``mtunet.data.targets.LABEL_KINDS``).
     """
     if not rows:
         raise DataError(f"{source} has no usable example ({len(skipped)} skipped)")
@@ -157,4 +160,5 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         target_heads=tuple(target_heads),
         targets=target_arrays(target_heads, rows),
         mask_present=np.array([row.get("mask_present", True) for row in rows], bool),
+        label_kind=label_kind,
     )

@@ -28,6 +28,7 @@ from mtunet.errors import DataError
 
 COLUMNS_FILE = "columns.json"
 KINDS = ("categorical", "ordinal", "continuous")
+LABEL_KINDS = ("categorical", "ordinal")  # of the class label (columns.json's "label" entry)
 # the heads every multi-task model has: a further target may not take their names
 RESERVED_NAMES = ("label", "mask")
 ROLE_COLUMNS = ("id", "label", "patient", "group")  # labels.csv columns that are not further targets
@@ -67,16 +68,32 @@ class TargetHead:
                    None if names is None else tuple(names))
 
 
-def read_target_heads(path: Path, table_columns) -> list[dict]:
-    """The declarations of the ``columns.json`` at ``path`` grouped by head (``declare_target_heads``), ``[]`` if there
-    is no such file; ``DataError`` for a file that is not JSON."""
+def read_target_heads(path: Path, table_columns) -> tuple[list[dict], str]:
+    """``(declarations, label kind)`` of the ``columns.json`` at ``path``: its further targets grouped by head
+    (``declare_target_heads``) and the kind of the class label (``label_kind``); ``([], "categorical")`` if there is
+    no such file; ``DataError`` for a file that is not JSON."""
     if not path.exists():
-        return []
+        return [], "categorical"
     try:
         declared = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} cannot be read as JSON ({error}); expected {{column: {{\"kind\": ...}}}}") from None
-    return declare_target_heads(declared, table_columns, str(path))
+    kind = label_kind(declared, str(path))
+    further = {column: entry for column, entry in declared.items() if column != "label"}
+    return declare_target_heads(further, table_columns, str(path)), kind
+
+
+def label_kind(declared, where: str) -> str:
+    """The kind of the class label that ``declared`` (``columns.json``'s content) gives as ``{"label": {"kind":
+    ...}}``: ``"ordinal"`` (grades: an ordinal head with ``--ordinal-loss coral``, evaluated as grades) or
+    ``"categorical"`` (the default); ``DataError`` for anything else."""
+    if not isinstance(declared, dict) or "label" not in declared:
+        return "categorical"
+    entry = declared["label"]
+    if not isinstance(entry, dict) or set(entry) != {"kind"} or entry["kind"] not in LABEL_KINDS:
+        raise DataError(f"{where}: column 'label' has {entry!r}; expected {{\"kind\": \"ordinal\"}} or "
+                        "{\"kind\": \"categorical\"} (the classes and their order come from classes.txt)")
+    return entry["kind"]
 
 
 def declare_target_heads(declared, table_columns, where: str) -> list[dict]:

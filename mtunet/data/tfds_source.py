@@ -82,4 +82,5 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
     class_names = builder.info.features["label"].names
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=builder.name,
                        image_size=image_size, streamer=streamer, mask_classes=mask_classes,
-                       published_splits=recorded_splits(builder.info), target_heads=target_heads)
+                       published_splits=recorded_splits(builder.info), target_heads=target_heads,
+                       label_kind=getattr(builder_class, "LABEL_KIND", "categorical"))

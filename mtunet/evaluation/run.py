@@ -148,6 +148,14 @@ def _predict(model, batches, mask_classes, target_heads=()):
     return predictions
 
 
+def _label_as_grades(predictions, head) -> dict:
+    """The arrays with which ``head_metrics`` evaluates an ordinal class label as grades, as it does an ordinal
+    further head (``heads["label"]`` in metrics.json): by the head's own decision (``head``'s ``predict_numpy``)."""
+    return {"true_label": predictions["labels"], "label_class_names": predictions["class_names"],
+            "label_predicted": head.predict_numpy(predictions["label_probabilities"]).astype(np.int64),
+            "label_decision": np.asarray(head.decision), "label_kind": np.asarray("ordinal")}
+
+
 def _predicted_masks(predictions) -> np.ndarray:
     """The predicted masks: thresholded probabilities, or the argmax class maps of a multi-class mask."""
     if "mask_classes" in predictions:
@@ -300,6 +308,9 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
                    "class_names": np.asarray(data.info.class_names, str),
                    "threshold": np.float64(threshold),
                    **_predict(model, batches(), data.info.mask_classes, data.info.target_heads)}
+    label_head = model_heads(model).get("label")
+    if data.info.label_kind == "ordinal" and label_head is not None:
+        predictions |= _label_as_grades(predictions, label_head)
     groups = [data.groups(name) for name in chosen]
     if all(group is not None for group in groups):
         predictions["groups"] = np.concatenate(groups)

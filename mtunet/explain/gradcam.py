@@ -180,7 +180,8 @@ class GradCam:
         return GradCamResult(
             heatmaps=heatmaps.numpy(),
             target_classes=targets,
-            probabilities=tf.nn.softmax(logits["label"]).numpy() if "label" in logits else None,
+            probabilities=(keras.ops.convert_to_numpy(model_heads(self.model)["label"].probabilities(logits["label"]))
+                           if "label" in logits else None),
             masks=None if mask is None else mask.numpy(),
         )
 
@@ -299,12 +300,13 @@ def gradcam_section(context, *, layer: str = "auto", head: str | None = None):
     """
     if head is None:
         heads = model_heads(context.model)
-        classifiers = [name for name, explained in heads.items() if explained.type == "classification"]
+        classifiers = [name for name, explained in heads.items() if explained.loss_role == "classification"]
         head = classifiers[0] if classifiers else next(iter(heads))
     cam = GradCam(context.model, layer=layer, head=head)
     scores = _localisation(cam, ((images, targets["mask"], "predicted") for images, targets in context.batches()))
-    what = ("the predicted class's score" if cam.kind == "classification"
-            else "the summed mask logits (Seg-Grad-CAM)")
+    what = {"classification": "the predicted class's score",
+            "ordinal": "the grade's score (the ordinal head's summed threshold logits)",
+            "regression": "the summed standardised values"}.get(cam.kind, "the summed mask logits (Seg-Grad-CAM)")
     return ReportSection(
         key="gradcam", title="Grad-CAM localisation", metrics=scores,
         text=f"Grad-CAM of {what} at layer {cam.layer}, on the images with a lesion: the mean share of the heatmap "

@@ -75,7 +75,8 @@ def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:
 def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_shape=(224, 224, 3),
               num_classes: int | None = None, mask_classes=BINARY_MASK_CLASSES, task: str = "multi",
               decoder: str | None = None, skip: str | None = None, skip_connections: bool = True,
-              decoder_filters=None, dropout: float = 0.3, extra_heads=()) -> ModelSpec:
+              decoder_filters=None, dropout: float = 0.3, extra_heads=(),
+              label_head: str = "classification") -> ModelSpec:
     """The ``ModelSpec`` of preset ``architecture`` for a dataset, with any part overridden.
 
     Args:
@@ -88,6 +89,8 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
             a classification model has no decoder).
         skip_connections, dropout: as for ``build_model``.
         decoder_filters: the decoder's filters per stage (None: the preset's).
+        label_head: the head type of the class label: ``"classification"`` (softmax) or ``"ordinal"`` (CORAL, for
+            grades).
         extra_heads: head configs added after the task's (e.g. the regression and further classification heads a
             dataset declares); those on pooled features without ``levels`` read the preset's shared layer if it
             has one, else the bottleneck.
@@ -102,7 +105,7 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
     if task in ("multi", "classification"):
         levels = [SHARED_LEVEL] if preset.shared else ENCODERS.get(encoder_names(encoder)[0]).levels[
             -preset.class_levels:]
-        heads.append({"type": "classification", "name": "label", "num_classes": num_classes,
+        heads.append({"type": label_head, "name": "label", "num_classes": num_classes,
                       "dropout": float(dropout), "levels": list(levels), "hidden_units": preset.class_hidden_units})
     if task in ("multi", "segmentation"):
         heads.append(mask_head_config(tuple(mask_classes)))

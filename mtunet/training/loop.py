@@ -154,13 +154,16 @@ def target_head_configs(info, statistics: dict, ordinal_loss: str = "softmax") -
 def model_spec_for(config: TrainConfig, info, statistics=None) -> ModelSpec:
     """The architecture ``config`` asks for, sized for the data described by ``info`` (a ``DatasetInfo``); a
     multi-task model also learns the data's further targets (``target_head_configs`` of ``statistics`` and
-    ``config.ordinal_loss``)."""
+    ``config.ordinal_loss``). Ordinal labels (``info.label_kind``) get an ordinal head with
+    ``ordinal_loss="coral"``."""
     extra_heads = (target_head_configs(info, statistics or {}, config.ordinal_loss) if config.task == "multi"
                    else [])
     return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
                      input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
                      mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections,
-                     extra_heads=extra_heads)
+                     extra_heads=extra_heads,
+                     label_head="ordinal" if info.label_kind == "ordinal" and config.ordinal_loss == "coral"
+                     else "classification")
 
 
 def _start_or_resume(config, resume, options) -> tuple[TrainConfig, pathlib.Path]:

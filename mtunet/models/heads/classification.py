@@ -56,6 +56,10 @@ class ClassificationHead(PooledHead):
     def class_index_outputs(self):
         return {self.name: "class_name" if self.name == "label" else f"{self.name}_class_name"}
 
+    def probabilities(self, logits):
+        """The class probabilities from the ``{name}_logits`` layer's output (what Grad-CAM differentiates)."""
+        return ops.softmax(ops.cast(logits, "float32"), axis=-1)
+
     def predict_numpy(self, output, threshold=0.5):
         return np.asarray(output).argmax(axis=-1)
 

@@ -110,6 +110,9 @@ class OrdinalHead(ClassificationHead):
     def metrics(self, prefix):
         return [LabelledGradeAccuracy(name=f"{prefix}accuracy"), LabelledAUC(name=f"{prefix}auc")]
 
+    def probabilities(self, logits):
+        return CumulativeToClassProbabilities(dtype="float32")(logits)
+
     def serving_outputs(self, output):
         probabilities = ops.cast(output, "float32")
         return {f"{self.name}_probabilities": probabilities, self.name: ordinal_grades(probabilities)}
