@@ -108,7 +108,8 @@ def test_train_options_have_the_library_choices_and_defaults():
 
 
 def test_unknown_architecture_or_decoder_is_a_one_line_error(tmp_path):
-    for option, value, expected in [("--architecture", "transunet", "unet, attention_unet, resformer, res_mtnet"),
+    for option, value, expected in [("--architecture", "transunet", "unet, attention_unet, resformer, res_mtnet, "
+                                                                     "mtl_drnet"),
                                     ("--decoder", "fpn", "unet, attention_unet, resformer")]:
         result = CliRunner().invoke(cli.main, ["train", option, value, "--output-dir", str(tmp_path / value)])
         assert result.exit_code == 1, result.output

@@ -22,8 +22,11 @@ def test_the_paper_recipe_is_the_papers_whatever_the_defaults():
     assert (config.augment, config.shear, config.weights) == (True, True, "imagenet")
 
 
+UNKNOWN_RECIPE = r"--recipe 'nnunet': expected one of: mtunet, paper, resformer, res_mtnet, mtl_drnet"
+
+
 def test_mtunet_is_the_default_recipe_and_a_preset_names_its_own():
-    assert list(mtunet.RECIPES) == ["mtunet", "paper", "resformer", "res_mtnet"]
+    assert list(mtunet.RECIPES) == ["mtunet", "paper", "resformer", "res_mtnet", "mtl_drnet"]
     assert TrainConfig().recipe == TrainConfig.from_recipe().recipe == "mtunet"
     assert TrainConfig.from_recipe() == TrainConfig()
     assert (TrainConfig().seg_loss, TrainConfig().dice) == ("bce_dice", "image")
@@ -32,11 +35,14 @@ def test_mtunet_is_the_default_recipe_and_a_preset_names_its_own():
     res_mtnet = TrainConfig.from_recipe("res_mtnet")
     assert (res_mtnet.recipe, res_mtnet.encoder, res_mtnet.learning_rate, res_mtnet.label_smoothing) == (
         "res_mtnet", "densenet161+efficientnetb7", 1e-4, 0.1)
+    mtl_drnet = TrainConfig.from_recipe("mtl_drnet")
+    assert (mtl_drnet.recipe, mtl_drnet.encoder, mtl_drnet.loss_weights, mtl_drnet.image_size,
+            mtl_drnet.ordinal_loss) == ("mtl_drnet", "efficientnetb0", (1.0, 1.0), 512, "softmax")
     # a recipe named replaces the preset's
     assert TrainConfig.from_recipe("resformer", recipe="paper").optimizer == "adam"
-    with pytest.raises(ConfigError, match=r"--recipe 'nnunet': expected one of: mtunet, paper, resformer, res_mtnet"):
+    with pytest.raises(ConfigError, match=UNKNOWN_RECIPE):
         TrainConfig.from_recipe(recipe="nnunet")
-    with pytest.raises(ConfigError, match=r"--recipe 'nnunet': expected one of: mtunet, paper, resformer, res_mtnet"):
+    with pytest.raises(ConfigError, match=UNKNOWN_RECIPE):
         TrainConfig(recipe="nnunet").validate()
 
 
@@ -49,4 +55,4 @@ def test_cli_recipe_is_stored_and_given_options_replace_its_own(monkeypatch):
     assert (paper.recipe, paper.seg_loss, paper.reduce_lr_patience, paper.epochs) == ("paper", "bce", 0, 3)
     assert (default.recipe, default.seg_loss, default.reduce_lr_patience) == ("mtunet", "bce", 3)
     result = CliRunner().invoke(cli.main, ["train", "--help"])
-    assert "--recipe [mtunet|paper|resformer|res_mtnet]" in result.output
+    assert "--recipe [mtunet|paper|resformer|res_mtnet|mtl_drnet]" in result.output

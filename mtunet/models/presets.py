@@ -63,6 +63,11 @@ PRESETS.register("res_mtnet", Preset(
     "res_mtnet", "Res-MTNet (Lin, Zhang et al.): two encoders fused (DenseNet-161 + EfficientNet-B7), a residual "
                  "shared layer that the heads read; a U-Net decoder on the fused pyramids for masks",
     encoder="densenet161+efficientnetb7", shared={"units": 256, "dropout": 0.3}, recipe="res_mtnet"))
+# the MTL-DRNet paper names no backbone: EfficientNet-B0 is mtunet's reading (issue 25)
+PRESETS.register("mtl_drnet", Preset(
+    "mtl_drnet", "MTL-DRNet (multi-task DR grading and lesion segmentation): a shared backbone (EfficientNet-B0 here; "
+                 "the paper names none), a grade head on the pooled bottleneck, a U-Net decoder for the lesion masks",
+    encoder="efficientnetb0", recipe="mtl_drnet"))
 
 
 def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:

@@ -43,4 +43,11 @@ RECIPES = {recipe.name: recipe for recipe in (
                         "label smoothing 0.1 (not given in the paper), every task weighing 1, 224 px",
            {"encoder": "densenet161+efficientnetb7", "optimizer": "adam", "learning_rate": 1e-4,
             "label_smoothing": 0.1, "loss_weights": (1.0, 1.0), "image_size": 224}),
+    # MTL-DRNet's: lambda_cls x CE + lambda_seg x L_seg with a softmax grade head; the paper gives neither the weights
+    # (1 each here), the mask loss (mtunet's BCE + soft Dice), the size (512 px: microaneurysms are a few pixels
+    # there), the batch (8) nor the augmentation (flips both ways: a fundus has no up and down that matters)
+    Recipe("mtl_drnet", "MTL-DRNet's as far as the paper gives it: softmax grade cross-entropy + mask loss weighing 1 "
+                        "each (not given), EfficientNet-B0, 512 px, batch 8, flips both ways",
+           {"encoder": "efficientnetb0", "loss_weights": (1.0, 1.0), "ordinal_loss": "softmax", "image_size": 512,
+            "batch_size": 8, "flip": "horizontal_and_vertical"}),
 )}
