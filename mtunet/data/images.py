@@ -24,8 +24,9 @@ import numpy as np
 # The mask classes of a binary dataset: mask value 1 is lesion, 0 background.
 BINARY_MASK_CLASSES = ("lesion",)
 # Every pixel of a missing mask (an image the data gives no mask for) holds this value, which no mask class has; the
-# pipeline serves such a mask as all -1 (``mtunet.data.pipeline``).
+# pipeline serves such a mask as all MISSING_MASK_TARGET (``mtunet.data.pipeline``).
 MISSING_MASK_VALUE = 255
+MISSING_MASK_TARGET = -1.0
 # RGB to gray as ITU-R BT.601 weighs the channels (OpenCV's and Pillow's conversion, without their rounding)
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -168,6 +169,13 @@ def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int,
 def prepare_image(image: np.ndarray, image_size: int) -> np.ndarray:
     """A decoded image as ``uint8`` ``(S, S, 1 or 3)``, ``S = image_size``, as ``prepare_pair`` prepares it."""
     return letterbox(to_rgb_or_gray(to_uint8(image)), image_size, nearest=False)
+
+
+def served_mask_present(masks) -> np.ndarray:
+    """``(batch,)`` whether each served mask ``(batch, H, W[, 1])`` is one: a missing one is all
+    ``MISSING_MASK_TARGET``, so its first pixel tells (``mtunet.models.losses.mask_present`` in ``keras.ops``)."""
+    masks = np.asarray(masks)
+    return masks.reshape(len(masks), -1)[:, 0] >= 0
 
 
 def missing_mask(image_size: int) -> np.ndarray:

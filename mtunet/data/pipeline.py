@@ -3,9 +3,7 @@
 import tensorflow as tf
 
 from mtunet.data.augment import Augmenter
-from mtunet.data.images import MISSING_MASK_VALUE
-
-MISSING_MASK_TARGET = -1.0  # every pixel of a served missing mask: the mask losses and metrics skip such images
+from mtunet.data.images import MISSING_MASK_TARGET, MISSING_MASK_VALUE
 
 
 def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classes: int, batch_size: int,

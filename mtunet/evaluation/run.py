@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mtunet.data import load_dataset
-from mtunet.data.images import BINARY_MASK_CLASSES
+from mtunet.data.images import BINARY_MASK_CLASSES, served_mask_present
 from mtunet.data.splits import SPLIT_NAMES
 from mtunet.data.targets import MISSING_CLASS
 from mtunet.errors import ConfigError
@@ -115,7 +115,7 @@ def _predict(model, batches, mask_classes, target_heads=()):
     outputs, true_masks = {name: [] for name in heads}, []
     truths = {head.name: [] for head in further}
     for images, targets in batches:
-        true_masks.append(targets["mask"].numpy()[..., 0])  # a missing mask is all -1
+        true_masks.append(targets["mask"].numpy()[..., 0])
         for head in further:
             truths[head.name].append(targets[head.name].numpy())
         for name, values in model.predict_on_batch(images).items():
@@ -136,8 +136,9 @@ def _predict(model, batches, mask_classes, target_heads=()):
             predictions[f"{head.name}_kind"] = np.asarray(head.kind)
     mask_head = heads.get("mask")
     true_masks = np.concatenate(true_masks)
-    if mask_head is not None and not np.all(true_masks[:, 0, 0] >= 0):
-        predictions["mask_present"] = true_masks[:, 0, 0] >= 0
+    present = served_mask_present(true_masks)
+    if mask_head is not None and not present.all():
+        predictions["mask_present"] = present
         true_masks = np.maximum(true_masks, 0)
     if mask_head is not None and mask_head.type == "multiclass_mask":
         predictions["true_masks"] = np.rint(true_masks).astype(np.uint8)

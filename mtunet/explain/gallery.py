@@ -18,7 +18,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from mtunet.data import SPLIT_NAMES, load_dataset
-from mtunet.data.images import model_input
+from mtunet.data.images import model_input, served_mask_present
 from mtunet.deploy.predict import list_images, read_image_file
 from mtunet.deploy.serving import load_trained_model
 from mtunet.errors import ConfigError, DataError
@@ -70,9 +70,9 @@ def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[
             index = len(examples)
             if index == len(ids):
                 return examples
-            present = mask[0, 0, 0] >= 0  # a missing mask is served as all -1
             label = int(labels[index]) if labels[index] >= 0 else None  # -1: no label
-            examples.append(Example(ids[index], image, mask[..., 0] if present else None, label))
+            examples.append(Example(ids[index], image, mask[..., 0] if served_mask_present(mask[None])[0] else None,
+                                    label))
     return examples
 
 

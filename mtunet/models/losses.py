@@ -189,7 +189,7 @@ def pixel_bce(y_true, y_pred):
 
 def mask_present(y_true):
     """``(batch,)`` whether each image of the mask targets ``(batch, H, W, 1)`` has a mask: the pipeline serves a
-    missing one as all -1 (``mtunet.data.pipeline.MISSING_MASK_TARGET``), so its first pixel tells."""
+    missing one as all -1 (``mtunet.data.images.MISSING_MASK_TARGET``), so its first pixel tells."""
     return ops.cast(y_true, "float32")[:, 0, 0, 0] >= 0
 
 
