@@ -3,6 +3,7 @@ values, learnt by their own heads, evaluated per head against scikit-learn, expo
 class names."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -103,8 +104,10 @@ def test_pipeline_serves_missing_labels_as_zero_rows_and_missing_values_as_nan(t
      "column 'centre_y' has kind 'numeric'; expected one of: categorical, ordinal, continuous"),
     (lambda root: (root / "columns.json").write_text('{"centre_y": {"kind": "continuous", "head": "mask"}}'),
      "names head 'mask'; expected a name"),
-    (lambda root: (root / "columns.json").write_text('{"label": {"kind": "categorical"}}'),
-     "declares column(s) label, which labels.csv uses for ids, the class label and patients"),
+    (lambda root: (root / "columns.json").write_text('{"patient": {"kind": "categorical"}}'),
+     "declares column(s) patient, which labels.csv uses for ids, the class label and patients"),
+    (lambda root: (root / "columns.json").write_text('{"label": {"kind": "continuous"}}'),
+     "column 'label' has {'kind': 'continuous'}; expected {\"kind\": \"ordinal\"}"),
     (lambda root: (root / "columns.json").write_text(
         '{"birads": {"kind": "ordinal", "head": "both"}, "histology": {"kind": "categorical", "head": "both"}}'),
      "shares head 'both' with column 'birads'; only continuous columns may share a head"),
@@ -113,7 +116,7 @@ def test_pipeline_serves_missing_labels_as_zero_rows_and_missing_values_as_nan(t
 def test_bad_declarations_are_named_in_one_line(tmp_path, change, message):
     root = _write_dataset(tmp_path / "data", num_patients=4)
     change(root)
-    with pytest.raises(DataError, match="^[^\n]*" + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DataError, match="^[^\n]*" + re.escape(message)):
         load_dataset("folder", data_dir=root, image_size=32)
 
 
