@@ -16,7 +16,7 @@ import click
 from mtunet.demo import DEMO_EPOCHS, DEMO_IMAGE_SIZE
 from mtunet.options import (
     CLASS_WEIGHTS, DICE_VARIANTS, EMPTY_MASK_RULES, EVALUATION_SPLITS, EXPORT_FORMATS, FLIP_MODES, MISSING_TARGETS,
-    OPTIMIZERS, ORDINAL_LOSSES, SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
+    OPTIMIZERS, ORDINAL_LOSSES, PREPROCESSING, SEGMENTATION_LOSSES, STRATEGIES, TASKS, command_line_spelling,
 )
 from mtunet.training.config import TrainConfig
 from mtunet.training.recipes import RECIPES
@@ -73,20 +73,31 @@ SKIP_BAD_FILES = click.option(
 )
 
 
-def _parse_allow_missing(ctx, param, value):
-    names = tuple(part.strip() for part in value.split(",") if part.strip()) if value else ()
-    unknown = [name for name in names if name not in MISSING_TARGETS]
-    if unknown:
-        raise click.BadParameter(f"{value!r}: unknown target {unknown[0]!r}; expected some of: "
-                                 f"{', '.join(MISSING_TARGETS)}, comma-separated")
-    return names
+def _comma_list(choices, what: str):
+    """A click callback parsing a comma-separated list of some of ``choices`` (each a ``what``) into a tuple."""
+
+    def parse(ctx, param, value):
+        names = tuple(part.strip() for part in value.split(",") if part.strip()) if value else ()
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise click.BadParameter(f"{value!r}: unknown {what} {unknown[0]!r}; expected some of: "
+                                     f"{', '.join(choices)}, comma-separated")
+        return names
+
+    return parse
 
 
 ALLOW_MISSING = click.option(
-    "--allow-missing", default="", callback=_parse_allow_missing, metavar="TARGETS",
+    "--allow-missing", default="", callback=_comma_list(MISSING_TARGETS, "target"), metavar="TARGETS",
     help="Targets some images may lack (folder dataset), comma-separated: 'mask' keeps images without a mask file, "
          "'label' rows with an empty label; they train the other heads only and are left out of that head's "
          "metrics.",
+)
+PREPROCESS = click.option(
+    "--preprocessing", default="", callback=_comma_list(PREPROCESSING, "step"), metavar="STEPS",
+    help="How images are prepared for fundus photographs, comma-separated: 'fov_crop' cuts each image (and its "
+         "mask) to its field of view before resizing, 'ben_graham' is Ben Graham's local colour normalisation; the "
+         "model keeps them, so evaluate, predict, Grad-CAM and the export apply them too.",
 )
 
 
@@ -388,6 +399,7 @@ TRAIN_OPTIONS = [
     _train_option("strategy", type=click.Choice(STRATEGIES)),
     SKIP_BAD_FILES,
     ALLOW_MISSING,
+    PREPROCESS,
     click.option("--splits-file", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
                  help="Train on the splits of this splits.json (e.g. another run's, or one with fewer training "
                       "images) instead of making them."),

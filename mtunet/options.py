@@ -17,17 +17,34 @@ STRATEGIES = ("auto", "default", "mirrored", "tpu", "multi_worker")
 EVALUATION_SPLITS = ("train", "validation", "test", "all")
 EMPTY_MASK_RULES = ("one", "skip")
 EXPORT_FORMATS = ("saved_model", "tflite")
+# how images are prepared for the model (--preprocessing): fov_crop cuts them to the field of view of a fundus
+# photograph before resizing (``mtunet.data.images.field_of_view_box``); ben_graham is Ben Graham's local colour
+# normalisation, a layer of the model (``mtunet.models.layers.BenGrahamNormalisation``)
+PREPROCESSING = ("fov_crop", "ben_graham")
 # targets a folder dataset may lack for some images (--allow-missing): such an image trains only its other losses
 MISSING_TARGETS = ("mask", "label")
 
+
+def _some_of(option: str, values, choices, what: str) -> tuple[str, ...]:
+    """``values`` of ``option`` as a tuple of some of ``choices`` (each a ``what``); ``ConfigError`` naming unknown
+    ones."""
+    values = tuple(values or ())
+    unknown = [name for name in values if name not in choices]
+    if unknown:
+        raise ConfigError(f"{spell(option, ','.join(values))}: unknown {what}(s) {', '.join(unknown)}; expected some "
+                          f"of: {', '.join(choices)}")
+    return values
+
+
+def check_preprocessing(preprocessing) -> tuple[str, ...]:
+    """``preprocessing`` as a tuple of ``PREPROCESSING`` in their order; ``ConfigError`` naming an unknown step."""
+    preprocessing = _some_of("preprocessing", preprocessing, PREPROCESSING, "step")
+    return tuple(name for name in PREPROCESSING if name in preprocessing)
+
+
 def check_allow_missing(allow_missing) -> tuple[str, ...]:
     """``allow_missing`` as a tuple of ``MISSING_TARGETS``; ``ConfigError`` naming an unknown target."""
-    allow_missing = tuple(allow_missing or ())
-    unknown = [name for name in allow_missing if name not in MISSING_TARGETS]
-    if unknown:
-        raise ConfigError(f"{spell('allow_missing', ','.join(allow_missing))}: unknown target(s) "
-                          f"{', '.join(unknown)}; expected some of: {', '.join(MISSING_TARGETS)}")
-    return allow_missing
+    return _some_of("allow_missing", allow_missing, MISSING_TARGETS, "target")
 
 
 # How messages spell an option: "python" (``skip_bad_files=True``), or "cli" (``--skip-bad-files``) while a

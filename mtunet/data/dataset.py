@@ -317,7 +317,7 @@ class LoadedDataset:
 def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int = 0, splits_path=None,
                  validation_fraction: float = 0.15, test_fraction: float = 0.15, fold: int | None = None,
                  num_folds: int | None = None, skip_bad_files: bool = False, memory_limit: int | None = None,
-                 cache_dir=None, allow_missing=()) -> LoadedDataset:
+                 cache_dir=None, allow_missing=(), crop_fov: bool = False) -> LoadedDataset:
     """Reads a dataset, decodes it at ``image_size`` and splits it by patient, stratified by class (a dataset published
     with its own split, e.g. ``isic2017``, keeps that one unless ``fold`` asks for cross-validation).
 
@@ -345,6 +345,9 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
         allow_missing: targets some images may lack, of ``mtunet.options.MISSING_TARGETS`` (``("mask",)``: images
             without a mask file are kept and add nothing to the mask's loss and metrics); datasets whose entry has
             ``partial_labels``.
+        crop_fov: cut each image and its mask to the image's field of view before resizing (fundus photographs:
+            ``mtunet.data.images.field_of_view_box``); a model trained so is given its images so too
+            (``ModelSpec.preprocessing``).
         memory_limit: bytes of decoded examples to hold in memory (None: a quarter of the machine's memory; 0
             streams every dataset).
         cache_dir: where streamed datasets make their temporary cache folder (None: the system's temporary folder).
@@ -370,7 +373,7 @@ def load_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: int =
                               f"one of: {choices}")
         partial["allow_missing"] = check_allow_missing(allow_missing)
     store = spec.read(data_dir, image_size=int(image_size), skip_bad_files=skip_bad_files, memory_limit=memory_limit,
-                      **partial)
+                      crop_fov=bool(crop_fov), **partial)
     if splits_path is not None and Path(splits_path).exists():
         splits = Splits.load(splits_path)
         splits.check(store.ids.tolist(), str(splits_path))

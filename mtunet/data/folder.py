@@ -126,8 +126,9 @@ class _BadPair(Exception):
         self.file, self.problem, self.expected = file, problem, expected
 
 
-def _decode(image_path: Path, mask_path: Path | None, image_size: int, num_mask_classes: int):
-    """``(image, mask, facts)``: the pair prepared at ``image_size`` with ``num_mask_classes`` mask classes, and
+def _decode(image_path: Path, mask_path: Path | None, image_size: int, num_mask_classes: int, crop_fov: bool):
+    """``(image, mask, facts)``: the pair prepared at ``image_size`` with ``num_mask_classes`` mask classes (cut to the
+    field of view with ``crop_fov``), and
     ``{"size", "lesion_fraction", "mask_fractions", "channels", "mask_present"}`` of it (``missing_mask`` and NaN
     fractions when ``mask_path`` is None); ``_BadPair`` if it cannot be used."""
     image = read_image(image_path)
@@ -136,7 +137,7 @@ def _decode(image_path: Path, mask_path: Path | None, image_size: int, num_mask_
     if has_unsupported_layout(image):
         raise _BadPair(image_path, "have an unsupported number of channels", "a grayscale, RGB or RGBA image")
     if mask_path is None:
-        prepared_image = prepare_image(image, image_size)
+        prepared_image = prepare_image(image, image_size, crop_fov=crop_fov)
         facts = {"size": image.shape[:2], "lesion_fraction": float("nan"),
                  "mask_fractions": [float("nan")] * num_mask_classes, "channels": prepared_image.shape[2],
                  "mask_present": False}
@@ -148,7 +149,8 @@ def _decode(image_path: Path, mask_path: Path | None, image_size: int, num_mask_
         raise _BadPair(mask_path, "are masks of another size than their image",
                        "a mask of its image's height and width")
     try:
-        prepared_image, prepared_mask = prepare_pair(image, mask, image_size, num_mask_classes)
+        prepared_image, prepared_mask = prepare_pair(image, mask, image_size, num_mask_classes,
+                                                     crop_fov=crop_fov)
     except MaskError as bad:
         raise _BadPair(mask_path, bad.problem, f"{bad.expected} in mask_classes.txt") from None
     facts = {"size": image.shape[:2], "lesion_fraction": lesion_fraction(mask, num_mask_classes),
@@ -157,10 +159,10 @@ def _decode(image_path: Path, mask_path: Path | None, image_size: int, num_mask_
     return prepared_image, prepared_mask, facts
 
 
-def _decode_again(image_path: Path, mask_path: Path, image_size: int, num_mask_classes: int):
+def _decode_again(image_path: Path, mask_path: Path, image_size: int, num_mask_classes: int, crop_fov: bool):
     """The prepared ``(image, mask)`` of a pair found good while reading; ``DataError`` if it has gone bad since."""
     try:
-        image, mask, _ = _decode(image_path, mask_path, image_size, num_mask_classes)
+        image, mask, _ = _decode(image_path, mask_path, image_size, num_mask_classes, crop_fov)
     except _BadPair as bad:
         raise DataError(f"{bad.file} {bad.problem} since the dataset was read; expected {bad.expected}") from None
     return image, mask
@@ -211,8 +213,9 @@ def _list_rows(data_dir: Path, problems: Problems, allow_missing):
 
 
 def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memory_limit: int | None = None,
-                allow_missing=()) -> ExampleStore:
-    """Reads and decodes a folder dataset (see the module docstring) at ``image_size``.
+                allow_missing=(), crop_fov: bool = False) -> ExampleStore:
+    """Reads and decodes a folder dataset (see the module docstring) at ``image_size``, each image and its mask cut
+    to the image's field of view first with ``crop_fov`` (``mtunet.data.images.field_of_view_box``).
 
     Every image is decoded here, so bad files (unreadable images, missing masks or labels, masks of the wrong size,
     labels not in ``classes.txt``, mask values beyond ``mask_classes.txt``) raise one ``DataError`` naming them, or
@@ -233,7 +236,7 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memo
 
     def decode(row):
         try:
-            image, mask, facts = _decode(*row["files"], image_size, num_mask_classes)
+            image, mask, facts = _decode(*row["files"], image_size, num_mask_classes, crop_fov)
         except _BadPair as bad:
             return bad
         return {**row, **facts, "image": image if in_memory else None, "mask": mask if in_memory else None}
@@ -254,7 +257,8 @@ def read_folder(data_dir, *, image_size: int, skip_bad_files: bool = False, memo
     if not in_memory:
         from mtunet.data.stream import file_streamer  # imports TensorFlow: only streaming needs it
 
-        streamer = file_streamer(lambda position: _decode_again(*files[position], image_size, num_mask_classes),
+        streamer = file_streamer(lambda position: _decode_again(*files[position], image_size, num_mask_classes,
+                                                                 crop_fov),
                                  image_size)
     return build_store(rows, class_names, grouped=grouped, skipped=skipped, source=str(data_dir),
                        image_size=image_size, streamer=streamer, mask_classes=mask_classes, target_heads=target_heads,

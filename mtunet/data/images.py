@@ -13,6 +13,9 @@ Conventions, shared by every dataset source:
 - A multi-class mask (``K >= 2`` mask classes) is a map of class values, read as stored: 0 background, ``i`` the
   ``i``-th mask class. Any other value, or a colour mask whose channels differ, raises ``MaskError``.
 - Masks are resized with nearest-neighbour interpolation, so they keep their values.
+- Fundus photographs may be cropped to their field of view first (``crop_fov``, ``field_of_view_box``): to the rows
+  and columns of which more than ``FOV_MIN_SHARE`` of the pixels have a channel above ``FOV_THRESHOLD``, so that
+  the black surround does not take the model's pixels; the mask is cropped with its image.
 - A model is given an image with its own channel count (``to_channels``): a colour image sent to a grayscale model
   becomes its BT.601 luminance, a grayscale image sent to a colour model is repeated to RGB, alpha is dropped. The
   serving graph (``mtunet.deploy.serving.to_model_channels``) applies the same weights.
@@ -27,6 +30,11 @@ BINARY_MASK_CLASSES = ("lesion",)
 # pipeline serves such a mask as all MISSING_MASK_TARGET (``mtunet.data.pipeline``).
 MISSING_MASK_VALUE = 255
 MISSING_MASK_TARGET = -1.0
+# The field of view of a fundus photograph: pixels brighter than FOV_THRESHOLD (of 255) in some channel; a row or
+# column belongs to it when more than FOV_MIN_SHARE of its pixels are, so that stray bright pixels in the black
+# surround (JPEG noise, a burnt-in label) do not widen the crop.
+FOV_THRESHOLD = 10
+FOV_MIN_SHARE = 0.02
 # RGB to gray as ITU-R BT.601 weighs the channels (OpenCV's and Pillow's conversion, without their rounding)
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -157,18 +165,43 @@ def mask_values(mask: np.ndarray, num_mask_classes: int = 1) -> np.ndarray:
     return class_values(mask, num_mask_classes)
 
 
-def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int,
-                 num_mask_classes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def field_of_view_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the field of view of ``image`` ``(H, W, C)`` of 0-255 pixels (see the
+    module's docstring); the whole image when no row or column is bright enough. The serving graph's twin is
+    ``mtunet.deploy.serving.field_of_view_boxes``."""
+    bright = np.asarray(image).max(axis=2) > FOV_THRESHOLD
+    rows = np.flatnonzero(bright.mean(axis=1) > FOV_MIN_SHARE)
+    columns = np.flatnonzero(bright.mean(axis=0) > FOV_MIN_SHARE)
+    if not rows.size or not columns.size:
+        return 0, 0, image.shape[0], image.shape[1]
+    return int(rows[0]), int(columns[0]), int(rows[-1] - rows[0] + 1), int(columns[-1] - columns[0] + 1)
+
+
+def crop_to_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """``image`` ``(H, W[, C])`` cut to ``box`` ``(top, left, height, width)``."""
+    top, left, height, width = box
+    return image[top:top + height, left:left + width]
+
+
+def prepare_pair(image: np.ndarray, mask: np.ndarray, image_size: int, num_mask_classes: int = 1, *,
+                 crop_fov: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A decoded image and its mask as ``uint8`` ``(S, S, 1 or 3)`` and ``(S, S, 1)``, ``S = image_size``: the mask
     of 0/1 when ``num_mask_classes`` is 1 (the default), else of class values 0 to ``num_mask_classes``
-    (see ``mask_values``)."""
-    mask = letterbox(mask_values(mask, num_mask_classes), image_size, nearest=True)
-    return prepare_image(image, image_size), mask
+    (see ``mask_values``); both cut to the image's field of view first with ``crop_fov``."""
+    image = to_rgb_or_gray(to_uint8(image))
+    mask = mask_values(mask, num_mask_classes)
+    if crop_fov:
+        box = field_of_view_box(image)
+        image, mask = crop_to_box(image, box), crop_to_box(mask, box)
+    return letterbox(image, image_size, nearest=False), letterbox(mask, image_size, nearest=True)
 
 
-def prepare_image(image: np.ndarray, image_size: int) -> np.ndarray:
+def prepare_image(image: np.ndarray, image_size: int, *, crop_fov: bool = False) -> np.ndarray:
     """A decoded image as ``uint8`` ``(S, S, 1 or 3)``, ``S = image_size``, as ``prepare_pair`` prepares it."""
-    return letterbox(to_rgb_or_gray(to_uint8(image)), image_size, nearest=False)
+    image = to_rgb_or_gray(to_uint8(image))
+    if crop_fov:
+        image = crop_to_box(image, field_of_view_box(image))
+    return letterbox(image, image_size, nearest=False)
 
 
 def served_mask_present(masks) -> np.ndarray:
@@ -213,10 +246,14 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.sum(image[..., :3] * np.array(LUMINANCE_WEIGHTS, np.float32), axis=-1, keepdims=True)
 
 
-def model_input(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+def model_input(image: np.ndarray, image_size: int, channels: int, *, crop_fov: bool = False) -> np.ndarray:
     """``float32`` ``(S, S, channels)``: a ``(H, W, 1 | 2 | 3 | 4)`` image of 0-255 pixels as the serving graph gives
-    it to the model (``to_channels``, then ``letterbox`` unrounded); what a caller of a TFLite export does first."""
-    return letterbox(to_channels(image, channels), image_size, nearest=False)
+    it to the model (``to_channels``, cut to its field of view with ``crop_fov``, then ``letterbox`` unrounded);
+    what a caller of a TFLite export does first."""
+    image = to_channels(image, channels)
+    if crop_fov:
+        image = crop_to_box(image, field_of_view_box(image))
+    return letterbox(image, image_size, nearest=False)
 
 
 def expand_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -47,7 +47,7 @@ class DatasetSpec:
     Attributes:
         name: registry name, e.g. ``"folder"``.
         description: one line for listings and errors.
-        read: ``read(data_dir, *, image_size, skip_bad_files, memory_limit) -> ExampleStore``: decodes every
+        read: ``read(data_dir, *, image_size, skip_bad_files, memory_limit, crop_fov) -> ExampleStore``: decodes every
             example, kept in memory if they take at most ``memory_limit`` bytes, else streamed.
         needs_data_dir: whether ``data_dir`` must be given (else it is optional: for TFDS builders it is the TFDS
             data directory, None meaning TFDS's default).

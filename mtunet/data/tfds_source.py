@@ -24,7 +24,7 @@ from mtunet.data.targets import declare_target_heads, parse_targets
 
 
 def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | None = None, manual_dir=None,
-              skip_bad_files: bool = False, memory_limit: int | None = None) -> ExampleStore:
+              skip_bad_files: bool = False, memory_limit: int | None = None, crop_fov: bool = False) -> ExampleStore:
     """Prepares ``builder_class`` in the TFDS ``data_dir`` if needed and decodes every example at ``image_size``.
 
     Args:
@@ -37,6 +37,8 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
             ``MASK_CLASSES`` instead of raising ``DataError``.
         memory_limit: bytes the decoded examples may take in memory (None: ``store.default_memory_limit()``); more
             are streamed from the TFDS files.
+        crop_fov: cut each image and its mask to the image's field of view first
+            (``mtunet.data.images.field_of_view_box``).
     """
     import tensorflow_datasets as tfds  # imported here: it takes seconds, and only a TFDS read needs it
 
@@ -46,7 +48,8 @@ def read_tfds(builder_class, data_dir=None, *, image_size: int, config: str | No
                                check_memory_limit(memory_limit), channels)
     mask_classes = tuple(getattr(builder_class, "MASK_CLASSES", BINARY_MASK_CLASSES))
     num_mask_classes = len(mask_classes)
-    prepare = functools.partial(prepare_pair, image_size=image_size, num_mask_classes=num_mask_classes)
+    prepare = functools.partial(prepare_pair, image_size=image_size, num_mask_classes=num_mask_classes,
+                                crop_fov=crop_fov)
     problems = Problems(builder.name, skip=skip_bad_files)
     target_columns = getattr(builder_class, "TARGET_COLUMNS", {})
     declarations = declare_target_heads(target_columns, list(target_columns), builder.name)

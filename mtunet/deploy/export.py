@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtunet.data.images import model_input
+from mtunet.data.images import FOV_MIN_SHARE, FOV_THRESHOLD, model_input
 from mtunet.data.synthetic import synthetic_examples
 from mtunet.deploy.folding import fold_batchnorm
 from mtunet.deploy.serving import MODEL_INFO_FILE, TrainedModel, build_serving_functions, load_trained_model, to_numpy
@@ -43,6 +43,9 @@ TFLITE_VARIANTS = ("float32", "float16", "dynamic_range")
 PREPROCESSING = ("raw 0-255 pixels; converted to the model's channels (colour to BT.601 luminance, gray repeated to "
                  "RGB, alpha dropped), padded with zeros to a centred square and resized to the input size (area "
                  "averaging when shrinking, bilinear when enlarging), as mtunet prepared the training images")
+FIELD_OF_VIEW_CROP = (f"; before padding, cut to the field of view of a fundus photograph (the rows and columns with "
+                      f"more than {FOV_MIN_SHARE:.0%} of their pixels above {FOV_THRESHOLD}; "
+                      "mtunet.data.images.field_of_view_box), masks put back with 0 outside it")
 
 # Run by a fresh interpreter with nothing but TensorFlow, as TF Serving sees the model: it reloads the SavedModel,
 # sends each request to its signature (raw pixels to serving_default, the files' bytes to predict_encoded) and saves
@@ -90,13 +93,15 @@ class ExportResult:
 
 def sample_requests(count: int = 2) -> dict[str, np.ndarray]:
     """``{name: uint8 (count, H, W, C)}``: synthetic ultrasound-like images as gray, RGB and RGBA requests, of sizes
-    neither square nor a model's input size (odd ones among them), so that comparing on them also exercises the
-    channel conversion and the in-graph padding and resizing."""
+    neither square nor a model's input size (odd ones among them), the RGB ones framed in black as fundus photographs
+    are, so that comparing on them also exercises the channel conversion, the in-graph padding and resizing, and the
+    field-of-view crop of a model that has one."""
     examples = synthetic_examples(num_patients=count, seed=0)
     gray = np.stack([next(examples)["image"][:, 14:114] for _ in range(count)])
-    rgb = np.concatenate([gray, 255 - gray, gray // 2], axis=3)[:, 5:82, 3:96]
+    colour = np.concatenate([gray, 255 - gray, gray // 2], axis=3)[:, 5:82, 3:96]
+    rgb = np.pad(colour, ((0, 0), (6, 6), (9, 9), (0, 0)))
     alpha = np.broadcast_to(np.arange(45, dtype=np.uint8)[None, None, :, None] * 5, (count, 61, 45, 1))
-    rgba = np.concatenate([rgb[:, :61, :45], alpha], axis=3)
+    rgba = np.concatenate([colour[:, :61, :45], alpha], axis=3)
     return {f"{name} {images.shape[1]}x{images.shape[2]}": images
             for name, images in (("gray", gray), ("RGB", rgb), ("RGBA", rgba))}
 
@@ -249,7 +254,8 @@ def _write_tflite(trained: TrainedModel, directory: pathlib.Path, variants) -> d
 
     size, channels = trained.image_size, trained.channels
     requests = sample_requests()
-    images = np.stack([model_input(image, size, channels) for request in requests.values() for image in request])
+    images = np.stack([model_input(image, size, channels, crop_fov=trained.crops_field_of_view)
+                       for request in requests.values() for image in request])
     reference = {name: np.asarray(value) for name, value in trained.model(images, training=False).items()}
     figures = {}
     with tempfile.TemporaryDirectory() as saved_model_dir:
@@ -325,10 +331,10 @@ def export_model(model_or_run, output_dir, *, version: int = 1, format: str = "s
     temporary = pathlib.Path(tempfile.mkdtemp(dir=output_dir, prefix=f".{version}.partial-"))
     try:
         if format == "saved_model":
-            info["preprocessing"] = f"in the graph: {PREPROCESSING}"
+            info["preprocessing"] = f"in the graph: {PREPROCESSING}{FIELD_OF_VIEW_CROP * trained.crops_field_of_view}"
             info["self_check"] = _write_saved_model(trained, temporary)
         else:
-            info["preprocessing"] = f"by the caller: {PREPROCESSING}"
+            info["preprocessing"] = f"by the caller: {PREPROCESSING}{FIELD_OF_VIEW_CROP * trained.crops_field_of_view}"
             info["tflite"] = _write_tflite(trained, temporary, tflite_variants)
         (temporary / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2, default=str))
         os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp makes the folder private to its owner

@@ -15,13 +15,16 @@ the binary mask ``mask_probabilities`` ``(batch, height, width, 1)`` float32 at 
 a multi-class mask ``mask_probabilities`` ``(batch, height, width, K + 1)`` and ``mask_class_map``
 ``(batch, height, width)`` int64 (0 background, 1..K the mask classes).
 
-Images are prepared in the graph exactly as ``mtunet.data.images.letterbox`` prepared the training images: padded
-with zeros to a centred square, then resized to ``S`` with area averaging when shrinking and bilinear interpolation
-when enlarging (``tf.image.resize`` agrees with OpenCV's to float precision), but kept in float32 rather than
-rounded to 8 bits. The mask is mapped back the same way: resized to the square's side (bilinear when enlarging, area
-when shrinking) and cropped to the image. A colour image sent to a grayscale model is converted to its BT.601
-luminance, a grayscale image sent to a colour model repeated to RGB, an alpha channel dropped
-(``mtunet.data.images.to_channels`` is the same conversion outside the graph).
+A model trained with ``--preprocessing fov_crop`` has each image cut to its field of view first
+(``field_of_view_boxes``, as ``mtunet.data.images.field_of_view_box`` cut the training images), and its masks put
+back into the whole image, 0 outside that field. Images are prepared in the graph exactly as
+``mtunet.data.images.letterbox`` prepared the training images: padded with zeros to a centred square, then resized
+to ``S`` with area averaging when shrinking and bilinear interpolation when enlarging (``tf.image.resize`` agrees
+with OpenCV's to float precision), but kept in float32 rather than rounded to 8 bits. The mask is mapped back the
+same way: resized to the square's side (bilinear when enlarging, area when shrinking) and cropped to the image. A
+colour image sent to a grayscale model is converted to its BT.601 luminance, a grayscale image sent to a colour
+model repeated to RGB, an alpha channel dropped (``mtunet.data.images.to_channels`` is the same conversion outside
+the graph).
 """
 
 import dataclasses
@@ -31,9 +34,9 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from mtunet.data.images import LUMINANCE_WEIGHTS
+from mtunet.data.images import FOV_MIN_SHARE, FOV_THRESHOLD, LUMINANCE_WEIGHTS
 from mtunet.errors import ConfigError
-from mtunet.models import load_model, model_heads
+from mtunet.models import load_model, model_heads, model_spec
 from mtunet.rundir import BEST_MODEL_FILE, CONFIG_FILE
 
 SAVED_MODEL_FILE, MODEL_INFO_FILE = "saved_model.pb", "model_info.json"
@@ -51,6 +54,7 @@ class TrainedModel:
             its BatchNorm-folded copy).
         head_class_names: ``{head: class names}`` of the further classification heads (a dataset's
             ``columns.json``).
+        preprocessing: the model's ``ModelSpec.preprocessing`` (kept, as ``heads``, for its folded copy).
     """
 
     model: object
@@ -58,6 +62,7 @@ class TrainedModel:
     info: dict
     heads: dict
     head_class_names: dict = dataclasses.field(default_factory=dict)
+    preprocessing: tuple[str, ...] = ()
 
     def names_of(self, head: str) -> list[str]:
         """The class names of classification head ``head``."""
@@ -70,6 +75,11 @@ class TrainedModel:
     @property
     def channels(self) -> int:
         return int(self.model.input_shape[3])
+
+    @property
+    def crops_field_of_view(self) -> bool:
+        """Whether the model takes its images cut to their field of view (``--preprocessing fov_crop``)."""
+        return "fov_crop" in self.preprocessing
 
 
 def _test_metrics(run_dir: pathlib.Path) -> dict | None:
@@ -102,10 +112,11 @@ def load_trained_model(model_or_run) -> TrainedModel:
     else:
         raise ConfigError(f"{path}: expected a .keras model file or a run directory")
     model = load_model(model_path)
-    heads = model_heads(model)
+    heads, preprocessing = model_heads(model), model_spec(model).preprocessing
     info = {"source": str(model_path.resolve()), "model_name": model.name,
             "input_size": [int(size) for size in model.input_shape[1:]],
-            "outputs": list(model.output_names), "heads": [head.get_config() for head in heads.values()]}
+            "outputs": list(model.output_names), "heads": [head.get_config() for head in heads.values()],
+            "preprocessing_steps": list(preprocessing)}
     classifiers = {name: head.num_classes for name, head in heads.items() if head.class_index_outputs()}
     num_classes = classifiers.pop("label", 0)
     class_names = [f"class_{index}" for index in range(num_classes)]
@@ -122,7 +133,7 @@ def load_trained_model(model_or_run) -> TrainedModel:
     info["class_names"] = class_names
     if head_class_names:
         info["head_class_names"] = head_class_names
-    return TrainedModel(model, class_names, info, heads, head_class_names)
+    return TrainedModel(model, class_names, info, heads, head_class_names, preprocessing)
 
 
 def letterbox_images(images, image_size: int):
@@ -138,12 +149,60 @@ def letterbox_images(images, image_size: int):
 
 
 def unletterbox_masks(masks, height, width):
-    """``(B, S, S, 1)`` masks of letterboxed images mapped back to the images' own ``(B, height, width, 1)``."""
+    """``(B, S, S, K)`` masks of letterboxed images mapped back to the images' own ``(B, height, width, K)``."""
     side = tf.maximum(height, width)
     size = (side, side)
     square = tf.cond(side > tf.shape(masks)[1], lambda: tf.image.resize(masks, size, method="bilinear"),
                      lambda: tf.image.resize(masks, size, method="area"))
     return tf.image.crop_to_bounding_box(square, (side - height) // 2, (side - width) // 2, height, width)
+
+
+def _span(flags):
+    """``(first, length)`` ``(B,)`` of the run from the first to the last True of each row of ``flags`` ``(B, N)``."""
+    count = tf.shape(flags)[1]
+    positions = tf.range(count)
+    first = tf.reduce_min(tf.where(flags, positions, count), axis=1)
+    last = tf.reduce_max(tf.where(flags, positions, -1), axis=1)
+    return first, last - first + 1
+
+
+def field_of_view_boxes(images):
+    """``(B, 4)`` int32 ``(top, left, height, width)`` of the field of view of each of the float ``(B, H, W, C)``
+    0-255 images (the in-graph twin of ``mtunet.data.images.field_of_view_box``)."""
+    bright = tf.cast(tf.reduce_max(images, axis=3) > FOV_THRESHOLD, tf.float32)
+    rows, columns = tf.reduce_mean(bright, axis=2) > FOV_MIN_SHARE, tf.reduce_mean(bright, axis=1) > FOV_MIN_SHARE
+    (top, height), (left, width) = _span(rows), _span(columns)
+    shape = tf.shape(images)
+    found = tf.reduce_any(rows, axis=1) & tf.reduce_any(columns, axis=1)
+    boxes = tf.stack([top, left, height, width], axis=1)
+    whole = tf.stack([0, 0, shape[1], shape[2]])
+    return tf.where(found[:, None], boxes, whole[None])
+
+
+def crop_and_letterbox(images, boxes, image_size: int):
+    """``(B, S, S, C)``: each of ``images`` ``(B, H, W, C)`` cut to its box of ``boxes`` (``field_of_view_boxes``),
+    then letterboxed (``letterbox_images``)."""
+
+    def prepare(arguments):
+        image, box = arguments
+        cut = tf.image.crop_to_bounding_box(image, box[0], box[1], box[2], box[3])
+        return letterbox_images(cut[None], image_size)[0]
+
+    return tf.map_fn(prepare, (images, boxes), fn_output_signature=tf.TensorSpec(
+        (image_size, image_size, images.shape[3]), tf.float32))
+
+
+def uncrop_masks(masks, boxes, height, width):
+    """``(B, height, width, K)``: the ``(B, S, S, K)`` masks of ``crop_and_letterbox``'s images mapped back into their
+    images, 0 outside the boxes."""
+
+    def restore(arguments):
+        mask, box = arguments
+        cut = unletterbox_masks(mask[None], box[2], box[3])[0]
+        return tf.image.pad_to_bounding_box(cut, box[0], box[1], height, width)
+
+    return tf.map_fn(restore, (masks, boxes), fn_output_signature=tf.TensorSpec((None, None, masks.shape[3]),
+                                                                                 tf.float32))
 
 
 def to_model_channels(images, channels: int):
@@ -167,17 +226,24 @@ def build_serving_functions(trained: TrainedModel) -> dict:
     """``{"serving_default": fn, "predict_encoded": fn}``: ``tf.function``s with fixed input signatures that call
     ``trained.model`` (see the module's docstring for their inputs and outputs)."""
     model, image_size, channels = trained.model, trained.image_size, trained.channels
+    crop = trained.crops_field_of_view
     class_names = {name: tf.constant(trained.names_of(name) or [""], tf.string)
                    for name, head in trained.heads.items() if head.class_index_outputs()}
 
     def predict(images):
         """Serving outputs of float32 ``(B, H, W, channels)`` images."""
         shape = tf.shape(images)
-        outputs = model(letterbox_images(images, image_size), training=False)
+        if crop:
+            boxes = field_of_view_boxes(images)
+            outputs = model(crop_and_letterbox(images, boxes, image_size), training=False)
+        else:
+            outputs = model(letterbox_images(images, image_size), training=False)
         served = {}
         for name, head in trained.heads.items():
             output = tf.cast(outputs[name], tf.float32)
-            if head.spatial:
+            if head.spatial and crop:
+                output = uncrop_masks(output, boxes, shape[1], shape[2])
+            elif head.spatial:
                 output = unletterbox_masks(output, shape[1], shape[2])
             served.update(head.serving_outputs(output))
             for indices, names in head.class_index_outputs().items():

@@ -22,7 +22,7 @@ from mtunet.evaluation.metrics import (
 )
 from mtunet.evaluation.report import ReportSection, render_report
 from mtunet.explain.gradcam import gradcam_section
-from mtunet.models import load_model, model_heads
+from mtunet.models import load_model, model_heads, model_spec
 from mtunet.rundir import (
     BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE, SPLITS_FILE, read_history, write_atomically, write_json,
 )
@@ -294,7 +294,8 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     whole = {"validation_fraction": 0.0, "test_fraction": 0.0} if split == ALL_SPLITS and not own_data else {}
     data = load_dataset(dataset, data_dir=data_dir, image_size=image_size, seed=options.seed,
                         splits_path=splits_path if own_data else None,
-                        allow_missing=options.allow_missing if dataset == options.dataset else (), **whole)
+                        allow_missing=options.allow_missing if dataset == options.dataset else (),
+                        crop_fov="fov_crop" in model_spec(model).preprocessing, **whole)
     source = f"dataset {dataset!r}" + (f" at {data_dir}" if data_dir else "")
     _check_compatible(model, model_path, data, record["class_names"], source)
 

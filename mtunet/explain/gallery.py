@@ -44,16 +44,17 @@ class Example:
     label: int | None = None
 
 
-def read_image_files(inputs, image_size: int, channels: int) -> tuple[list[Example], list[tuple[str, str]]]:
+def read_image_files(inputs, image_size: int, channels: int, *,
+                     crop_fov: bool = False) -> tuple[list[Example], list[tuple[str, str]]]:
     """``(examples, skipped)``: the readable image files of ``inputs`` (files, or folders of images), prepared for the
-    model; ``(file, reason)`` for the rest."""
+    model (cut to their field of view with ``crop_fov``); ``(file, reason)`` for the rest."""
     examples, skipped = [], []
     for path in list_images(inputs):
         image, reason = read_image_file(path)
         if image is None:
             skipped.append((str(path), reason))
         else:
-            examples.append(Example(path.stem, model_input(image, image_size, channels)))
+            examples.append(Example(path.stem, model_input(image, image_size, channels, crop_fov=crop_fov)))
     return examples, skipped
 
 
@@ -62,7 +63,8 @@ def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[
     has one) and labels too."""
     config = load_config(run_dir)
     data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=config.seed,
-                        splits_path=run_dir / SPLITS_FILE, allow_missing=config.allow_missing)
+                        splits_path=run_dir / SPLITS_FILE, allow_missing=config.allow_missing,
+                        crop_fov="fov_crop" in config.preprocessing)
     ids, labels = data.ids(split)[:num_images], data.labels(split)[:num_images]
     examples = []
     for images, targets in data.pipeline(split, batch_size=min(num_images, 64), training=False):
@@ -340,7 +342,8 @@ def prepare_gallery(run_or_model, *, images=None, split: str = "test", output_di
         raise ConfigError(f"{run_or_model} is not in a run directory, so it has no split to explain; give image files")
     output_dir = _gallery_folder(output_dir, run_dir or pathlib.Path(trained.info["source"]).parent)
     if images is not None:
-        examples, skipped = read_image_files(images, trained.image_size, trained.channels)
+        examples, skipped = read_image_files(images, trained.image_size, trained.channels,
+                                             crop_fov=trained.crops_field_of_view)
         examples = examples[:num_images]
         if not examples:
             raise DataError(f"none of the {len(skipped)} image file(s) could be read: "

@@ -15,7 +15,7 @@ from mtunet.models.heads import Head, build_head
 from mtunet.models.heads.binary_mask import BinaryMaskHead
 from mtunet.models.heads.classification import ClassificationHead
 from mtunet.models.heads.pooling import SHARED_LEVEL
-from mtunet.models.layers import PixelPreprocessing
+from mtunet.models.layers import BenGrahamNormalisation, PixelPreprocessing
 from mtunet.models.presets import BINARY_MASK_CLASSES, make_spec
 from mtunet.models.shared import residual_shared_layer
 from mtunet.models.skips import SKIPS
@@ -65,8 +65,9 @@ def _assemble(spec: ModelSpec, weights, freeze_encoder):
 
     # === Functional Model ===
     images = keras.Input((height, width, channels), name="images")
+    pixels = BenGrahamNormalisation(name="ben_graham")(images) if "ben_graham" in spec.preprocessing else images
     pyramids = [dict(backbone(PixelPreprocessing(encoder.input_scaling, name=_numbered("preprocessing", index))(
-        images))) for index, (encoder, backbone) in enumerate(zip(encoders, backbones))]
+        pixels))) for index, (encoder, backbone) in enumerate(zip(encoders, backbones))]
     levels = encoders[0].levels
     features = pyramids[0] if len(pyramids) == 1 else {
         level: keras.layers.Concatenate(name=f"fusion_{level}")([pyramid[level] for pyramid in pyramids])

@@ -81,7 +81,7 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
               num_classes: int | None = None, mask_classes=BINARY_MASK_CLASSES, task: str = "multi",
               decoder: str | None = None, skip: str | None = None, skip_connections: bool = True,
               decoder_filters=None, dropout: float = 0.3, extra_heads=(),
-              label_head: str = "classification") -> ModelSpec:
+              label_head: str = "classification", preprocessing=()) -> ModelSpec:
     """The ``ModelSpec`` of preset ``architecture`` for a dataset, with any part overridden.
 
     Args:
@@ -96,6 +96,7 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         decoder_filters: the decoder's filters per stage (None: the preset's).
         label_head: the head type of the class label: ``"classification"`` (softmax) or ``"ordinal"`` (CORAL, for
             grades).
+        preprocessing: how images are prepared for the model (``ModelSpec.preprocessing``).
         extra_heads: head configs added after the task's (e.g. the regression and further classification heads a
             dataset declares); those on pooled features without ``levels`` read the preset's shared layer if it
             has one, else the bottleneck.
@@ -121,4 +122,4 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         encoder=encoder, input_shape=input_shape, heads=tuple(heads),
         decoder=None if task == "classification" else (decoder or preset.decoder), skip=skip or preset.skip,
         skip_connections=skip_connections, decoder_filters=decoder_filters or preset.decoder_filters,
-        shared=preset.shared, preset=preset.name).validate()
+        shared=preset.shared, preset=preset.name, preprocessing=tuple(preprocessing)).validate()

@@ -14,6 +14,7 @@ from mtunet.models.heads import build_head
 from mtunet.models.heads.pooling import SHARED_LEVEL
 from mtunet.models.shared import check_shared
 from mtunet.models.skips import SKIPS
+from mtunet.options import check_preprocessing
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
 
@@ -64,6 +65,9 @@ class ModelSpec:
         shared: the residual shared layer (``{"units": 256, "dropout": 0.3}``, ``mtunet.models.shared``) that heads
             with ``levels=["shared"]`` read, or None.
         preset: the preset the spec was made from, if any (``mtunet.models.PRESETS``).
+        preprocessing: how images are prepared for the model, some of ``mtunet.options.PREPROCESSING``:
+            ``"fov_crop"`` is applied to the images given to it (by the data, the serving graph, predict and
+            Grad-CAM), ``"ben_graham"`` is the model's first layer.
     """
 
     encoder: str
@@ -75,6 +79,7 @@ class ModelSpec:
     decoder_filters: tuple[int, ...] = DEFAULT_DECODER_FILTERS
     shared: dict | None = None
     preset: str | None = None
+    preprocessing: tuple[str, ...] = ()
 
     @property
     def encoders(self) -> tuple[str, ...]:
@@ -85,6 +90,7 @@ class ModelSpec:
         self.input_shape = tuple(int(size) for size in self.input_shape)
         self.heads = tuple(dict(head) for head in self.heads)
         self.decoder_filters = tuple(int(filters) for filters in self.decoder_filters)
+        self.preprocessing = check_preprocessing(self.preprocessing)
 
     def validate(self) -> "ModelSpec":
         """Returns the spec if every part exists and fits together, else raises ``ConfigError`` naming the first
@@ -123,7 +129,8 @@ class ModelSpec:
     def to_dict(self) -> dict:
         """The spec as JSON values."""
         return {**dataclasses.asdict(self), "input_shape": list(self.input_shape),
-                "decoder_filters": list(self.decoder_filters), "heads": [dict(head) for head in self.heads]}
+                "decoder_filters": list(self.decoder_filters), "heads": [dict(head) for head in self.heads],
+                "preprocessing": list(self.preprocessing)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelSpec":

@@ -12,7 +12,7 @@ import pathlib
 from mtunet.errors import ConfigError
 from mtunet.options import (
     CLASS_WEIGHTS, DICE_VARIANTS, FLIP_MODES, OPTIMIZERS, ORDINAL_LOSSES, SEGMENTATION_LOSSES, STRATEGIES, TASKS,
-    check_allow_missing,
+    check_allow_missing, check_preprocessing,
 )
 from mtunet.rundir import CONFIG_FILE
 from mtunet.training.recipes import RECIPES
@@ -34,6 +34,8 @@ class TrainConfig:
     different seeds can share their splits; ``splits_file`` takes the splits from a ``splits.json`` instead (e.g.
     another run's, with fewer training images). ``allow_missing`` lists the targets some images may lack
     (``mtunet.options.MISSING_TARGETS``: ``("mask",)`` keeps a folder dataset's images without a mask file).
+    ``preprocessing`` lists how images are prepared for the model (``mtunet.options.PREPROCESSING``, e.g.
+    ``("fov_crop", "ben_graham")`` for fundus photographs); the model's spec keeps it.
     ``ordinal_loss`` is how the heads of a dataset's ordinal targets (``columns.json`` kind ``ordinal``) learn:
     ``"softmax"`` (a class head, weighted cross-entropy) or ``"coral"`` (an ordinal head,
     ``mtunet.models.heads.ordinal``); either way they are evaluated as grades.
@@ -81,6 +83,7 @@ class TrainConfig:
     output_dir: str | None = None
     skip_bad_files: bool = False
     allow_missing: tuple[str, ...] = ()
+    preprocessing: tuple[str, ...] = ()
     splits_file: str | None = None
 
     def __post_init__(self):
@@ -93,6 +96,7 @@ class TrainConfig:
 
         check_input_shape((self.image_size, self.image_size, 3))
         check_allow_missing(self.allow_missing)
+        check_preprocessing(self.preprocessing)
         if self.splits_file is not None and not pathlib.Path(self.splits_file).is_file():
             raise ConfigError(f"--splits-file {self.splits_file}: no such file; expected a splits.json (e.g. of a run)")
         if self.splits_file is not None and self.fold is not None:
@@ -156,7 +160,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; expected options of TrainConfig")
         options = dict(options)
-        for name in ("loss_weights", "allow_missing"):
+        for name in ("loss_weights", "allow_missing", "preprocessing"):
             if isinstance(options.get(name), list):
                 options[name] = tuple(options[name])
         return cls(**options)

@@ -161,7 +161,7 @@ def model_spec_for(config: TrainConfig, info, statistics=None) -> ModelSpec:
     return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
                      input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
                      mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections,
-                     extra_heads=extra_heads,
+                     extra_heads=extra_heads, preprocessing=config.preprocessing,
                      label_head="ordinal" if info.label_kind == "ordinal" and config.ordinal_loss == "coral"
                      else "classification")
 
@@ -357,7 +357,7 @@ def train(config: TrainConfig | None = None, *, resume=None, **options) -> Run:
     data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=split_seed,
                         splits_path=splits_path if splits_path.exists() else config.splits_file, fold=config.fold,
                         num_folds=config.num_folds, skip_bad_files=config.skip_bad_files,
-                        allow_missing=config.allow_missing)
+                        allow_missing=config.allow_missing, crop_fov="fov_crop" in config.preprocessing)
     fingerprint = data_fingerprint(data)
     if resume is not None and json.loads((run_dir / CONFIG_FILE).read_text())["data_fingerprint"] != fingerprint:
         raise ConfigError(f"--resume {run_dir}: the data of --dataset {config.dataset} changed since the run started "
