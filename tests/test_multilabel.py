@@ -1,0 +1,122 @@
+"""Multi-label lesion masks (one sigmoid channel per lesion type, which may overlap): the folder layout
+``masks/<lesion type>/<id>.png`` with a lesion type's mask missing for some images, served per channel (-1 where
+missing) through augmentation, and inspected per lesion type."""
+
+import re
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from conftest import write_folder_dataset
+from mtunet.data.augment import Augmenter
+from mtunet.data.dataset import DatasetInfo, load_dataset
+from mtunet.data.folder import read_folder
+from mtunet.data.inspect import inspect_dataset
+from mtunet.errors import DataError
+
+LESION_TYPES = ("ex", "ma")
+
+
+@pytest.fixture(scope="module")
+def lesion_dir(tmp_path_factory):
+    """24 images of 12 patients; every 4th image lacks its ``ma`` mask."""
+    return write_folder_dataset(tmp_path_factory.mktemp("multilabel") / "lesions", lesion_types=LESION_TYPES)
+
+
+def test_a_missing_lesion_mask_is_bad_unless_allowed_then_that_channel_is_missing(lesion_dir):
+    with pytest.raises(DataError, match=r"6 have no mask file of their lesion type \(masks/ma/case001_1, "
+                                        r"masks/ma/case003_1, masks/ma/case005_1 and 3 more; expected "
+                                        r"masks/<lesion type>/<id>.<ext> for every image and each of ex, ma, or "
+                                        r"allow_missing='mask'"):
+        read_folder(lesion_dir, image_size=32)
+    store = read_folder(lesion_dir, image_size=32, allow_missing=("mask",))
+    assert store.multilabel_masks and store.mask_classes == LESION_TYPES
+    assert store.masks.shape == (24, 32, 32, 2) and store.masks.dtype == np.uint8
+    lacking = np.arange(24) % 4 == 3
+    assert (store.masks[lacking, ..., 1] == 255).all()
+    assert set(np.unique(store.masks[~lacking])) == {0, 1} and set(np.unique(store.masks[..., 0])) == {0, 1}
+    assert store.has_masks().all()  # one lesion type present is a mask
+    assert np.isnan(store.mask_fractions[lacking, 1]).all() and not np.isnan(store.mask_fractions[:, 0]).any()
+    overlap = store.masks[~lacking, ..., 0] & store.masks[~lacking, ..., 1]
+    assert overlap.any() and (store.masks[~lacking, ..., 0] != store.masks[~lacking, ..., 1]).any()
+
+
+def test_an_image_without_any_lesion_mask_has_none(tmp_path):
+    root = write_folder_dataset(tmp_path / "data", num_patients=4, lesion_types=LESION_TYPES, missing_lesion_every=0)
+    for lesion in LESION_TYPES:
+        (root / "masks" / lesion / "case000_0.png").unlink()
+    cv2.imwrite(str(root / "masks" / "stray.png"), np.zeros((4, 4), np.uint8))
+    store = read_folder(root, image_size=32, allow_missing=("mask",))
+    assert store.has_masks().tolist() == [False] + [True] * 7
+    assert (store.masks[0] == 255).all() and np.isnan(store.lesion_fractions[0])
+    assert ("masks/stray.png", "are masks outside the lesion sub-folders of masks/") in store.skipped
+
+
+def test_a_lesion_mask_of_another_size_or_beside_mask_classes_txt_is_refused(tmp_path):
+    root = write_folder_dataset(tmp_path / "data", num_patients=4, lesion_types=LESION_TYPES, missing_lesion_every=0)
+    cv2.imwrite(str(root / "masks" / "ex" / "case001_0.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"1 are masks of another size than their image \(masks/ex/case001_0.png"):
+        read_folder(root, image_size=32)
+    (root / "mask_classes.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match="has both mask_classes.txt and lesion sub-folders of masks/ \\(ex, ma\\)"):
+        read_folder(root, image_size=32)
+
+
+@pytest.mark.parametrize("memory_limit", [None, 0])
+def test_pipeline_serves_each_channel_with_minus_one_where_missing(lesion_dir, memory_limit):
+    data = load_dataset("folder", data_dir=lesion_dir, image_size=32, allow_missing=("mask",),
+                        memory_limit=memory_limit)
+    assert data.info.multilabel_masks and not data.info.multiclass_masks
+    assert DatasetInfo.from_dict(data.info.to_dict()) == data.info
+    lacking = {example: int(example[4:7]) % 2 == 1 and example.endswith("_1") for example in data.ids("train")}
+    assert any(lacking.values())
+    for training in (False, True):
+        for _, targets in data.pipeline("train", batch_size=8, training=training, flip="horizontal_and_vertical"):
+            for mask in targets["mask"].numpy():
+                assert mask.shape == (32, 32, 2) and set(np.unique(mask[..., 0])) == {0.0, 1.0}
+                assert set(np.unique(mask[..., 1])) in ({0.0, 1.0}, {-1.0})
+        if not training:
+            served = np.concatenate([targets["mask"].numpy()[:, 0, 0, 1] < 0 for _, targets in
+                                     data.pipeline("train", batch_size=8, training=False)])
+            assert served.tolist() == [lacking[example] for example in data.ids("train")]
+
+
+def test_augmentation_moves_every_channel_alike():
+    masks = np.zeros((4, 32, 32, 3), "float32")
+    masks[:, 5:20, 8:14] = 1
+    masks[..., 2] = 255.0  # a missing channel as stored, filled with 0 where moved in from outside
+    images = np.repeat(masks[..., :1] * 200, 3, axis=-1)
+    _, moved = Augmenter(seed=3, flip="horizontal_and_vertical")(images, masks)
+    moved = moved.numpy()
+    np.testing.assert_array_equal(moved[..., 0], moved[..., 1])
+    assert set(np.unique(moved[..., :2])) == {0.0, 1.0} and set(np.unique(moved[..., 2])) <= {0.0, 255.0}
+    assert (moved[..., 0] != masks[..., 0]).any()
+
+
+def test_old_dataset_records_read_as_single_channel_masks(lesion_dir):
+    info = load_dataset("folder", data_dir=lesion_dir, image_size=32, allow_missing=("mask",)).info
+    record = info.to_dict()
+    assert record["multilabel_masks"] is True and record["mask_classes"] == list(LESION_TYPES)
+    del record["multilabel_masks"]
+    assert DatasetInfo.from_dict(record).multilabel_masks is False
+
+
+def test_inspect_counts_each_lesion_types_masks(lesion_dir):
+    report = inspect_dataset("folder", data_dir=lesion_dir, image_size=32, allow_missing=("mask",))
+    lesions = report["lesion_types"]
+    assert list(lesions) == list(LESION_TYPES)
+    assert lesions["ex"]["present"] == 24 and lesions["ma"]["present"] == 18
+    store = read_folder(lesion_dir, image_size=32, allow_missing=("mask",))
+    assert lesions["ma"]["mean_lesion_fraction"] == pytest.approx(np.nanmean(store.mask_fractions[:, 1]))
+    assert report["mask_class_fractions"]["ex"] == pytest.approx(lesions["ex"]["mean_lesion_fraction"])
+
+
+def test_data_inspect_prints_a_row_per_lesion_type(lesion_dir):
+    result = CliRunner().invoke(main, ["data", "inspect", "--dataset", "folder", "--data-dir", str(lesion_dir),
+                                       "--image-size", "32", "--allow-missing", "mask"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"lesion type\s+with mask\s+empty masks\s+mean lesion", result.output)
+    assert re.search(r"\nma\s+18\s+0\s+10\.\d%", result.output)
