@@ -5,8 +5,10 @@ missing) through augmentation, and inspected per lesion type."""
 import re
 
 import cv2
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
 from cli import main
@@ -16,6 +18,9 @@ from mtunet.data.dataset import DatasetInfo, load_dataset
 from mtunet.data.folder import read_folder
 from mtunet.data.inspect import inspect_dataset
 from mtunet.errors import DataError
+from mtunet.evaluation.metrics import overlap_per_image
+from mtunet.models.losses import MultiLabelSegmentationLoss, SegmentationLoss
+from mtunet.models.metrics import MeanLabelDice, MeanLabelIoU
 
 LESION_TYPES = ("ex", "ma")
 
@@ -120,3 +125,86 @@ def test_data_inspect_prints_a_row_per_lesion_type(lesion_dir):
     assert result.exit_code == 0, result.output
     assert re.search(r"lesion type\s+with mask\s+empty masks\s+mean lesion", result.output)
     assert re.search(r"\nma\s+18\s+0\s+10\.\d%", result.output)
+
+
+# y_true (batch 3, 6 x 6, 2 lesion types): image 0 lacks type 1 (-1), image 2 has an empty type 0; a prediction
+_TRUE = np.zeros((3, 6, 6, 2), "float32")
+_TRUE[0, 1:4, 1:4, 0] = 1
+_TRUE[0, ..., 1] = -1
+_TRUE[1, 2:5, 0:3, 0], _TRUE[1, 0:3, 0:3, 1] = 1, 1
+_TRUE[2, 3:6, 3:6, 1] = 1
+_PRED = np.random.default_rng(0).uniform(0.01, 0.99, (3, 6, 6, 2)).astype("float32")
+_PAIRS = [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1)]  # the present (image, lesion type) pairs
+
+
+def _pair(array, image, channel):
+    return array[image:image + 1, ..., channel:channel + 1]
+
+
+@pytest.mark.parametrize("kind", ["bce", "dice", "bce_dice"])
+@pytest.mark.parametrize("dice", ["image", "image_scaled", "batch", "lesion"])
+def test_with_one_lesion_type_the_loss_is_the_binary_masks(kind, dice):
+    true, prediction = _TRUE[..., :1].copy(), _PRED[..., :1]
+    true[1] = -1  # an image without a mask
+    expected = float(SegmentationLoss(kind, dice)(true, prediction))
+    assert float(MultiLabelSegmentationLoss(kind, dice)(true, prediction)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_loss_of_hand_cases():
+    true, half = np.ones((1, 4, 4, 2), "float32"), np.full((1, 4, 4, 2), 0.5, "float32")
+    assert float(MultiLabelSegmentationLoss("bce")(true, half)) == pytest.approx(np.log(2), rel=1e-5)
+    # Dice of each channel 1 - (2 * 8 + 1) / (16 + 8 + 1), the same for both
+    assert float(MultiLabelSegmentationLoss("dice")(true, half)) == pytest.approx(1 - 17 / 25, rel=1e-5)
+    true[..., 1] = -1  # a missing channel adds nothing, whatever is predicted there
+    other = half.copy()
+    other[..., 1] = 0.99
+    assert float(MultiLabelSegmentationLoss("bce_dice")(true, other)) == pytest.approx(np.log(2) + 1 - 17 / 25,
+                                                                                      rel=1e-5)
+    assert float(MultiLabelSegmentationLoss("bce_dice")(np.full_like(true, -1), half)) == 0.0
+
+
+@pytest.mark.parametrize("kind,dice", [("bce", "image"), ("dice", "image"), ("dice", "image_scaled"),
+                                       ("bce_dice", "image")])
+def test_the_loss_is_the_mean_over_present_pairs(kind, dice):
+    loss = MultiLabelSegmentationLoss(kind, dice)
+    pairs = [float(loss(_pair(_TRUE, *pair), _pair(_PRED, *pair))) for pair in _PAIRS]
+    assert float(loss(_TRUE, _PRED)) == pytest.approx(np.mean(pairs), rel=1e-5)
+
+
+def test_the_batch_and_lesion_dice_leave_missing_channels_out():
+    batch = MultiLabelSegmentationLoss("dice", "batch")
+    first = float(batch(_TRUE[..., :1], _PRED[..., :1]))
+    second = float(batch(_TRUE[1:, ..., 1:], _PRED[1:, ..., 1:]))  # image 0 lacks lesion type 1
+    assert float(batch(_TRUE, _PRED)) == pytest.approx((first + second) / 2, rel=1e-5)
+    lesion = MultiLabelSegmentationLoss("dice", "lesion")
+    with_lesion = [pair for pair in _PAIRS if _pair(_TRUE, *pair).sum() > 0]
+    expected = np.mean([float(lesion(_pair(_TRUE, *pair), _pair(_PRED, *pair))) for pair in with_lesion])
+    assert float(lesion(_TRUE, _PRED)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_missing_channel_changes_no_gradient():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                              keras.layers.Conv2D(2, 1, activation="sigmoid")])
+    loss = MultiLabelSegmentationLoss("bce_dice", "image")
+    images = np.random.default_rng(2).uniform(0, 1, (3, 6, 6, 1)).astype("float32")
+
+    def gradients(batch_loss):
+        with tf.GradientTape() as tape:
+            value = batch_loss(model(images))
+        return [gradient.numpy() for gradient in tape.gradient(value, model.trainable_weights)]
+
+    # the loss computed without the missing channel: the mean of each present pair's own loss
+    reference = gradients(lambda outputs: tf.add_n([loss(_pair(_TRUE, *pair), _pair(outputs, *pair))
+                                                    for pair in _PAIRS]) / len(_PAIRS))
+    for got, expected in zip(gradients(lambda outputs: loss(_TRUE, outputs)), reference):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_training_dice_and_iou_average_the_present_pairs():
+    dice, iou = MeanLabelDice(), MeanLabelIoU()
+    dice.update_state(_TRUE, _PRED)
+    iou.update_state(_TRUE, _PRED)
+    per_pair = [overlap_per_image(_pair(_TRUE, *pair) > 0, _pair(_PRED, *pair) > 0.5) for pair in _PAIRS]
+    assert float(dice.result()) == pytest.approx(np.mean([pair[0] for pair in per_pair]))
+    assert float(iou.result()) == pytest.approx(np.mean([pair[1] for pair in per_pair]))

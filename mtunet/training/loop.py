@@ -160,7 +160,8 @@ def model_spec_for(config: TrainConfig, info, statistics=None) -> ModelSpec:
                    else [])
     return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
                      input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
-                     mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections,
+                     mask_classes=info.mask_classes, multilabel_masks=info.multilabel_masks, task=config.task,
+                     skip_connections=config.skip_connections,
                      extra_heads=extra_heads,
                      label_head="ordinal" if info.label_kind == "ordinal" and config.ordinal_loss == "coral"
                      else "classification")
