@@ -1,15 +1,20 @@
 """Multi-label lesion masks (one sigmoid channel per lesion type, which may overlap): the folder layout
 ``masks/<lesion type>/<id>.png`` with a lesion type's mask missing for some images, served per channel (-1 where
-missing) through augmentation, and inspected per lesion type."""
+missing) through augmentation and inspected per lesion type; the loss and training metrics over the present (image,
+lesion type) pairs; per-lesion Dice and AUPR against scikit-learn; and a run trained, evaluated, exported, predicted
+and explained end to end."""
 
+import json
 import re
 
 import cv2
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from sklearn.metrics import average_precision_score
 
 from cli import main
 from conftest import write_folder_dataset
@@ -17,10 +22,21 @@ from mtunet.data.augment import Augmenter
 from mtunet.data.dataset import DatasetInfo, load_dataset
 from mtunet.data.folder import read_folder
 from mtunet.data.inspect import inspect_dataset
+from mtunet.deploy.export import TOLERANCE, export_model
+from mtunet.deploy.predict import load_predictor, predict_files
+from mtunet.deploy.serving import to_numpy
 from mtunet.errors import DataError
-from mtunet.evaluation.metrics import overlap_per_image
+from mtunet.evaluation.metrics import (
+    compute_metrics, load_predictions, metrics_from_predictions, multilabel_metrics, overlap_per_image, pixel_aupr,
+    save_predictions,
+)
+from mtunet.evaluation.run import evaluate_run
+from mtunet.explain.gallery import prepare_gallery
+from mtunet.explain.gradcam import GradCam
+from mtunet.models import load_model
 from mtunet.models.losses import MultiLabelSegmentationLoss, SegmentationLoss
 from mtunet.models.metrics import MeanLabelDice, MeanLabelIoU
+from mtunet.training.loop import train
 
 LESION_TYPES = ("ex", "ma")
 
@@ -208,3 +224,140 @@ def test_training_dice_and_iou_average_the_present_pairs():
     per_pair = [overlap_per_image(_pair(_TRUE, *pair) > 0, _pair(_PRED, *pair) > 0.5) for pair in _PAIRS]
     assert float(dice.result()) == pytest.approx(np.mean([pair[0] for pair in per_pair]))
     assert float(iou.result()) == pytest.approx(np.mean([pair[1] for pair in per_pair]))
+
+
+def _multilabel_predictions(seed=3):
+    """6 images of 8 x 8 px and 2 lesion types; images 1 and 4 lack type 1, image 5 has no mask at all."""
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(size=(6, 8, 8, 2)) > 0.7
+    probabilities = np.clip(true * 0.4 + rng.uniform(size=true.shape) * 0.6, 0, 1)
+    present = np.ones((6, 2), bool)
+    present[[1, 4], 1] = False
+    present[5] = False
+    return {"ids": np.arange(6).astype(str), "labels": np.array([0, 1, 0, 1, 1, 0]),
+            "class_names": np.array(["a", "b"]), "mask_probabilities": probabilities,
+            "true_masks": true & present[:, None, None, :], "mask_channels_present": present,
+            "mask_present": present.any(axis=1), "mask_labels": np.array(LESION_TYPES)}
+
+
+def test_evaluation_scores_each_lesion_type_over_the_images_with_its_mask():
+    predictions = _multilabel_predictions()
+    metrics, dice, _ = compute_metrics(predictions, bootstrap_resamples=50)
+    true, probabilities = predictions["true_masks"], predictions["mask_probabilities"]
+    present = predictions["mask_channels_present"]
+    assert metrics["mask_labels"] == list(LESION_TYPES) and metrics["images_without_mask"] == 1
+    for index, name in enumerate(LESION_TYPES):
+        have = present[:, index]
+        scores = metrics["mask_per_label"][name]
+        expected, _ = overlap_per_image(true[have, ..., index], probabilities[have, ..., index] > 0.5)
+        assert scores["images"] == have.sum() and scores["dice_mean"] == pytest.approx(expected.mean())
+        assert scores["aupr"] == pytest.approx(average_precision_score(true[have, ..., index].ravel(),
+                                                                       probabilities[have, ..., index].ravel()))
+        assert "mask_per_label" in metrics["confidence_intervals"]
+    assert metrics["dice_mean"] == pytest.approx(np.mean([metrics["mask_per_label"][name]["dice_mean"]
+                                                          for name in LESION_TYPES]))
+    assert metrics["aupr_mean"] == pytest.approx(np.mean([metrics["mask_per_label"][name]["aupr"]
+                                                          for name in LESION_TYPES]))
+    assert np.isnan(dice[5]) and not np.isnan(dice[:5]).any()
+
+
+def test_a_hand_computed_lesion_type():
+    true = np.zeros((1, 2, 2, 1), bool)
+    true[0, 0, :, 0] = True  # two lesion pixels, ranked first and third: AP = (1 + 2/3) / 2
+    probabilities = np.array([0.9, 0.3, 0.6, 0.1]).reshape(1, 2, 2, 1)
+    metrics, dice, iou = multilabel_metrics(true, probabilities, np.ones((1, 1), bool), ["ex"])
+    assert metrics["mask_per_label"]["ex"]["aupr"] == pytest.approx((1 + 2 / 3) / 2)
+    # thresholded at 0.5: pixels 0 and 2 predicted, pixel 0 right: Dice 2 / 4, IoU 1 / 3
+    assert dice[0, 0] == pytest.approx(0.5) and iou[0, 0] == pytest.approx(1 / 3)
+    assert metrics["aupr_sampling"].endswith("all pixels of the images with its mask")
+
+
+def test_aupr_of_many_pixels_ranks_a_seeded_sample():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(size=20000) > 0.9
+    scores = np.clip(true * 0.3 + rng.uniform(size=true.size), 0, 1)
+    sampled, ranked = pixel_aupr(true, scores, max_pixels=5000)
+    assert ranked == 5000 and pixel_aupr(true, scores, max_pixels=5000)[0] == sampled
+    assert sampled == pytest.approx(average_precision_score(true, scores), abs=0.05)
+    assert np.isnan(pixel_aupr(np.zeros(4, bool), np.ones(4))[0])
+
+
+def test_multilabel_predictions_file_round_trips(tmp_path):
+    predictions = _multilabel_predictions()
+    save_predictions(tmp_path / "predictions.npz", predictions)
+    expected = compute_metrics(predictions, bootstrap_resamples=20)[0]
+    assert metrics_from_predictions(tmp_path, bootstrap_resamples=20)["mask_per_label"] == expected["mask_per_label"]
+
+
+@pytest.fixture(scope="module")
+def run(lesion_dir, tmp_path_factory):
+    return train(weights=None, dataset="folder", data_dir=str(lesion_dir), image_size=32, batch_size=8, epochs=2,
+                 seg_loss="bce_dice", allow_missing=("mask",), output_dir=str(tmp_path_factory.mktemp("run")))
+
+
+def test_run_builds_the_multilabel_head_for_multilabel_data(run):
+    record = json.loads((run.directory / "config.json").read_text())
+    assert record["dataset"]["multilabel_masks"] is True and record["dataset"]["mask_classes"] == list(LESION_TYPES)
+    assert record["model"]["heads"][1] == {"type": "multilabel_mask", "name": "mask",
+                                           "mask_classes": list(LESION_TYPES)}
+    model = load_model(run.best_model_path)
+    assert model.output_shape[1] == (None, 32, 32, 2)
+    assert {"mask_dice", "val_mask_dice", "val_mask_iou"} <= set(run.history[0])
+    assert all(np.isfinite(epoch["loss"]) for epoch in run.history)
+
+
+def test_evaluation_writes_each_lesion_types_figures(run):
+    metrics = evaluate_run(run.directory, bootstrap_resamples=20)
+    assert metrics["mask_labels"] == list(LESION_TYPES) and set(metrics["mask_per_label"]) == set(LESION_TYPES)
+    for name in LESION_TYPES:
+        assert {"dice_mean", "iou_mean", "aupr", "images"} <= set(metrics["mask_per_label"][name])
+    folder = run.directory / "evaluation" / "test"
+    predictions = load_predictions(folder)
+    assert predictions["true_masks"].shape[-1] == 2 and predictions["mask_channels_present"].shape[1] == 2
+    assert metrics["mask_per_label"]["ma"]["images"] == predictions["mask_channels_present"][:, 1].sum()
+    table = pd.read_csv(folder / "per_image.csv")
+    lacking = ~predictions["mask_channels_present"][:, 1]
+    assert np.isnan(table["dice_ma"][lacking]).all() and not np.isnan(table["dice_ex"]).any()
+    page = (folder / "report.html").read_text()
+    assert "Per lesion type" in page and "AUPR" in page and "macro mean over lesion types" in page
+
+
+@pytest.fixture(scope="module")
+def export(run, tmp_path_factory):
+    return export_model(run.directory, tmp_path_factory.mktemp("export"))
+
+
+def test_saved_model_returns_each_lesion_types_probabilities(run, export):
+    model = load_model(run.best_model_path)
+    images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 1), dtype=np.uint8)
+    served = to_numpy(tf.saved_model.load(str(export.directory)).signatures["serving_default"](
+        images=tf.constant(images)))
+    assert set(served) >= {"mask_probabilities", "label_probabilities"} and "mask_class_map" not in served
+    np.testing.assert_allclose(served["mask_probabilities"], model.predict(images.astype("float32"),
+                                                                           verbose=0)["mask"], atol=TOLERANCE)
+
+
+def test_predict_writes_a_mask_per_lesion_type(export, tmp_path):
+    cv2.imwrite(str(tmp_path / "fundus.png"), np.random.default_rng(1).integers(0, 255, (40, 56), dtype=np.uint8))
+    predictor = load_predictor(export.directory)
+    assert predictor.multilabel_masks and predictor.mask_classes == LESION_TYPES
+    result = predict_files(predictor, [tmp_path / "fundus.png"], tmp_path / "out", threshold=0.3)
+    row = pd.read_csv(result.csv_path).iloc[0]
+    masks = [cv2.imread(str(tmp_path / "out" / f"fundus_mask_{name}.png"), cv2.IMREAD_UNCHANGED)
+             for name in LESION_TYPES]
+    for name, mask in zip(LESION_TYPES, masks):
+        assert row[f"mask_file_{name}"] == f"fundus_mask_{name}.png"
+        assert mask.shape == (40, 56) and set(np.unique(mask)) <= {0, 255}
+        assert row[f"area_pixels_{name}"] == (mask > 0).sum()
+    assert row["lesion_area_pixels"] == np.logical_or(*(mask > 0 for mask in masks)).sum()
+    assert cv2.imread(str(tmp_path / "out" / row["overlay_file"])).shape == (40, 56, 3)
+
+
+def test_gradcam_explains_the_class_head_and_the_lesion_types(run, tmp_path):
+    model = load_model(run.best_model_path)
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    for head, target in (("label", "predicted"), ("mask", "predicted"), ("mask", 1)):
+        result = GradCam(model, head=head)(images, target_class=target)
+        assert result.heatmaps.shape == (2, 32, 32) and result.masks.shape == (2, 32, 32)
+    summary = prepare_gallery(run.directory, output_dir=tmp_path / "gallery", num_images=2).write()
+    assert len(summary["images"]) == 2 and summary["index"].is_file()

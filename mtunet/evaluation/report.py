@@ -139,17 +139,23 @@ def _summary_table(metrics: dict) -> str:
              ("dice_pooled", "Dice, pooled over all pixels"), ("iou_mean", "IoU, mean per image"),
              ("iou_median", "IoU, median"), ("iou_pooled", "IoU, pooled over all pixels"),
              ("thresholded_jaccard", "thresholded Jaccard (ISIC, 0 below 0.65)"),
-             ("pixel_sensitivity", "pixel sensitivity"), ("pixel_specificity", "pixel specificity")]
+             ("pixel_sensitivity", "pixel sensitivity"), ("pixel_specificity", "pixel specificity"),
+             ("aupr_mean", "AUPR, pixel-level average precision")]
     level = f"{intervals.get('confidence', 0.95):.0%} CI"
     # a multi-class mask's headline segmentation numbers are macro means over its classes (evaluation.MACRO_KEYS)
     macro = {"dice_mean", "dice_median", "dice_pooled", "iou_mean", "iou_median", "iou_pooled",
              "thresholded_jaccard", "pixel_sensitivity", "pixel_specificity"} if "mask_classes" in metrics else set()
+    # a multi-label mask's are macro means over its lesion types
+    by_label = {"dice_mean", "dice_median", "dice_pooled", "iou_mean", "iou_median", "iou_pooled",
+                "aupr_mean"} if "mask_labels" in metrics else set()
     rows = []
     for key, label in names:
         if key not in metrics:
             continue
         if key in macro:
             label += ", macro mean over foreground classes"
+        if key in by_label:
+            label += ", macro mean over lesion types"
         rows.append({"metric": label, "value": metrics[key], level: _interval(intervals.get(key))})
     return _table(pd.DataFrame(rows), index=False) + _interval_note(metrics)
 
@@ -224,7 +230,42 @@ def _mask_classes(metrics: dict) -> str:
             + "<h3>Pixel confusion matrix (counts, rows true, columns predicted)</h3>" + _table(counts))
 
 
+# column of mask_per_label -> its heading in the per-lesion-type table of a multi-label mask
+MASK_LABEL_COLUMNS = {"images": "images with its mask", "dice_mean": "Dice mean", "dice_median": "Dice median",
+                      "iou_mean": "IoU mean", "dice_pooled": "Dice pooled", "iou_pooled": "IoU pooled",
+                      "aupr": "AUPR", "pixels_true": "true pixels", "pixels_predicted": "predicted pixels"}
+MASK_LABEL_COUNTS = ("images", "pixels_true", "pixels_predicted")
+
+
+def _mask_labels(metrics: dict) -> str:
+    """The per-lesion-type table of a multi-label mask, with the macro means over the lesion types."""
+    names = metrics["mask_labels"]
+    table = pd.DataFrame(metrics["mask_per_label"]).T.astype(float)[list(MASK_LABEL_COLUMNS)]
+    macro = {key: metrics.get(key) for key in MASK_LABEL_COLUMNS if key not in MASK_LABEL_COUNTS}
+    table = pd.concat([table, pd.DataFrame([{**macro, "aupr": metrics["aupr_mean"]}], index=["macro mean"])
+                       .astype(float)])
+    for column in MASK_LABEL_COUNTS:  # counts as integers; the macro row has none
+        table[column] = ["" if math.isnan(value) else str(int(value)) for value in table[column]]
+    intervals = metrics.get("confidence_intervals", {})
+    level = f"{intervals.get('confidence', 0.95):.0%} CI"
+    table[f"Dice mean {level}"] = [_interval(intervals.get("mask_per_label", {}).get(name, {}).get("dice_mean"))
+                                   for name in names] + [_interval(intervals.get("dice_mean"))]
+    table = table.rename(columns=MASK_LABEL_COLUMNS).rename_axis("lesion type").reset_index()
+    note = (f"<p class='note'>One sigmoid channel per lesion type, each thresholded at {metrics['threshold']:g}. "
+            "A lesion type's Dice and IoU mean and median are over the images that have its mask; the pooled values "
+            "count all their pixels; AUPR is the pixel-level average precision (area under the precision-recall "
+            f"curve; {html.escape(metrics['aupr_sampling'])}). The headline values (the last row) are the <b>macro "
+            "mean over the lesion types</b>.</p>")
+    return note + "<h3>Per lesion type</h3>" + _table(table, index=False)
+
+
 def _segmentation(metrics: dict, figures: dict) -> str:
+    if "mask_per_label" in metrics:
+        rule = (f"<p class='note'>Empty-mask rule <b>{html.escape(metrics['empty_mask_rule'])}</b>: "
+                f"{html.escape(metrics['empty_mask_rule_description'])}. {metrics['pairs_both_empty']} (image, "
+                f"lesion type) pair(s) had both masks empty; {metrics['images_scored']} of {metrics['n_images']} "
+                "images have a defined Dice of some lesion type.</p>")
+        return rule + _mask_labels(metrics) + _figure(figures, "dice_histogram")
     multiclass = "mask_per_class" in metrics
     decision = "" if multiclass else f"Mask threshold {metrics['threshold']:g}. "
     scored = ("have a defined Dice of some class" if multiclass else "are in the per-image Dice and IoU")

@@ -262,11 +262,13 @@ def pointing_game(heatmaps, masks) -> np.ndarray:
 
 
 def _localisation(cam: GradCam, batches) -> dict:
-    """Localisation scores over ``(images, true masks, target_class)`` batches; see ``localisation_scores``."""
+    """Localisation scores over ``(images, true masks, target_class)`` batches; see ``localisation_scores``. A
+    multi-label mask ``(N, H, W, L)`` counts the pixels of any lesion type as lesion."""
     mass, hits, area = [], [], []
     for images, masks, target_class in batches:
         heatmaps = cam(images, target_class=target_class).heatmaps
         masks = np.asarray(masks)
+        masks = masks.max(axis=-1) if masks.ndim == 4 else masks  # a missing channel (-1) is no lesion
         mass.append(mass_in_lesion(heatmaps, masks))
         hits.append(pointing_game(heatmaps, masks))
         area.append((masks.reshape(len(masks), -1) > 0.5).mean(axis=1))
