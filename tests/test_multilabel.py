@@ -69,11 +69,20 @@ def test_an_image_without_any_lesion_mask_has_none(tmp_path):
     root = write_folder_dataset(tmp_path / "data", num_patients=4, lesion_types=LESION_TYPES, missing_lesion_every=0)
     for lesion in LESION_TYPES:
         (root / "masks" / lesion / "case000_0.png").unlink()
-    cv2.imwrite(str(root / "masks" / "stray.png"), np.zeros((4, 4), np.uint8))
     store = read_folder(root, image_size=32, allow_missing=("mask",))
     assert store.has_masks().tolist() == [False] + [True] * 7
     assert (store.masks[0] == 255).all() and np.isnan(store.lesion_fractions[0])
-    assert ("masks/stray.png", "are masks outside the lesion sub-folders of masks/") in store.skipped
+
+
+def test_sub_folders_beside_mask_files_are_ignored_as_before(folder_dataset, caplog):
+    root = folder_dataset(num_patients=4)
+    binary = read_folder(root, image_size=32)
+    (root / "masks" / "old").mkdir()
+    cv2.imwrite(str(root / "masks" / "old" / "case000_0.png"), np.zeros((40, 56), np.uint8))
+    store = read_folder(root, image_size=32)
+    assert not store.multilabel_masks and store.mask_classes == ("lesion",)
+    np.testing.assert_array_equal(store.masks, binary.masks)
+    assert "ignoring the sub-folder(s) old of" in caplog.text
 
 
 def test_a_lesion_mask_of_another_size_or_beside_mask_classes_txt_is_refused(tmp_path):

@@ -11,8 +11,9 @@ at least 2: then a mask is a map of class values, 0 background and ``i`` the ``i
 
 Masks are multi-label (lesion types that may overlap, e.g. the microaneurysms, haemorrhages and exudates of a fundus
 photograph) when ``masks/`` holds one sub-folder per lesion type, ``masks/<lesion type>/<id>.<ext>``, each a binary
-mask: the lesion types are the sub-folder names in sorted order, channel ``l`` of the mask the ``l``-th of them.
-Files directly in ``masks/`` are then ignored, and a ``mask_classes.txt`` is refused.
+mask, and no mask file of its own: the lesion types are the sub-folder names in sorted order, channel ``l`` of the
+mask the ``l``-th of them; a ``mask_classes.txt`` is then refused. (Sub-folders beside mask files in ``masks/`` are
+ignored, with a warning, as they always were.)
 
 Further columns of ``labels.csv`` are further targets, each learnt by a head of its own, when an optional
 ``columns.json`` declares them (see ``mtunet.data.targets``).
@@ -121,9 +122,15 @@ def _read_mask_classes(path: Path) -> tuple[str, ...]:
 
 
 def _lesion_types(masks_dir: Path) -> tuple[str, ...]:
-    """The sub-folders of ``masks_dir`` (hidden ones aside), sorted: the lesion types of a multi-label dataset, or
-    ``()`` for masks of one file per image."""
-    return tuple(sorted(path.name for path in masks_dir.iterdir() if path.is_dir() and not path.name.startswith(".")))
+    """The sub-folders of ``masks_dir`` (hidden ones aside), sorted: the lesion types of a multi-label dataset; ``()``
+    for masks of one file per image, which a mask file directly in ``masks_dir`` makes them."""
+    folders = sorted(path.name for path in masks_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
+    if any(path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES for path in masks_dir.iterdir()):
+        if folders:
+            logger.warning("ignoring the sub-folder(s) %s of %s: it holds mask files, one per image",
+                           name_some(folders), masks_dir)
+        return ()
+    return tuple(folders)
 
 
 def _check_layout(data_dir: Path) -> None:
@@ -207,25 +214,21 @@ def _decode_again(image_path: Path, mask_path, image_size: int, num_mask_classes
 
 def _index_masks(data_dir: Path, lesion_types: tuple[str, ...], images: dict):
     """``({folder under masks/: {stem: path}}, ignored files with reasons)``: ``{"": ...}`` of ``masks/`` itself, or
-    one entry per lesion type's sub-folder of a multi-label dataset (whose files directly in ``masks/`` are
-    ignored)."""
+    one entry per lesion type's sub-folder of a multi-label dataset."""
     masks_dir = data_dir / "masks"
     masks, other_masks = _index_files(masks_dir)
-    outside = []
     if lesion_types:
         if (data_dir / "mask_classes.txt").exists():
             raise DataError(f"{data_dir} has both mask_classes.txt and lesion sub-folders of masks/ "
                             f"({', '.join(lesion_types)}); expected one of them: masks/<id>.png of class values, or "
                             "masks/<lesion type>/<id>.png of binary masks")
-        outside = [(path.relative_to(data_dir), "are masks outside the lesion sub-folders of masks/")
-                   for path in masks.values()]
         folders = {}
         for lesion in lesion_types:
             folders[lesion], others = _index_files(masks_dir / lesion)
             other_masks = other_masks + others
     else:
         folders = {"": masks}
-    ignored = [(path.relative_to(data_dir), _NOT_AN_IMAGE) for path in other_masks] + outside
+    ignored = [(path.relative_to(data_dir), _NOT_AN_IMAGE) for path in other_masks]
     ignored += [(path.relative_to(data_dir), "are masks without an image") for folder in folders.values()
                 for stem, path in folder.items() if stem not in images]
     return folders, ignored
