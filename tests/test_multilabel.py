@@ -25,7 +25,7 @@ from mtunet.data.inspect import inspect_dataset
 from mtunet.deploy.export import TOLERANCE, export_model
 from mtunet.deploy.predict import load_predictor, predict_files
 from mtunet.deploy.serving import to_numpy
-from mtunet.errors import DataError
+from mtunet.errors import ConfigError, DataError
 from mtunet.evaluation.metrics import (
     compute_metrics, load_predictions, metrics_from_predictions, multilabel_metrics, overlap_per_image, pixel_aupr,
     save_predictions,
@@ -36,7 +36,7 @@ from mtunet.explain.gradcam import GradCam
 from mtunet.models import load_model
 from mtunet.models.losses import MultiLabelSegmentationLoss, SegmentationLoss
 from mtunet.models.metrics import MeanLabelDice, MeanLabelIoU
-from mtunet.training.loop import train
+from mtunet.training.loop import data_fingerprint, train
 
 LESION_TYPES = ("ex", "ma")
 
@@ -103,6 +103,7 @@ def test_pipeline_serves_each_channel_with_minus_one_where_missing(lesion_dir, m
     assert DatasetInfo.from_dict(data.info.to_dict()) == data.info
     lacking = {example: int(example[4:7]) % 2 == 1 and example.endswith("_1") for example in data.ids("train")}
     assert any(lacking.values())
+    assert data.channels_present("train").tolist() == [[True, not lacking[example]] for example in data.ids("train")]
     for training in (False, True):
         for _, targets in data.pipeline("train", batch_size=8, training=training, flip="horizontal_and_vertical"):
             for mask in targets["mask"].numpy():
@@ -124,6 +125,13 @@ def test_augmentation_moves_every_channel_alike():
     np.testing.assert_array_equal(moved[..., 0], moved[..., 1])
     assert set(np.unique(moved[..., :2])) == {0.0, 1.0} and set(np.unique(moved[..., 2])) <= {0.0, 255.0}
     assert (moved[..., 0] != masks[..., 0]).any()
+
+
+def test_the_data_fingerprint_knows_which_lesion_masks_are_missing(tmp_path):
+    root = write_folder_dataset(tmp_path / "data", lesion_types=LESION_TYPES)
+    before = data_fingerprint(load_dataset("folder", data_dir=root, image_size=32, allow_missing=("mask",)))
+    (root / "masks" / "ex" / "case000_0.png").unlink()
+    assert data_fingerprint(load_dataset("folder", data_dir=root, image_size=32, allow_missing=("mask",))) != before
 
 
 def test_old_dataset_records_read_as_single_channel_masks(lesion_dir):
@@ -329,6 +337,12 @@ def test_evaluation_writes_each_lesion_types_figures(run):
     assert np.isnan(table["dice_ma"][lacking]).all() and not np.isnan(table["dice_ex"]).any()
     page = (folder / "report.html").read_text()
     assert "Per lesion type" in page and "AUPR" in page and "macro mean over lesion types" in page
+
+
+def test_a_multilabel_model_is_not_evaluated_on_binary_masks(run, folder_dataset):
+    with pytest.raises(ConfigError, match=r"predicts the multi-label mask classes \['ex', 'ma'\], but dataset "
+                                          r"'folder' at .* has the mask classes \['lesion'\]"):
+        evaluate_run(run.directory, data_dir=str(folder_dataset()), bootstrap_resamples=10)
 
 
 @pytest.fixture(scope="module")

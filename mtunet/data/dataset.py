@@ -178,6 +178,13 @@ class LoadedDataset:
         """``(N,)`` whether each example of ``split`` has a mask, in the order of ``ids(split)``."""
         return self._store.has_masks()[self._split_positions(split)]
 
+    def channels_present(self, split: str) -> np.ndarray:
+        """``(N, L)`` whether each example of ``split`` has the mask of each lesion type of multi-label masks, in the
+        order of ``ids(split)``; ``(N, 1)``, ``mask_present``, for masks of one channel."""
+        if not self.info.multilabel_masks:
+            return self.mask_present(split)[:, None]
+        return ~np.isnan(self._store.mask_fractions[self._split_positions(split)])  # NaN: that type's mask missing
+
     def targets(self, split: str) -> dict[str, np.ndarray]:
         """``{head: targets}`` of the further target heads for ``split``, in the order of ``ids(split)``: ``(N,)`` int
         class indices (``MISSING_CLASS`` where missing) or ``(N, columns)`` float values (NaN where missing)."""

@@ -13,7 +13,7 @@ Masks are multi-label (lesion types that may overlap, e.g. the microaneurysms, h
 photograph) when ``masks/`` holds one sub-folder per lesion type, ``masks/<lesion type>/<id>.<ext>``, each a binary
 mask, and no mask file of its own: the lesion types are the sub-folder names in sorted order, channel ``l`` of the
 mask the ``l``-th of them; a ``mask_classes.txt`` is then refused. (Sub-folders beside mask files in ``masks/`` are
-ignored, with a warning, as they always were.)
+ignored, as they always were, now with a warning.)
 
 Further columns of ``labels.csv`` are further targets, each learnt by a head of its own, when an optional
 ``columns.json`` declares them (see ``mtunet.data.targets``).
