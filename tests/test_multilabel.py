@@ -276,6 +276,9 @@ def test_evaluation_scores_each_lesion_type_over_the_images_with_its_mask():
     assert metrics["aupr_mean"] == pytest.approx(np.mean([metrics["mask_per_label"][name]["aupr"]
                                                           for name in LESION_TYPES]))
     assert np.isnan(dice[5]) and not np.isnan(dice[:5]).any()
+    # by true class, each image's mean Dice over its lesion types: images 0 and 2 of class a have a mask (5 has none)
+    assert metrics["dice_per_class"]["a"]["n"] == 2
+    assert metrics["dice_per_class"]["a"]["mean"] == pytest.approx(np.mean(dice[[0, 2]]))
 
 
 def test_a_hand_computed_lesion_type():

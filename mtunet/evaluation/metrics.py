@@ -333,6 +333,7 @@ def overlap_per_label(true_masks, predicted_masks, channels_present, empty="one"
 
 
 def multilabel_metrics(true_masks, mask_probabilities, channels_present, mask_labels, *, threshold=0.5, empty="one",
+                       labels=None, class_names=None,
                        max_aupr_pixels: int = AUPR_MAX_PIXELS) -> tuple[dict, np.ndarray, np.ndarray]:
     """Per lesion type of multi-label masks: Dice and IoU per image (over the images that have that type's mask),
     pooled, and the pixel-level AUPR; and their macro means over the lesion types.
@@ -344,6 +345,7 @@ def multilabel_metrics(true_masks, mask_probabilities, channels_present, mask_la
         mask_labels: the L lesion type names.
         threshold: probability above which a pixel is lesion, for Dice and IoU (AUPR needs none).
         empty: ``"one"`` or ``"skip"`` (``EMPTY_MASK_RULES``), for each lesion type of each image.
+        labels, class_names: the true class of each image and the class names, for ``dice_per_class``.
         max_aupr_pixels: see ``pixel_aupr``.
 
     Returns ``(metrics, Dice (n, L), IoU (n, L))``, NaN where a lesion type's mask is missing (or left out by
@@ -353,7 +355,8 @@ def multilabel_metrics(true_masks, mask_probabilities, channels_present, mask_la
     ``dice_median``, ``iou_mean``, ``iou_median``, ``dice_pooled``, ``iou_pooled`` and ``aupr_mean``,
     ``mask_averaging``, ``aupr_sampling`` (how many pixels AUPR ranks), ``pairs_both_empty`` ((image, lesion type)
     pairs whose true and predicted masks are both empty), ``images_scored`` (images with a defined Dice of some
-    lesion type), the empty-mask rule and ``threshold``.
+    lesion type), the empty-mask rule, ``threshold`` and ``dice_per_class`` (``{name: {mean, std, median, n}}`` of
+    each image's mean Dice over its lesion types, by true class).
     """
     true_masks, probabilities = np.asarray(true_masks) > 0, np.asarray(mask_probabilities, float)
     present = np.asarray(channels_present, bool)
@@ -396,6 +399,10 @@ def multilabel_metrics(true_masks, mask_probabilities, channels_present, mask_la
         "empty_mask_rule_description": f"{EMPTY_MASK_RULES[empty]}; applied lesion type by lesion type",
         "threshold": float(threshold),
     })
+    if labels is not None and class_names is not None:
+        image_dice, labels = _nanmean_rows(dice), np.asarray(labels)
+        results["dice_per_class"] = {name: _summary(image_dice[labels == index])
+                                     for index, name in enumerate(class_names)}
     return results, dice, iou
 
 
@@ -813,7 +820,7 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
         if mask_labels is not None:
             segmentation, dice_scored, iou_scored = multilabel_metrics(
                 true_masks, probabilities, channels_present(predictions)[present], mask_labels, threshold=threshold,
-                empty=empty)
+                empty=empty, labels=labels[present], class_names=class_names)
         elif mask_classes is not None:
             segmentation, dice_scored, iou_scored = _class_map_metrics(true_masks, probabilities, mask_classes, empty,
                                                                        labels[present], class_names)

@@ -260,20 +260,19 @@ def _mask_labels(metrics: dict) -> str:
 
 
 def _segmentation(metrics: dict, figures: dict) -> str:
-    if "mask_per_label" in metrics:
-        rule = (f"<p class='note'>Empty-mask rule <b>{html.escape(metrics['empty_mask_rule'])}</b>: "
-                f"{html.escape(metrics['empty_mask_rule_description'])}. {metrics['pairs_both_empty']} (image, "
-                f"lesion type) pair(s) had both masks empty; {metrics['images_scored']} of {metrics['n_images']} "
-                "images have a defined Dice of some lesion type.</p>")
-        return rule + _mask_labels(metrics) + _figure(figures, "dice_histogram")
-    multiclass = "mask_per_class" in metrics
-    decision = "" if multiclass else f"Mask threshold {metrics['threshold']:g}. "
-    scored = ("have a defined Dice of some class" if multiclass else "are in the per-image Dice and IoU")
-    empty = "all background in both maps" if multiclass else "both masks empty"
-    rule = (f"<p class='note'>{decision}Empty-mask rule "
-            f"<b>{html.escape(metrics['empty_mask_rule'])}</b>: {html.escape(metrics['empty_mask_rule_description'])}"
-            f". {metrics['images_both_empty']} image(s) had {empty}; {metrics['images_scored']} of "
-            f"{metrics['n_images']} images {scored}.</p>")
+    multiclass, multilabel = "mask_per_class" in metrics, "mask_per_label" in metrics
+    # a multi-label mask's threshold is in its per-lesion-type note
+    decision = "" if multiclass or multilabel else f"Mask threshold {metrics['threshold']:g}. "
+    if multilabel:
+        counts = (f"{metrics['pairs_both_empty']} (image, lesion type) pair(s) had both masks empty; "
+                  f"{metrics['images_scored']} of {metrics['n_images']} images have a defined Dice of some lesion type")
+    else:
+        scored = ("have a defined Dice of some class" if multiclass else "are in the per-image Dice and IoU")
+        empty = "all background in both maps" if multiclass else "both masks empty"
+        counts = (f"{metrics['images_both_empty']} image(s) had {empty}; {metrics['images_scored']} of "
+                  f"{metrics['n_images']} images {scored}")
+    rule = (f"<p class='note'>{decision}Empty-mask rule <b>{html.escape(metrics['empty_mask_rule'])}</b>: "
+            f"{html.escape(metrics['empty_mask_rule_description'])}. {counts}.</p>")
     per_class = pd.DataFrame(metrics.get("dice_per_class", {})).T.astype(float)
     if len(per_class):
         per_class["n"] = per_class["n"].astype(int)
@@ -281,8 +280,9 @@ def _segmentation(metrics: dict, figures: dict) -> str:
         per_class[f"mean, {intervals.get('confidence', 0.95):.0%} CI"] = [
             _interval(intervals.get("dice_per_class", {}).get(name, {}).get("mean")) for name in per_class.index]
     heading = ("Dice per class of the label (mean over the mask classes of each image's Dice)" if multiclass
+               else "Dice per class of the label (mean over the lesion types of each image's Dice)" if multilabel
                else "Dice per class of the label")
-    return (rule + (_mask_classes(metrics) if multiclass else "")
+    return (rule + (_mask_classes(metrics) if multiclass else _mask_labels(metrics) if multilabel else "")
             + (f"<h3>{heading}</h3>" + _table(per_class) if len(per_class) else "")
             + _figure(figures, "dice_histogram"))
 
