@@ -34,6 +34,8 @@ from mtunet.evaluation.run import evaluate_run
 from mtunet.explain.gallery import prepare_gallery
 from mtunet.explain.gradcam import GradCam
 from mtunet.models import load_model
+from mtunet.models.heads import build_head
+from mtunet.models.heads.multilabel_mask import MultiLabelMaskHead
 from mtunet.models.losses import MultiLabelSegmentationLoss, SegmentationLoss
 from mtunet.models.metrics import MeanLabelDice, MeanLabelIoU
 from mtunet.training.loop import data_fingerprint, train
@@ -232,6 +234,15 @@ def test_a_missing_channel_changes_no_gradient():
                                                     for pair in _PAIRS]) / len(_PAIRS))
     for got, expected in zip(gradients(lambda outputs: loss(_TRUE, outputs)), reference):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_the_head_thresholds_each_lesion_type_and_rebuilds_from_its_config():
+    head = MultiLabelMaskHead(mask_classes=LESION_TYPES)
+    decided = head.predict_numpy(_PRED, threshold=0.6)
+    assert decided.shape == _PRED.shape and (decided == (_PRED > 0.6)).all()
+    assert build_head(head.get_config()).mask_classes == LESION_TYPES
+    with pytest.raises(ConfigError, match="a multi-label mask needs at least 1 lesion type"):
+        MultiLabelMaskHead(mask_classes=())
 
 
 def test_training_dice_and_iou_average_the_present_pairs():
