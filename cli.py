@@ -231,6 +231,12 @@ def _echo_inspect_report(report: dict) -> None:
         click.echo(f"{name:<{first}}{coverage['examples']:>10}{coverage['empty_masks']:>13}"
                    f"{coverage['mean_lesion_fraction']:>13.1%}{coverage['min_lesion_fraction']:>8.1%}"
                    f"{coverage['max_lesion_fraction']:>8.1%}")
+    if report["lesion_types"]:
+        first = max(14, *(len(name) + 1 for name in report["lesion_types"]))
+        click.echo(f"{'lesion type':<{first}}{'with mask':>10}{'empty masks':>13}{'mean lesion':>13}")
+        for name, lesion in report["lesion_types"].items():
+            click.echo(f"{name:<{first}}{lesion['present']:>10}{lesion['empty_masks']:>13}"
+                       f"{lesion['mean_lesion_fraction']:>13.1%}")
     means = ", ".join(f"{value:.1f}" for value in report["pixel_mean"])
     stds = ", ".join(f"{value:.1f}" for value in report["pixel_std"])
     click.echo(f"pixels of the train split (0-255): mean {means}, std {stds}")

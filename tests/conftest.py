@@ -24,12 +24,17 @@ def clear_keras_session():
 
 
 def write_folder_dataset(root, *, num_patients=12, images_per_patient=2, classes=("benign", "malignant"),
-                         shape=(40, 56), colour=False, dtype=np.uint8, suffix=".png", patients=True, seed=0):
+                         shape=(40, 56), colour=False, dtype=np.uint8, suffix=".png", patients=True, seed=0,
+                         lesion_types=(), missing_lesion_every=4):
     """Writes a seeded fake dataset in the folder layout under ``root`` and returns ``root``.
 
     Each image is noise with a bright rectangular lesion; its mask (0/255, same size) marks the rectangle. Patients
     cycle through ``classes``; ids are ``<patient>_<view>``. ``dtype=np.uint16`` writes 16-bit images using the
     full range, ``colour=True`` RGB images whose channels differ.
+
+    ``lesion_types`` (e.g. ``("ex", "ma")``) writes multi-label masks instead, ``masks/<lesion type>/<id>.png``: the
+    ``l``-th type marks the rectangle shifted right by ``l`` sixths of the width (half as bright in the image), so
+    the types overlap; every ``missing_lesion_every``-th image (0: none) lacks the last type's file.
     """
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
@@ -45,10 +50,19 @@ def write_folder_dataset(root, *, num_patients=12, images_per_patient=2, classes
             y, x = rng.integers(2, shape[0] // 2), rng.integers(2, shape[1] // 2)
             image[y:y + shape[0] // 3, x:x + shape[1] // 3] = top
             mask[y:y + shape[0] // 3, x:x + shape[1] // 3] = 255
+            for index, lesion in enumerate(lesion_types):
+                shifted = np.roll(mask, index * shape[1] // 6, axis=1)
+                if index:
+                    image[shifted > 0] = np.maximum(image[shifted > 0], top // 2)
+                missing = missing_lesion_every and len(rows) % missing_lesion_every == missing_lesion_every - 1
+                if not (missing and index == len(lesion_types) - 1):
+                    (root / "masks" / lesion).mkdir(exist_ok=True)
+                    cv2.imwrite(str(root / "masks" / lesion / f"{example_id}.png"), shifted)
             if colour:
                 image = np.stack([image, image // 2, image // 4], axis=2)
             cv2.imwrite(str(root / "images" / f"{example_id}{suffix}"), image)
-            cv2.imwrite(str(root / "masks" / f"{example_id}.png"), mask)
+            if not lesion_types:
+                cv2.imwrite(str(root / "masks" / f"{example_id}.png"), mask)
             rows.append({"id": example_id, "label": label, "patient": f"case{patient:03d}"})
     table = pd.DataFrame(rows)
     if not patients:

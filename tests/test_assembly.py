@@ -21,7 +21,7 @@ from mtunet.models.encoders.applications import ApplicationEncoder
 from mtunet.training.config import TrainConfig
 from mtunet.training.loop import compile_model
 
-SIZE, NUM_CLASSES, MASK_CLASSES = 64, 3, ("rim", "core")
+SIZE, NUM_CLASSES, MASK_CLASSES, LESION_TYPES = 64, 3, ("rim", "core"), ("ma", "he", "ex")
 DECODER_FILTERS = (16, 16, 8, 8, 8)
 
 # A model that exercises each head type: the task and mask classes to build it with.
@@ -29,6 +29,7 @@ HEAD_CASES = {
     "classification": {"task": "classification"},
     "binary_mask": {"task": "segmentation"},
     "multiclass_mask": {"mask_classes": MASK_CLASSES},
+    "multilabel_mask": {"mask_classes": LESION_TYPES, "multilabel_masks": True},
     "ordinal": {"extra_heads": [{"type": "ordinal", "name": "grade", "num_classes": NUM_CLASSES}]},
     "regression": {"extra_heads": [{"type": "regression", "name": "position", "targets": ["x", "y"],
                                     "mean": [60.0, -3.0], "std": [20.0, 0.5]}]},
@@ -49,7 +50,8 @@ def _spec(**options) -> ModelSpec:
 
 
 def _batch(spec: ModelSpec, seed=0):
-    """Images and targets for every head of ``spec``: one-hot labels, masks of class values."""
+    """Images and targets for every head of ``spec``: one-hot labels, masks of class values, multi-label masks of 0/1
+    with one lesion type missing (-1) in one image."""
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 255, (4, SIZE, SIZE, 1)).astype("float32")
     targets = {}
@@ -58,6 +60,9 @@ def _batch(spec: ModelSpec, seed=0):
             targets[head.name] = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, 4)]
         elif head.type == "regression":
             targets[head.name] = rng.normal(head.mean, head.std, (4, len(head.targets))).astype("float32")
+        elif head.type == "multilabel_mask":
+            targets[head.name] = rng.integers(0, 2, (4, SIZE, SIZE, len(head.mask_classes))).astype("float32")
+            targets[head.name][0, ..., 1] = -1
         else:
             values = len(getattr(head, "mask_classes", ("lesion",))) + 1
             targets[head.name] = rng.integers(0, values, (4, SIZE, SIZE, 1)).astype("float32")
@@ -86,6 +91,9 @@ def test_outputs_have_each_heads_shape(case):
             np.testing.assert_allclose(outputs[name].sum(axis=1), 1.0, atol=1e-5)
         elif head.type == "binary_mask":
             assert outputs[name].shape == (4, SIZE, SIZE, 1)
+        elif head.type == "multilabel_mask":
+            assert outputs[name].shape == (4, SIZE, SIZE, len(LESION_TYPES))
+            assert ((outputs[name] >= 0) & (outputs[name] <= 1)).all()
         elif head.type == "regression":
             assert outputs[name].shape == (4, len(head.targets))
             logits = keras.Model(model.inputs, model.get_layer(head.logits_layer).output).predict(
@@ -151,7 +159,8 @@ def test_serving_outputs_follow_the_heads(case):
             assert served[f"{name}_class_map"].shape == (1, 50, 70)
             np.testing.assert_array_equal(served[f"{name}_class_map"], served[f"{name}_probabilities"].argmax(-1))
         else:
-            assert served[f"{name}_probabilities"].shape == (1, 50, 70, 1)
+            channels = len(head.mask_classes) if head.type == "multilabel_mask" else 1
+            assert served[f"{name}_probabilities"].shape == (1, 50, 70, channels)
     assert set(served) == expected
 
 
@@ -176,7 +185,7 @@ def test_unknown_parts_list_the_valid_names(options, message):
 
 def test_unknown_head_type_and_spec_field_are_named():
     with pytest.raises(ConfigError, match=r"unknown head type 'grade'; expected one of: binary_mask, "
-                                          r"classification, multiclass_mask, ordinal, regression"):
+                                          r"classification, multiclass_mask, multilabel_mask, ordinal, regression"):
         ModelSpec("mobilenetv2", (SIZE, SIZE, 1), ({"type": "grade", "name": "grade"},)).validate()
     with pytest.raises(ConfigError, match=r"head 'size' \(regression\): missing 1 required keyword-only argument: "
                                           r"'targets'"):

@@ -74,6 +74,31 @@ def test_prepare_pair_cuts_image_and_mask_to_the_image_field_of_view():
     assert not np.array_equal(uncropped, image)
 
 
+def test_multilabel_masks_are_cut_to_their_image_field_of_view(tmp_path):
+    write_folder_dataset(tmp_path, num_patients=8, shape=(30, 40), colour=True, lesion_types=("ex", "ma"))
+    framed = {}
+    for path in sorted(tmp_path.rglob("*.png")):
+        picture = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if path.parent.name == "images":
+            picture = np.maximum(picture, 20)
+        framed[path] = _framed(picture)
+        if path.parent.name != "images":
+            framed[path][0, -1] = 0
+        cv2.imwrite(str(path), framed[path])
+    data = load_dataset("folder", data_dir=tmp_path, image_size=32, crop_fov=True, allow_missing=("mask",),
+                        validation_fraction=0.25, test_fraction=0.25)
+    image_id = data.ids("train")[0]
+    served = next(iter(data.pipeline("train", batch_size=1, training=False)))[1]["mask"].numpy()[0]
+    top, left, height, width = FIELD
+    for channel, lesion in enumerate(("ex", "ma")):
+        path = tmp_path / "masks" / lesion / f"{image_id}.png"
+        if not path.exists():
+            assert np.all(served[..., channel] == -1)
+            continue
+        lesion_mask = (framed[path][top:top + height, left:left + width] > 127).astype(np.uint8)
+        np.testing.assert_array_equal(served[..., channel], letterbox(lesion_mask[..., None], 32, nearest=True)[..., 0])
+
+
 def test_ben_graham_matches_opencv_and_greys_the_surround():
     rng = np.random.default_rng(1)
     side = 120

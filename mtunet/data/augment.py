@@ -22,9 +22,10 @@ class Augmenter:
     from ``seed``.
 
     Call it on ``images`` float32 ``(B, H, W, C)`` 0-255 and ``masks`` float32 ``(B, H, W, 1)`` of 0/1 or of class
-    values 0..K; it returns both transformed alike, images clipped to 0-255 and masks holding only values they held
-    (rounded, so a binary mask stays 0/1). Areas moved in from outside the image are 0 (black, background). Each
-    call draws new transformations, so call it from one sequential ``map`` to keep a pipeline reproducible.
+    values 0..K (or ``(B, H, W, K)``, a channel per lesion type, each moved alike); it returns both transformed
+    alike, images clipped to 0-255 and masks holding only values they held (rounded, so a binary mask stays 0/1).
+    Areas moved in from outside the image are 0 (black, background). Each call draws new transformations, so call it
+    from one sequential ``map`` to keep a pipeline reproducible.
     """
 
     def __init__(self, seed: int = 0, flip: str = "horizontal", shear: bool = True):

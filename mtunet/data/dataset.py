@@ -44,7 +44,8 @@ class DatasetInfo:
             cached in a file, per split).
         mask_classes: names of the mask's foreground classes: mask value ``i + 1`` is ``mask_classes[i]``, 0 is
             background. ``BINARY_MASK_CLASSES`` (``("lesion",)``, the default) for binary 0/1 masks; 2 or more names
-            for multi-class masks of class values 0..K.
+            for multi-class masks of class values 0..K. With ``multilabel_masks``, the lesion types, one binary mask
+            channel each (``l`` is ``mask_classes[l]``).
         target_heads: the further targets' ``TargetHead`` s (a folder dataset's ``columns.json``), each learnt by a
             head of that name; ``()`` for none.
         missing_masks: ``{split: number of images without a mask}`` (``allow_missing=("mask",)``); ``{}`` when every
@@ -53,6 +54,8 @@ class DatasetInfo:
             (``columns.json``'s ``"label"`` entry, or the builder's ``LABEL_KIND``).
         missing_labels: ``{split: number of images without a label}`` (``allow_missing=("label",)``), likewise;
             ``class_counts`` count the labelled ones.
+        multilabel_masks: whether masks are multi-label: one binary channel per lesion type of ``mask_classes``,
+            which may overlap (a folder dataset's ``masks/<lesion type>/`` sub-folders).
     """
 
     name: str
@@ -70,11 +73,12 @@ class DatasetInfo:
     missing_masks: dict[str, int] = dataclasses.field(default_factory=dict)
     missing_labels: dict[str, int] = dataclasses.field(default_factory=dict)
     label_kind: str = "categorical"
+    multilabel_masks: bool = False
 
     @property
     def multiclass_masks(self) -> bool:
-        """Whether masks hold class values 0..K with K >= 2 (False: binary 0/1 masks)."""
-        return len(self.mask_classes) > 1
+        """Whether masks hold class values 0..K with K >= 2 (False: binary 0/1 masks, or multi-label masks)."""
+        return len(self.mask_classes) > 1 and not self.multilabel_masks
 
     def to_dict(self) -> dict:
         """The fields as JSON-serialisable values (``skipped`` as a list of ``[file, reason]``, ``mask_classes`` as
@@ -90,11 +94,12 @@ class DatasetInfo:
         """The ``DatasetInfo`` that ``to_dict`` gave ``record`` (e.g. a run's ``config.json`` ``"dataset"``).
 
         A record without ``mask_classes`` (written before masks could be multi-class) is binary, one without
-        ``target_heads`` has none, one without ``missing_masks`` or ``missing_labels`` has every mask and label.
+        ``target_heads`` has none, one without ``missing_masks`` or ``missing_labels`` has every mask and label, one
+        without ``multilabel_masks`` has masks of one channel.
         ``ConfigError`` if a field is missing or unknown.
         """
         fields = [field.name for field in dataclasses.fields(cls)]
-        optional = ("mask_classes", "target_heads", "missing_masks", "missing_labels", "label_kind")
+        optional = ("mask_classes", "target_heads", "missing_masks", "missing_labels", "label_kind", "multilabel_masks")
         missing = [name for name in fields if name not in record and name not in optional]
         if missing:
             raise ConfigError(f"dataset record lacks {', '.join(missing)}; expected the fields of "
@@ -144,6 +149,7 @@ class LoadedDataset:
             missing_labels={split: int(np.sum(self.labels(split) == MISSING_CLASS)) for split in SPLIT_NAMES
                             if np.any(store.labels == MISSING_CLASS)},
             label_kind=store.label_kind,
+            multilabel_masks=store.multilabel_masks,
         )
 
     def __repr__(self):
@@ -171,6 +177,13 @@ class LoadedDataset:
     def mask_present(self, split: str) -> np.ndarray:
         """``(N,)`` whether each example of ``split`` has a mask, in the order of ``ids(split)``."""
         return self._store.has_masks()[self._split_positions(split)]
+
+    def channels_present(self, split: str) -> np.ndarray:
+        """``(N, L)`` whether each example of ``split`` has the mask of each lesion type of multi-label masks, in the
+        order of ``ids(split)``; ``(N, 1)``, ``mask_present``, for masks of one channel."""
+        if not self.info.multilabel_masks:
+            return self.mask_present(split)[:, None]
+        return ~np.isnan(self._store.mask_fractions[self._split_positions(split)])  # NaN: that type's mask missing
 
     def targets(self, split: str) -> dict[str, np.ndarray]:
         """``{head: targets}`` of the further target heads for ``split``, in the order of ``ids(split)``: ``(N,)`` int
@@ -221,8 +234,9 @@ class LoadedDataset:
         """One row per example of ``split``, in the order of ``ids(split)``: ``id``, ``label`` (class name),
         ``group`` (patient), ``height`` and ``width`` of the image as stored, and ``lesion_fraction`` (share of lesion
         pixels, of any mask class, in the stored mask). For multi-class masks, also ``fraction_<mask class>`` per
-        mask class (share of the stored mask's pixels of that class). When some images have no mask, also
-        ``has_mask`` (their fractions are NaN)."""
+        mask class (share of the stored mask's pixels of that class); for multi-label masks ``fraction_<lesion
+        type>`` per lesion type (NaN where its mask is missing). When some images have no mask, also ``has_mask``
+        (their fractions are NaN)."""
         positions = self._split_positions(split)
         store = self._store
         columns = {
@@ -235,7 +249,7 @@ class LoadedDataset:
         }
         if self.info.missing_masks:
             columns["has_mask"] = self.mask_present(split)
-        if self.info.multiclass_masks:
+        if self.info.multiclass_masks or self.info.multilabel_masks:
             for index, name in enumerate(store.mask_classes):
                 columns[f"fraction_{name}"] = store.mask_fractions[positions, index]
         targets = self.targets(split)
@@ -269,7 +283,8 @@ class LoadedDataset:
             examples.reduce(np.int64(0), lambda count, example: count + 1)
             self._cached_splits.add(split)
             logger.info("cached %d decoded %s examples in %s", len(positions), split, self._cache_dir)
-        held = self._memory_limit // example_bytes(self._store.image_size, self._store.channels)
+        held = self._memory_limit // example_bytes(self._store.image_size, self._store.channels,
+                                                   self._store.mask_channels)
         return examples, min(len(positions), max(held, MIN_SHUFFLE_BUFFER))
 
     def pipeline(self, split: str, *, batch_size: int, training: bool, augment: bool = True, seed: int = 0,
@@ -279,8 +294,10 @@ class LoadedDataset:
 
         Images are float32 ``(B, S, S, C)`` raw 0-255, labels float32 ``(B, num_classes)``, masks float32
         ``(B, S, S, 1)``: of 0/1 for binary masks, of the class values 0..K for ``info.mask_classes`` of K >= 2
-        names, all -1 for an image without a mask. Each of ``info.target_heads`` adds float32 one-hot labels
-        ``(B, classes)`` (all zeros where missing) or values ``(B, columns)`` (NaN where missing) under its name.
+        names, all -1 for an image without a mask; ``(B, S, S, K)`` of 0/1 per lesion type for multi-label masks,
+        all -1 in the channel of a lesion type whose mask is missing. Each of ``info.target_heads`` adds float32
+        one-hot labels ``(B, classes)`` (all zeros where missing) or values ``(B, columns)`` (NaN where missing) under
+        its name.
         ``training=True`` shuffles from ``seed`` (anew each epoch) and augments if ``augment``; ``training=False``
         keeps the order of ``ids(split)`` and never augments. Not repeated. ``flip`` chooses the augmentation's flips
         (``mtunet.data.augment.FLIP_MODES``), ``shear`` whether it shears.

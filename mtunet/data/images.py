@@ -12,6 +12,9 @@ Conventions, shared by every dataset source:
   maximum (so 0/1, 0/255 and anti-aliased masks all work); an all-zero mask is an image without lesion.
 - A multi-class mask (``K >= 2`` mask classes) is a map of class values, read as stored: 0 background, ``i`` the
   ``i``-th mask class. Any other value, or a colour mask whose channels differ, raises ``MaskError``.
+- A multi-label mask (L lesion types that may overlap) is one binary mask per lesion type, each read as a binary mask
+  is, stored as channel ``l`` of an ``(S, S, L)`` mask (``prepare_multilabel_mask``); a lesion type the data gives no
+  mask for has ``MISSING_MASK_VALUE`` in every pixel of its channel.
 - Masks are resized with nearest-neighbour interpolation, so they keep their values.
 - Fundus photographs may be cropped to their field of view first (``crop_fov``, ``field_of_view_box``): to the rows
   and columns of which more than ``FOV_MIN_SHARE`` of the pixels have a channel above ``FOV_THRESHOLD``, so that
@@ -204,16 +207,36 @@ def prepare_image(image: np.ndarray, image_size: int, *, crop_fov: bool = False)
     return letterbox(image, image_size, nearest=False)
 
 
+def served_channels_present(masks) -> np.ndarray:
+    """``(batch, channels)`` whether each channel of each served mask ``(batch, H, W, channels)`` is one: a missing
+    channel is all ``MISSING_MASK_TARGET``, so its first pixel tells (``mtunet.models.losses.mask_present`` in
+    ``keras.ops``)."""
+    return np.asarray(masks)[:, 0, 0, :] >= 0
+
+
 def served_mask_present(masks) -> np.ndarray:
-    """``(batch,)`` whether each served mask ``(batch, H, W[, 1])`` is one: a missing one is all
-    ``MISSING_MASK_TARGET``, so its first pixel tells (``mtunet.models.losses.mask_present`` in ``keras.ops``)."""
+    """``(batch,)`` whether each served mask ``(batch, H, W[, channels])`` is one, in some channel at least (see
+    ``served_channels_present``)."""
     masks = np.asarray(masks)
-    return masks.reshape(len(masks), -1)[:, 0] >= 0
+    return (masks[:, 0, 0].reshape(len(masks), -1) >= 0).any(axis=1)
 
 
-def missing_mask(image_size: int) -> np.ndarray:
-    """The stored mask of an image without one: ``(S, S, 1)`` ``uint8`` all ``MISSING_MASK_VALUE``."""
-    return np.full((image_size, image_size, 1), MISSING_MASK_VALUE, np.uint8)
+def missing_mask(image_size: int, channels: int = 1) -> np.ndarray:
+    """The stored mask of an image without one: ``(S, S, channels)`` ``uint8`` all ``MISSING_MASK_VALUE``."""
+    return np.full((image_size, image_size, channels), MISSING_MASK_VALUE, np.uint8)
+
+
+def prepare_multilabel_mask(masks, image_size: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """``(S, S, L)`` ``uint8`` multi-label mask of the L decoded binary masks ``masks`` (any depth, one per lesion
+    type, None for a lesion type without one): channel ``l`` holds ``masks[l]`` as ``prepare_pair`` prepares a binary
+    mask (0/1), cut to ``box`` (its image's ``field_of_view_box``) first where given, or all ``MISSING_MASK_VALUE``
+    where ``masks[l]`` is None."""
+    prepared = missing_mask(image_size, len(masks))
+    for channel, mask in enumerate(masks):
+        if mask is not None:
+            binary = binarise_mask(mask) if box is None else crop_to_box(binarise_mask(mask), box)
+            prepared[..., channel] = letterbox(binary, image_size, nearest=True)[..., 0]
+    return prepared
 
 
 def lesion_fraction(mask: np.ndarray, num_mask_classes: int = 1) -> float:

@@ -40,9 +40,22 @@ def _mask_coverage(table: pd.DataFrame, class_names) -> dict:
 
 def _mask_class_fractions(table: pd.DataFrame, info) -> dict:
     """Per mask class of ``info`` (a ``DatasetInfo``): the mean share of the stored masks' pixels of that class."""
-    if not info.multiclass_masks:
+    if not (info.multiclass_masks or info.multilabel_masks):
         return {info.mask_classes[0]: float(table["lesion_fraction"].mean())}  # pandas leaves NaN out
     return {name: float(table[f"fraction_{name}"].mean()) for name in info.mask_classes}
+
+
+def _lesion_type_summary(table: pd.DataFrame, info) -> dict:
+    """Per lesion type of multi-label masks: the examples whose mask of that type is present, those where it is
+    empty, and the mean share of the image it covers over them; ``{}`` for masks of one channel."""
+    if not info.multilabel_masks:
+        return {}
+    summary = {}
+    for name in info.mask_classes:
+        fractions = table[f"fraction_{name}"].dropna().to_numpy()  # NaN: that lesion type's mask is missing
+        summary[name] = {"present": int(fractions.size), "empty_masks": int(np.sum(fractions == 0)),
+                         "mean_lesion_fraction": float(fractions.mean()) if fractions.size else 0.0}
+    return summary
 
 
 def _target_summary(dataset) -> dict:
@@ -90,7 +103,8 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
         ``examples`` with a mask, ``empty_masks``, ``mean_``, ``min_`` and ``max_lesion_fraction`` of the stored
         masks, any mask class counting as lesion), ``mask_classes`` (``info.mask_classes``: ``["lesion"]`` for
         binary masks), ``mask_class_fractions`` (per mask class, the mean share of the stored masks' pixels of that
-        class) and
+        class), ``lesion_types`` (multi-label masks only, else ``{}``: per lesion type, the examples whose mask of
+        that type is ``present``, the ``empty_masks`` among them and their ``mean_lesion_fraction``),
         ``pixel_mean`` and ``pixel_std`` (per channel, 0-255, train split, as served), and ``target_heads`` (per
         further target head: ``kind``, ``examples`` and per column the ``present`` values with their class counts or
         mean, std, min and max).
@@ -109,6 +123,7 @@ def inspect_dataset(name: str, *, data_dir=None, image_size: int = 224, seed: in
         "mask_coverage": _mask_coverage(table, dataset.info.class_names),
         "mask_classes": list(dataset.info.mask_classes),
         "mask_class_fractions": _mask_class_fractions(table, dataset.info),
+        "lesion_types": _lesion_type_summary(table, dataset.info),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
         "target_heads": _target_summary(dataset),

@@ -13,7 +13,8 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
 
     Args:
         examples: ``(image, mask, label, targets)``: ``uint8`` ``(H, W, C)``, ``uint8`` ``(H, W, 1)`` of 0/1
-            (binary) or of class values 0..K (multi-class), all ``MISSING_MASK_VALUE`` when missing, int32 class
+            (binary) or of class values 0..K (multi-class), or ``(H, W, K)`` of 0/1 per lesion type (multi-label),
+            all ``MISSING_MASK_VALUE`` when missing (in each missing channel of a multi-label mask), int32 class
             index, ``{head: int32 class index (-1: missing) | float32 (columns,) values}`` of further targets;
             already decoded (in memory or from a cache file).
         shuffle_buffer: examples held for shuffling when ``training``: all of them shuffles completely.
@@ -31,9 +32,9 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
 
     Returns:
         Batches of images float32 ``(B, H, W, C)`` raw 0-255, labels float32 ``(B, num_classes)`` one-hot, masks
-        float32 ``(B, H, W, 1)`` holding the values of the examples' masks (0/1, or class values 0..K; augmentation
-        never mixes them; all ``MISSING_MASK_TARGET`` for a missing mask), further targets float32 one-hot (all
-        zeros where missing) or values; not repeated.
+        float32 ``(B, H, W, 1 or K)`` holding the values of the examples' masks (0/1, or class values 0..K;
+        augmentation never mixes them; all ``MISSING_MASK_TARGET`` for a missing mask or channel), further targets
+        float32 one-hot (all zeros where missing) or values; not repeated.
     """
     target_classes = target_classes or {}
     if training:
@@ -41,7 +42,7 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
     dataset = examples.batch(batch_size, drop_remainder=drop_remainder)
 
     def to_float(images, masks, labels, targets):
-        present = tf.reduce_any(masks != MISSING_MASK_VALUE, axis=[1, 2, 3])
+        present = tf.reduce_any(masks != MISSING_MASK_VALUE, axis=[1, 2])  # (B, mask channels)
         return tf.cast(images, tf.float32), tf.cast(masks, tf.float32), present, labels, targets
 
     dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -53,7 +54,7 @@ def build_pipeline(examples: tf.data.Dataset, *, shuffle_buffer: int, num_classe
 
     def to_model_inputs(images, masks, present, labels, targets):
         # after augmentation, which fills a missing mask's corners with 0 (background) like any other mask's
-        masks = tf.where(present[:, None, None, None], masks, MISSING_MASK_TARGET)
+        masks = tf.where(present[:, None, None, :], masks, MISSING_MASK_TARGET)
         further = {name: values if target_classes[name] is None
                    else tf.one_hot(values, target_classes[name], dtype=tf.float32)  # index -1: all zeros
                    for name, values in targets.items()}

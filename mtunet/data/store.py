@@ -33,15 +33,16 @@ def check_memory_limit(memory_limit) -> int:
     return int(memory_limit)
 
 
-def example_bytes(image_size: int, channels: int) -> int:
-    """Bytes of one decoded example: a ``uint8`` image of ``channels`` channels and its 1-channel mask."""
-    return image_size * image_size * (channels + 1)
+def example_bytes(image_size: int, channels: int, mask_channels: int = 1) -> int:
+    """Bytes of one decoded example: a ``uint8`` image of ``channels`` channels and its mask of ``mask_channels``
+    (1, or one per lesion type of a multi-label mask)."""
+    return image_size * image_size * (channels + mask_channels)
 
 
-def fits_in_memory(count: int, image_size: int, memory_limit: int, channels: int = 3) -> bool:
+def fits_in_memory(count: int, image_size: int, memory_limit: int, channels: int = 3, mask_channels: int = 1) -> bool:
     """Whether ``count`` decoded examples take at most ``memory_limit`` bytes (counting ``channels`` channels: 3 when
-    a source cannot know yet whether its images are colour)."""
-    return count * example_bytes(image_size, channels) <= memory_limit
+    a source cannot know yet whether its images are colour; ``mask_channels`` as ``example_bytes``)."""
+    return count * example_bytes(image_size, channels, mask_channels) <= memory_limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +61,14 @@ class ExampleStore:
         channels: channels ``C`` of the served images, 1 or 3 (3 if any image is colour).
         original_sizes: ``(N, 2)`` height and width of each image as stored.
         lesion_fractions: ``(N,)`` share of lesion pixels (of any non-zero mask value) in each mask as stored.
-        mask_classes: names of the mask values 1..K (``BINARY_MASK_CLASSES``: a binary mask of 0/1).
-        mask_fractions: ``(N, K)`` share of the pixels of each mask as stored holding each mask value 1..K.
+        mask_classes: names of the mask values 1..K (``BINARY_MASK_CLASSES``: a binary mask of 0/1), or of the
+            lesion types of multi-label masks (``multilabel_masks``).
+        mask_fractions: ``(N, K)`` share of the pixels of each mask as stored holding each mask value 1..K (of
+            each lesion type's mask for multi-label masks, NaN where it is missing).
         images: ``(N, S, S, C)`` ``uint8``, or None when the examples are streamed.
-        masks: ``(N, S, S, 1)`` ``uint8`` of 0/1 (binary) or of class values 0..K, or None when the examples are
-            streamed.
+        masks: ``(N, S, S, 1)`` ``uint8`` of 0/1 (binary) or of class values 0..K, or ``(N, S, S, K)`` of 0/1 per
+            lesion type (multi-label; a missing lesion type's channel all ``MISSING_MASK_VALUE``), or None when the
+            examples are streamed.
         stream: when streamed, ``stream(positions)``: a ``tf.data.Dataset`` of ``(image, mask)`` as above for the
             examples at ``positions`` (ascending), in that order; else None.
         published_splits: ``{"train": [id, ...], "validation": [...], "test": [...]}`` for a dataset published with
@@ -73,7 +77,9 @@ class ExampleStore:
         targets: ``{head: (N,) int64 class indices, -1 if missing | (N, columns) float64 values, NaN if missing}``.
         label_kind: ``"categorical"`` or ``"ordinal"`` (the labels are grades, in the order of ``class_names``).
         mask_present: ``(N,)`` whether each example has a mask; one without has ``MISSING_MASK_VALUE`` in every pixel
-            of its stored mask and NaN fractions (None: every example has one).
+            of its stored mask and NaN fractions (None: every example has one). A multi-label mask counts as one when
+            some lesion type's channel is present.
+        multilabel_masks: whether masks hold one binary channel per lesion type of ``mask_classes``.
     """
 
     ids: np.ndarray
@@ -96,6 +102,12 @@ class ExampleStore:
     targets: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     mask_present: np.ndarray | None = None
     label_kind: str = "categorical"
+    multilabel_masks: bool = False
+
+    @property
+    def mask_channels(self) -> int:
+        """Channels of the stored masks: one per lesion type of multi-label masks, else 1."""
+        return len(self.mask_classes) if self.multilabel_masks else 1
 
     def has_masks(self) -> np.ndarray:
         """``(N,)`` whether each example has a mask."""
@@ -112,14 +124,15 @@ class ExampleStore:
 
 def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skipped, source: str, image_size: int,
                 streamer: Callable | None = None, mask_classes=BINARY_MASK_CLASSES,
-                published_splits: dict | None = None, target_heads=(), label_kind="categorical") -> ExampleStore:
+                published_splits: dict | None = None, target_heads=(), label_kind="categorical",
+                multilabel_masks: bool = False) -> ExampleStore:
     """An ``ExampleStore`` from examples a source has decoded, in the order given.
 
     Args:
         rows: one dict per example with ``id``, ``label`` (int), ``group``, ``channels`` (1 or 3), ``size``
             (height, width as stored), ``lesion_fraction``, ``mask_fractions`` (one share per mask class), optionally
             ``mask_present`` (default True) and, unless streaming, ``image`` ``(S, S, channels)`` and ``mask``
-            ``(S, S, 1)``.
+            ``(S, S, 1)`` (``(S, S, K)`` for multi-label masks).
         class_names: names of the label indices; at least 2.
         grouped: whether ``group`` holds real patient ids.
         skipped: ``[(file, reason), ...]`` already left out.
@@ -130,6 +143,7 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         published_splits: the dataset's own split, ``{split: [id, ...]}``; ids not among the rows are dropped.
         target_heads: further targets' ``TargetHead`` s; each row then has ``targets`` (``{head: value}``).
         label_kind: ``"categorical"`` or ``"ordinal"`` (``mtunet.data.targets.LABEL_KINDS``).
+        multilabel_masks: whether masks are multi-label, one binary channel per lesion type of ``mask_classes``.
     """
     if not rows:
         raise DataError(f"{source} has no usable example ({len(skipped)} skipped)")
@@ -161,4 +175,5 @@ def build_store(rows: list[dict], class_names: list[str], *, grouped: bool, skip
         targets=target_arrays(target_heads, rows),
         mask_present=np.array([row.get("mask_present", True) for row in rows], bool),
         label_kind=label_kind,
+        multilabel_masks=bool(multilabel_masks),
     )

@@ -10,9 +10,10 @@ import tensorflow as tf
 from mtunet.data.images import expand_channels
 
 
-def _decode_map(inputs: tf.data.Dataset, decode: Callable, image_size: int, channels: int) -> tf.data.Dataset:
+def _decode_map(inputs: tf.data.Dataset, decode: Callable, image_size: int, channels: int,
+                mask_channels: int = 1) -> tf.data.Dataset:
     """``inputs`` mapped, in order and in parallel, through ``decode(*element) -> (image, mask)`` (numpy ``uint8``
-    ``(S, S, 1 or 3)`` and ``(S, S, 1)``) to ``(image, mask)`` tensors of ``channels`` channels."""
+    ``(S, S, 1 or 3)`` and ``(S, S, mask_channels)``) to ``(image, mask)`` tensors of ``channels`` channels."""
 
     def decode_numpy(*element):
         image, mask = decode(*element)
@@ -21,19 +22,20 @@ def _decode_map(inputs: tf.data.Dataset, decode: Callable, image_size: int, chan
     def decode_tensors(*element):
         image, mask = tf.numpy_function(decode_numpy, list(element), [tf.uint8, tf.uint8], stateful=False)
         image.set_shape((image_size, image_size, channels))
-        mask.set_shape((image_size, image_size, 1))
+        mask.set_shape((image_size, image_size, mask_channels))
         return image, mask
 
     return inputs.map(decode_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def file_streamer(decode_at: Callable[[int], tuple], image_size: int) -> Callable:
-    """A ``streamer`` for ``build_store``: ``decode_at(position)`` decodes the example at ``position``."""
+def file_streamer(decode_at: Callable[[int], tuple], image_size: int, mask_channels: int = 1) -> Callable:
+    """A ``streamer`` for ``build_store``: ``decode_at(position)`` decodes the example at ``position``, its mask of
+    ``mask_channels``."""
 
     def streamer(channels: int):
         def stream(positions) -> tf.data.Dataset:
             inputs = tf.data.Dataset.from_tensor_slices(np.asarray(positions, np.int64))
-            return _decode_map(inputs, lambda position: decode_at(int(position)), image_size, channels)
+            return _decode_map(inputs, lambda position: decode_at(int(position)), image_size, channels, mask_channels)
 
         return stream
 

@@ -277,11 +277,14 @@ def _write_tflite(trained: TrainedModel, directory: pathlib.Path, variants) -> d
                 figure[f"{name}_max_abs_diff"] = float(np.max(np.abs(outputs[name] - reference[name])))
             if "label" in outputs:
                 figure["same_class"] = int(np.sum(outputs["label"].argmax(1) == reference["label"].argmax(1)))
-            if "mask" in outputs and outputs["mask"].shape[-1] > 1:
+            softmax_mask = "mask" in trained.heads and trained.heads["mask"].type == "multiclass_mask"
+            if "mask" in outputs and softmax_mask:
                 figure["mask_class_agreement"] = float(np.mean(outputs["mask"].argmax(-1)
                                                                == reference["mask"].argmax(-1)))
             elif "mask" in outputs:
-                dice, _ = overlap_per_image(reference["mask"] > 0.5, outputs["mask"] > 0.5)
+                # a multi-label mask's channels one by one, as images of their own
+                dice, _ = overlap_per_image(np.moveaxis(reference["mask"], -1, 1) > 0.5,
+                                            np.moveaxis(outputs["mask"], -1, 1) > 0.5)
                 figure["mask_dice_mean"] = float(dice.mean())
             figures[variant] = figure
     return {"input": f"float32 (batch, {size}, {size}, {channels}) raw 0-255 pixels, already converted to the "

@@ -46,10 +46,11 @@ class Predictor:
         class_names: the class of each label index (empty for a segmentation-only model).
         source: the file or folder the model was loaded from.
         mask_classes: the names of the mask's lesion classes (one for a binary mask; mask value c is
-            ``mask_classes[c - 1]``).
+            ``mask_classes[c - 1]``), or of a multi-label mask's lesion types.
         further_heads: the configs of the heads beside the class head and the mask (further classification and
             regression heads).
         head_class_names: ``{head: class names}`` of the further classification heads.
+        multilabel_masks: whether the mask is multi-label, a probability per lesion type of ``mask_classes``.
     """
 
     serve: object
@@ -58,22 +59,25 @@ class Predictor:
     mask_classes: tuple[str, ...] = BINARY_MASK_CLASSES
     further_heads: tuple[dict, ...] = ()
     head_class_names: dict = dataclasses.field(default_factory=dict)
+    multilabel_masks: bool = False
 
 
 def _mask_classes(head_configs) -> tuple[str, ...]:
     """The lesion classes of the mask head among ``head_configs``; binary for exports that list no heads."""
     for config in head_configs:
-        if config["type"] == "multiclass_mask":
+        if config["type"] in ("multiclass_mask", "multilabel_mask"):
             return tuple(config["mask_classes"])
     return BINARY_MASK_CLASSES
 
 
 def _head_facts(head_configs, head_class_names) -> dict:
-    """``Predictor``'s ``mask_classes``, ``further_heads`` and ``head_class_names`` from a model's head configs."""
+    """``Predictor``'s ``mask_classes``, ``further_heads``, ``head_class_names`` and ``multilabel_masks`` from a
+    model's head configs."""
     further = tuple(config for config in head_configs
                     if not build_head(config).spatial and config["name"] != "label")
     return {"mask_classes": _mask_classes(head_configs), "further_heads": further,
-            "head_class_names": dict(head_class_names)}
+            "head_class_names": dict(head_class_names),
+            "multilabel_masks": any(config["type"] == "multilabel_mask" for config in head_configs)}
 
 
 @dataclasses.dataclass
@@ -179,8 +183,11 @@ def predict_files(predictor: Predictor, inputs, output_dir, *, threshold: float 
     ``lesion_area_pixels``, ``lesion_fraction``, ``mask_file``, ``overlay_file``) and per image ``<name>_mask.png``
     (0/255, the image's own size, lesion where the mask probability exceeds ``threshold``; for a multi-class mask the
     class map, pixel values 0..K, and columns ``area_pixels_<mask class>``) and ``<name>_overlay.png`` (a colour per
-    mask class). Images of one size are predicted in batches of ``batch_size``. A file that cannot be read
-    is listed in ``failed`` and the others are still predicted. ``progress(n)`` is called with the number of files
+    mask class). A multi-label mask writes ``<name>_mask_<lesion type>.png`` (0/255) per lesion type instead, with
+    columns ``mask_file_<lesion type>`` and ``area_pixels_<lesion type>``; its ``lesion_area_pixels`` count the pixels
+    of any lesion type, and its overlay colours each of them by its most probable lesion type. Images of one size
+    are predicted in batches of ``batch_size``. A file that cannot be read is listed in ``failed`` and the others
+    are still predicted. ``progress(n)`` is called with the number of files
     handled since the last call.
     """
 
@@ -259,6 +266,17 @@ def _write_outputs(path, name, image, outputs, predictor, output_dir, threshold)
         _write_png(output_dir / row["mask_file"], class_map)
         _write_png(output_dir / row["overlay_file"],
                    class_map_overlay(image, class_map, len(predictor.mask_classes)))
+    elif "mask_probabilities" in outputs and predictor.multilabel_masks:
+        masks = outputs["mask_probabilities"] > threshold
+        lesion = masks.any(axis=-1)
+        row.update(lesion_area_pixels=int(lesion.sum()), lesion_fraction=float(lesion.mean()))
+        for index, lesion_type in enumerate(predictor.mask_classes):
+            row[f"area_pixels_{lesion_type}"] = int(masks[..., index].sum())
+            row[f"mask_file_{lesion_type}"] = f"{name}_mask_{lesion_type}.png"
+            _write_png(output_dir / row[f"mask_file_{lesion_type}"], masks[..., index].astype(np.uint8) * 255)
+        row["overlay_file"] = f"{name}_overlay.png"
+        most_probable = np.where(lesion, outputs["mask_probabilities"].argmax(axis=-1) + 1, 0).astype(np.uint8)
+        _write_png(output_dir / row["overlay_file"], class_map_overlay(image, most_probable, masks.shape[-1]))
     elif "mask_probabilities" in outputs:
         mask = outputs["mask_probabilities"][..., 0] > threshold
         area = int(mask.sum())

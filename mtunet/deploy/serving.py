@@ -13,7 +13,8 @@ Both return what the model's heads declare (``mtunet.models.Head.serving_outputs
 string; an ordinal head the same with its CORAL grade (``mtunet.models.heads.ordinal``) as its class index; for
 the binary mask ``mask_probabilities`` ``(batch, height, width, 1)`` float32 at the input's own size; for
 a multi-class mask ``mask_probabilities`` ``(batch, height, width, K + 1)`` and ``mask_class_map``
-``(batch, height, width)`` int64 (0 background, 1..K the mask classes).
+``(batch, height, width)`` int64 (0 background, 1..K the mask classes); for a multi-label mask
+``mask_probabilities`` ``(batch, height, width, L)``, one sigmoid probability per lesion type.
 
 A model trained with ``--preprocessing fov_crop`` has each image cut to its field of view first
 (``field_of_view_boxes``, as ``mtunet.data.images.field_of_view_box`` cut the training images), and its masks put

@@ -5,7 +5,8 @@
 
 Masks are binary (a lesion probability per pixel, thresholded) or, when the predictions name their
 ``mask_classes``, multi-class (a softmax over background and the classes per pixel, argmax): see
-``segmentation_metrics``.
+``segmentation_metrics``; when they name their ``mask_labels``, multi-label (a probability per pixel and lesion
+type, each thresholded): see ``multilabel_metrics``.
 """
 
 import math
@@ -296,6 +297,115 @@ def _class_map_metrics(true_maps, mask_probabilities, mask_classes, empty, label
     return results, dice, iou
 
 
+# pixels of one lesion type that its AUPR ranks at most: above, a seeded sample of them (IDRiD's 81 test images at
+# 512 px are 21 million)
+AUPR_MAX_PIXELS = 4_000_000
+LABEL_AVERAGE = ("macro mean over the lesion types: the mean over the types of each type's value (its mean over the "
+                 "images that have its mask, or its pooled value), types without a defined value left out")
+
+
+def pixel_aupr(true, probabilities, max_pixels: int = AUPR_MAX_PIXELS, seed: int = 0) -> tuple[float, int]:
+    """``(average precision, pixels ranked)`` of one lesion type's pixels (``sklearn.metrics.
+    average_precision_score``, the area under the precision-recall curve that IDRiD's segmentation challenge ranks
+    by); over a sample of ``max_pixels`` of them drawn with ``seed`` when there are more. NaN without a lesion
+    pixel."""
+    true, probabilities = np.asarray(true, bool).reshape(-1), np.asarray(probabilities, float).reshape(-1)
+    if true.size > max_pixels:
+        chosen = np.sort(np.random.default_rng(seed).choice(true.size, max_pixels, replace=False))
+        true, probabilities = true[chosen], probabilities[chosen]
+    if not true.any():
+        return math.nan, int(true.size)
+    return float(sk_metrics.average_precision_score(true, probabilities)), int(true.size)
+
+
+def overlap_per_label(true_masks, predicted_masks, channels_present, empty="one"):
+    """Dice and IoU of each image and lesion type of multi-label masks ``(n, H, W, L)`` (non-zero is lesion),
+    ``(n, L)`` each: NaN where ``channels_present`` ``(n, L)`` says the lesion type's true mask is missing, and as
+    ``overlap_per_image`` decides ``empty`` masks."""
+    true_masks, predicted_masks = np.asarray(true_masks) > 0, np.asarray(predicted_masks) > 0
+    present = np.asarray(channels_present, bool)
+    dice, iou = np.full(present.shape, np.nan), np.full(present.shape, np.nan)
+    for index in range(present.shape[1]):
+        have = present[:, index]
+        dice[have, index], iou[have, index] = overlap_per_image(true_masks[have, ..., index],
+                                                                predicted_masks[have, ..., index], empty)
+    return dice, iou
+
+
+def multilabel_metrics(true_masks, mask_probabilities, channels_present, mask_labels, *, threshold=0.5, empty="one",
+                       labels=None, class_names=None,
+                       max_aupr_pixels: int = AUPR_MAX_PIXELS) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Per lesion type of multi-label masks: Dice and IoU per image (over the images that have that type's mask),
+    pooled, and the pixel-level AUPR; and their macro means over the lesion types.
+
+    Args:
+        true_masks: ``(n, H, W, L)`` true masks (non-zero is lesion), one channel per lesion type.
+        mask_probabilities: ``(n, H, W, L)`` predicted probabilities; above ``threshold`` is lesion.
+        channels_present: ``(n, L)`` whether each image has the mask of each lesion type; the others are left out.
+        mask_labels: the L lesion type names.
+        threshold: probability above which a pixel is lesion, for Dice and IoU (AUPR needs none).
+        empty: ``"one"`` or ``"skip"`` (``EMPTY_MASK_RULES``), for each lesion type of each image.
+        labels, class_names: the true class of each image and the class names, for ``dice_per_class``.
+        max_aupr_pixels: see ``pixel_aupr``.
+
+    Returns ``(metrics, Dice (n, L), IoU (n, L))``, NaN where a lesion type's mask is missing (or left out by
+    ``empty="skip"``). The metrics: ``mask_labels``, ``mask_per_label`` (``{lesion type: {dice_mean, dice_std,
+    dice_median, iou_mean, iou_median, dice_pooled, iou_pooled, aupr, aupr_pixels, pixels_true, pixels_predicted,
+    images (with its mask), images_both_empty, images_scored}}``), their macro means ``dice_mean``,
+    ``dice_median``, ``iou_mean``, ``iou_median``, ``dice_pooled``, ``iou_pooled`` and ``aupr_mean``,
+    ``mask_averaging``, ``aupr_sampling`` (how many pixels AUPR ranks), ``pairs_both_empty`` ((image, lesion type)
+    pairs whose true and predicted masks are both empty), ``images_scored`` (images with a defined Dice of some
+    lesion type), the empty-mask rule, ``threshold`` and ``dice_per_class`` (``{name: {mean, std, median, n}}`` of
+    each image's mean Dice over its lesion types, by true class).
+    """
+    true_masks, probabilities = np.asarray(true_masks) > 0, np.asarray(mask_probabilities, float)
+    present = np.asarray(channels_present, bool)
+    if probabilities.shape != true_masks.shape or true_masks.ndim != 4 or present.shape != (len(true_masks),
+                                                                                             len(mask_labels)):
+        raise ValueError(f"true masks of shape {true_masks.shape}, probabilities of shape {probabilities.shape} and "
+                         f"channels present of shape {present.shape} for {len(mask_labels)} lesion types; expected "
+                         f"(n, H, W, {len(mask_labels)}) twice and (n, {len(mask_labels)})")
+    predicted = probabilities > threshold
+    dice, iou = overlap_per_label(true_masks, predicted, present, empty)
+    per_label = {}
+    for index, name in enumerate(mask_labels):
+        have = present[:, index]
+        true, guess = true_masks[have, ..., index], predicted[have, ..., index]
+        tp, true_pixels, predicted_pixels = int(np.sum(true & guess)), int(true.sum()), int(guess.sum())
+        aupr, ranked = pixel_aupr(true, probabilities[have, ..., index], max_aupr_pixels)
+        dice_summary, iou_summary = _summary(dice[:, index]), _summary(iou[:, index])
+        per_label[name] = {
+            "dice_mean": dice_summary["mean"], "dice_std": dice_summary["std"], "dice_median": dice_summary["median"],
+            "iou_mean": iou_summary["mean"], "iou_median": iou_summary["median"],
+            "dice_pooled": _divide(2 * tp, true_pixels + predicted_pixels),
+            "iou_pooled": _divide(tp, true_pixels + predicted_pixels - tp),
+            "aupr": aupr, "aupr_pixels": ranked, "pixels_true": true_pixels, "pixels_predicted": predicted_pixels,
+            "images": int(have.sum()),
+            "images_both_empty": int(np.sum(~true.reshape(len(true), -1).any(1)
+                                            & ~guess.reshape(len(guess), -1).any(1))),
+            "images_scored": dice_summary["n"],
+        }
+    results = {key: _macro([row[key] for row in per_label.values()])
+               for key in ("dice_mean", "dice_median", "iou_mean", "iou_median", "dice_pooled", "iou_pooled")}
+    results["aupr_mean"] = _macro([row["aupr"] for row in per_label.values()])
+    sampled = any(row["aupr_pixels"] < row["images"] * true_masks[0, ..., 0].size for row in per_label.values())
+    results.update({
+        "mask_labels": list(mask_labels), "mask_averaging": LABEL_AVERAGE, "mask_per_label": per_label,
+        "aupr_sampling": (f"each lesion type's AUPR ranks a seeded sample of {max_aupr_pixels} of its pixels"
+                          if sampled else "each lesion type's AUPR ranks all pixels of the images with its mask"),
+        "pairs_both_empty": int(sum(row["images_both_empty"] for row in per_label.values())),
+        "images_scored": int(np.count_nonzero(~np.isnan(_nanmean_rows(dice)))),
+        "empty_mask_rule": empty,
+        "empty_mask_rule_description": f"{EMPTY_MASK_RULES[empty]}; applied lesion type by lesion type",
+        "threshold": float(threshold),
+    })
+    if labels is not None and class_names is not None:
+        image_dice, labels = _nanmean_rows(dice), np.asarray(labels)
+        results["dice_per_class"] = {name: _summary(image_dice[labels == index])
+                                     for index, name in enumerate(class_names)}
+    return results, dice, iou
+
+
 def segmentation_metrics(true_masks, mask_probabilities, *, threshold=0.5, empty="one", labels=None,
                          class_names=None, mask_classes=None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Dice and IoU per image and pooled, the ISIC thresholded Jaccard, pixel sensitivity and specificity.
@@ -568,7 +678,8 @@ def _pooled_statistics(true_masks, mask_probabilities, threshold, present) -> di
             "pixel_specificity": pooled(lambda tp, fp, fn, tn: _ratio(tn, tn + fp))}
 
 
-def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=None, threshold=0.5) -> dict:
+def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=None, threshold=0.5,
+                         per_mask_key="mask_per_class") -> dict:
     """``{name: function(weights (r, n)) -> (r,)}``: each figure of ``compute_metrics`` that gets an interval,
     computed for each resample (a row of image counts, see ``bootstrap_intervals``).
 
@@ -580,8 +691,8 @@ def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=No
     ``threshold``, the pooled ``dice_pooled``, ``iou_pooled``, ``pixel_sensitivity`` and ``pixel_specificity``. For
     multi-class masks they are ``(n, K)`` per image and mask class (``overlap_per_class``): then the means are the
     macro means over the classes of each class's mean over the resampled images, as ``segmentation_metrics``'s, and
-    ``mask_per_class/<mask class>/<dice_mean, iou_mean>`` are added (``mask_classes``, the K names, default
-    ``class_1``..)."""
+    ``<per_mask_key>/<mask class>/<dice_mean, iou_mean>`` are added (``mask_classes``, the K names, default
+    ``class_1``..; ``per_mask_key`` ``"mask_per_label"`` for the lesion types of multi-label masks)."""
     statistics = {}
     labels = np.asarray(predictions["labels"])
     class_names = [str(name) for name in predictions.get("class_names", range(int(labels.max(initial=0)) + 1))]
@@ -600,7 +711,7 @@ def bootstrap_statistics(predictions: dict, dice=None, iou=None, mask_classes=No
         if values.ndim == 2:
             names = mask_classes or [f"class_{index + 1}" for index in range(values.shape[1])]
             for index, name in enumerate(names):
-                statistics[f"mask_per_class/{name}/{key}_mean"] = (
+                statistics[f"{per_mask_key}/{name}/{key}_mean"] = (
                     lambda weights, column=values[:, index]: _weighted_mean(column, weights))
             statistics[f"{key}_mean"] = lambda weights, values=values: _nanmean_rows(np.stack(
                 [_weighted_mean(values[:, index], weights) for index in range(values.shape[1])], axis=1))
@@ -645,6 +756,20 @@ def _scatter(values, present) -> np.ndarray:
     return scattered
 
 
+def multilabel_names(predictions: dict) -> "list[str] | None":
+    """The lesion type names of a multi-label predictions dict, from its ``mask_labels``; None for other masks."""
+    if "mask_labels" not in predictions:
+        return None
+    return [str(name) for name in np.atleast_1d(predictions["mask_labels"])]
+
+
+def channels_present(predictions: dict) -> np.ndarray:
+    """``(n, L)`` whether each image of multi-label ``predictions`` has each lesion type's true mask
+    (``mask_channels_present``; without it, all do)."""
+    shape = np.shape(predictions["true_masks"])
+    return np.asarray(predictions.get("mask_channels_present", np.ones((shape[0], shape[-1]), bool)), bool)
+
+
 def masks_present(predictions: dict) -> np.ndarray:
     """``(n,)`` whether each image of ``predictions`` has a true mask (``mask_present``; without it, all do)."""
     return np.asarray(predictions.get("mask_present", np.ones(len(predictions["labels"]), bool)), bool)
@@ -660,7 +785,9 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
             ``label_probabilities`` (n, num_classes) and ``mask_probabilities`` with ``true_masks``
             (n, H, W); ``predictions.npz`` also holds the ``threshold`` it was evaluated with. Multi-class masks
             add ``mask_classes`` (K names): ``true_masks`` are then class maps (n, H, W) of 0..K and
-            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``). ``labels`` of -1 (no label) are
+            ``mask_probabilities`` (n, H, W, K + 1) (see ``segmentation_metrics``). Multi-label masks add
+            ``mask_labels`` (L lesion type names) and ``mask_channels_present`` (n, L): ``true_masks`` and
+            ``mask_probabilities`` are then (n, H, W, L) (see ``multilabel_metrics``). ``labels`` of -1 (no label) are
             left out of the class head's figures (``images_without_label`` counts them). ``mask_present`` (n,), where
             some images have no true mask, leaves those out of the mask's figures (their Dice and IoU are NaN, and
             ``images_without_mask`` counts them). Further heads add their arrays
@@ -671,7 +798,7 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
             over patients when ``predictions`` has ``groups`` (the patient of each image), else over images.
 
     Returns ``(metrics, dice per image, IoU per image)``; the per-image arrays are None without a mask head, and
-    with multi-class masks the mean over the classes of each image's per-class values.
+    with multi-class or multi-label masks the mean over the classes (lesion types) of each image's values.
     """
     check_empty_rule(empty)
     class_names = [str(name) for name in predictions["class_names"]]
@@ -686,10 +813,15 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
             results["images_without_label"] = int(np.sum(~labelled))
     dice = iou = bootstrapped_dice = bootstrapped_iou = None
     mask_classes = mask_class_names(predictions)
+    mask_labels = multilabel_names(predictions)
     present = masks_present(predictions)
     if "mask_probabilities" in predictions:
         true_masks, probabilities = predictions["true_masks"][present], predictions["mask_probabilities"][present]
-        if mask_classes is not None:
+        if mask_labels is not None:
+            segmentation, dice_scored, iou_scored = multilabel_metrics(
+                true_masks, probabilities, channels_present(predictions)[present], mask_labels, threshold=threshold,
+                empty=empty, labels=labels[present], class_names=class_names)
+        elif mask_classes is not None:
             segmentation, dice_scored, iou_scored = _class_map_metrics(true_masks, probabilities, mask_classes, empty,
                                                                        labels[present], class_names)
         else:
@@ -697,7 +829,7 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
                 true_masks, probabilities, threshold=threshold, empty=empty, labels=labels[present],
                 class_names=class_names)
         bootstrapped_dice, bootstrapped_iou = (_scatter(values, present) for values in (dice_scored, iou_scored))
-        if mask_classes is not None:
+        if mask_classes is not None or mask_labels is not None:
             dice, iou = _nanmean_rows(bootstrapped_dice), _nanmean_rows(bootstrapped_iou)
         else:
             dice, iou = bootstrapped_dice, bootstrapped_iou
@@ -705,7 +837,8 @@ def compute_metrics(predictions: dict, *, threshold=0.5, empty="one", bootstrap_
         if not present.all():
             results["images_without_mask"] = int(np.sum(~present))
     groups = predictions.get("groups")
-    statistics = bootstrap_statistics(predictions, bootstrapped_dice, bootstrapped_iou, mask_classes, threshold)
+    statistics = bootstrap_statistics(predictions, bootstrapped_dice, bootstrapped_iou, mask_labels or mask_classes,
+                                      threshold, "mask_per_label" if mask_labels else "mask_per_class")
     intervals = bootstrap_intervals(statistics, len(labels), groups=groups, resamples=bootstrap_resamples,
                                     confidence=confidence, seed=seed)
     patients = None if groups is None else len(set(np.asarray(groups).astype(str).tolist()))
@@ -752,6 +885,13 @@ def load_predictions(path) -> dict:
     if missing or ("mask_probabilities" in predictions) != ("true_masks" in predictions):
         raise DataError(f"{path} lacks the array(s) {', '.join(missing) or 'true_masks/mask_probabilities'}; "
                         f"expected the {PREDICTIONS_FILE} that `mtunet evaluate` writes")
+    mask_labels = multilabel_names(predictions)
+    if mask_labels is not None and "mask_probabilities" in predictions:
+        true_shape, shape = predictions["true_masks"].shape, predictions["mask_probabilities"].shape
+        if len(true_shape) != 4 or shape != true_shape or true_shape[-1] != len(mask_labels):
+            raise DataError(f"{path} has true_masks of shape {true_shape} and mask_probabilities of shape {shape} "
+                            f"for the {len(mask_labels)} lesion types {mask_labels}; expected (n, H, W, "
+                            f"{len(mask_labels)}) both")
     mask_classes = mask_class_names(predictions)
     if mask_classes is not None and "mask_probabilities" in predictions:
         true_shape, shape = predictions["true_masks"].shape, predictions["mask_probabilities"].shape

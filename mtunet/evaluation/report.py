@@ -139,17 +139,23 @@ def _summary_table(metrics: dict) -> str:
              ("dice_pooled", "Dice, pooled over all pixels"), ("iou_mean", "IoU, mean per image"),
              ("iou_median", "IoU, median"), ("iou_pooled", "IoU, pooled over all pixels"),
              ("thresholded_jaccard", "thresholded Jaccard (ISIC, 0 below 0.65)"),
-             ("pixel_sensitivity", "pixel sensitivity"), ("pixel_specificity", "pixel specificity")]
+             ("pixel_sensitivity", "pixel sensitivity"), ("pixel_specificity", "pixel specificity"),
+             ("aupr_mean", "AUPR, pixel-level average precision")]
     level = f"{intervals.get('confidence', 0.95):.0%} CI"
     # a multi-class mask's headline segmentation numbers are macro means over its classes (evaluation.MACRO_KEYS)
     macro = {"dice_mean", "dice_median", "dice_pooled", "iou_mean", "iou_median", "iou_pooled",
              "thresholded_jaccard", "pixel_sensitivity", "pixel_specificity"} if "mask_classes" in metrics else set()
+    # a multi-label mask's are macro means over its lesion types
+    by_label = {"dice_mean", "dice_median", "dice_pooled", "iou_mean", "iou_median", "iou_pooled",
+                "aupr_mean"} if "mask_labels" in metrics else set()
     rows = []
     for key, label in names:
         if key not in metrics:
             continue
         if key in macro:
             label += ", macro mean over foreground classes"
+        if key in by_label:
+            label += ", macro mean over lesion types"
         rows.append({"metric": label, "value": metrics[key], level: _interval(intervals.get(key))})
     return _table(pd.DataFrame(rows), index=False) + _interval_note(metrics)
 
@@ -224,15 +230,49 @@ def _mask_classes(metrics: dict) -> str:
             + "<h3>Pixel confusion matrix (counts, rows true, columns predicted)</h3>" + _table(counts))
 
 
+# column of mask_per_label -> its heading in the per-lesion-type table of a multi-label mask
+MASK_LABEL_COLUMNS = {"images": "images with its mask", "dice_mean": "Dice mean", "dice_median": "Dice median",
+                      "iou_mean": "IoU mean", "dice_pooled": "Dice pooled", "iou_pooled": "IoU pooled",
+                      "aupr": "AUPR", "pixels_true": "true pixels", "pixels_predicted": "predicted pixels"}
+MASK_LABEL_COUNTS = ("images", "pixels_true", "pixels_predicted")
+
+
+def _mask_labels(metrics: dict) -> str:
+    """The per-lesion-type table of a multi-label mask, with the macro means over the lesion types."""
+    names = metrics["mask_labels"]
+    table = pd.DataFrame(metrics["mask_per_label"]).T.astype(float)[list(MASK_LABEL_COLUMNS)]
+    macro = {key: metrics.get(key) for key in MASK_LABEL_COLUMNS if key not in MASK_LABEL_COUNTS}
+    table = pd.concat([table, pd.DataFrame([{**macro, "aupr": metrics["aupr_mean"]}], index=["macro mean"])
+                       .astype(float)])
+    for column in MASK_LABEL_COUNTS:  # counts as integers; the macro row has none
+        table[column] = ["" if math.isnan(value) else str(int(value)) for value in table[column]]
+    intervals = metrics.get("confidence_intervals", {})
+    level = f"{intervals.get('confidence', 0.95):.0%} CI"
+    table[f"Dice mean {level}"] = [_interval(intervals.get("mask_per_label", {}).get(name, {}).get("dice_mean"))
+                                   for name in names] + [_interval(intervals.get("dice_mean"))]
+    table = table.rename(columns=MASK_LABEL_COLUMNS).rename_axis("lesion type").reset_index()
+    note = (f"<p class='note'>One sigmoid channel per lesion type, each thresholded at {metrics['threshold']:g}. "
+            "A lesion type's Dice and IoU mean and median are over the images that have its mask; the pooled values "
+            "count all their pixels; AUPR is the pixel-level average precision (area under the precision-recall "
+            f"curve; {html.escape(metrics['aupr_sampling'])}). The headline values (the last row) are the <b>macro "
+            "mean over the lesion types</b>.</p>")
+    return note + "<h3>Per lesion type</h3>" + _table(table, index=False)
+
+
 def _segmentation(metrics: dict, figures: dict) -> str:
-    multiclass = "mask_per_class" in metrics
-    decision = "" if multiclass else f"Mask threshold {metrics['threshold']:g}. "
-    scored = ("have a defined Dice of some class" if multiclass else "are in the per-image Dice and IoU")
-    empty = "all background in both maps" if multiclass else "both masks empty"
-    rule = (f"<p class='note'>{decision}Empty-mask rule "
-            f"<b>{html.escape(metrics['empty_mask_rule'])}</b>: {html.escape(metrics['empty_mask_rule_description'])}"
-            f". {metrics['images_both_empty']} image(s) had {empty}; {metrics['images_scored']} of "
-            f"{metrics['n_images']} images {scored}.</p>")
+    multiclass, multilabel = "mask_per_class" in metrics, "mask_per_label" in metrics
+    # a multi-label mask's threshold is in its per-lesion-type note
+    decision = "" if multiclass or multilabel else f"Mask threshold {metrics['threshold']:g}. "
+    if multilabel:
+        counts = (f"{metrics['pairs_both_empty']} (image, lesion type) pair(s) had both masks empty; "
+                  f"{metrics['images_scored']} of {metrics['n_images']} images have a defined Dice of some lesion type")
+    else:
+        scored = ("have a defined Dice of some class" if multiclass else "are in the per-image Dice and IoU")
+        empty = "all background in both maps" if multiclass else "both masks empty"
+        counts = (f"{metrics['images_both_empty']} image(s) had {empty}; {metrics['images_scored']} of "
+                  f"{metrics['n_images']} images {scored}")
+    rule = (f"<p class='note'>{decision}Empty-mask rule <b>{html.escape(metrics['empty_mask_rule'])}</b>: "
+            f"{html.escape(metrics['empty_mask_rule_description'])}. {counts}.</p>")
     per_class = pd.DataFrame(metrics.get("dice_per_class", {})).T.astype(float)
     if len(per_class):
         per_class["n"] = per_class["n"].astype(int)
@@ -240,8 +280,9 @@ def _segmentation(metrics: dict, figures: dict) -> str:
         per_class[f"mean, {intervals.get('confidence', 0.95):.0%} CI"] = [
             _interval(intervals.get("dice_per_class", {}).get(name, {}).get("mean")) for name in per_class.index]
     heading = ("Dice per class of the label (mean over the mask classes of each image's Dice)" if multiclass
+               else "Dice per class of the label (mean over the lesion types of each image's Dice)" if multilabel
                else "Dice per class of the label")
-    return (rule + (_mask_classes(metrics) if multiclass else "")
+    return (rule + (_mask_classes(metrics) if multiclass else _mask_labels(metrics) if multilabel else "")
             + (f"<h3>{heading}</h3>" + _table(per_class) if len(per_class) else "")
             + _figure(figures, "dice_histogram"))
 

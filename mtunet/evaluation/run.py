@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 
 from mtunet.data import load_dataset
-from mtunet.data.images import BINARY_MASK_CLASSES, served_mask_present
+from mtunet.data.images import BINARY_MASK_CLASSES, served_channels_present, served_mask_present
 from mtunet.data.splits import SPLIT_NAMES
 from mtunet.data.targets import MISSING_CLASS
 from mtunet.errors import ConfigError
 from mtunet.evaluation import plots
 from mtunet.evaluation.heads import head_sections
 from mtunet.evaluation.metrics import (
-    PREDICTIONS_FILE, check_empty_rule, compute_metrics, masks_present, save_predictions,
+    PREDICTIONS_FILE, channels_present, check_empty_rule, compute_metrics, masks_present, overlap_per_label,
+    save_predictions,
 )
 from mtunet.evaluation.report import ReportSection, render_report
 from mtunet.explain.gradcam import gradcam_section
@@ -89,9 +90,12 @@ def _check_compatible(model, model_path, data, run_classes, source):
                                   f"{len(names)} ({names})")
         elif head.target == "mask":
             model_classes = tuple(getattr(head, "mask_classes", BINARY_MASK_CLASSES))
-            if len(model_classes) != len(data.info.mask_classes):
-                raise ConfigError(f"model {model_path} predicts the mask classes {list(model_classes)}, but {source} "
-                                  f"has {list(data.info.mask_classes)}")
+            if (len(model_classes) != len(data.info.mask_classes)
+                    or (head.type == "multilabel_mask") != data.info.multilabel_masks):
+                kinds = {True: "multi-label ", False: ""}
+                raise ConfigError(f"model {model_path} predicts the {kinds[head.type == 'multilabel_mask']}mask "
+                                  f"classes {list(model_classes)}, but {source} has the "
+                                  f"{kinds[data.info.multilabel_masks]}mask classes {list(data.info.mask_classes)}")
         else:
             target = further.get(head.target)
             declared = None if target is None else target.columns if target.continuous else len(target.class_names)
@@ -107,7 +111,9 @@ def _check_compatible(model, model_path, data, run_classes, source):
 def _predict(model, batches, mask_classes, target_heads=()):
     """The model's outputs and the true masks, concatenated over ``batches``: ``label_probabilities`` and, for a
     binary mask, ``mask_probabilities`` ``(n, H, W)`` and boolean ``true_masks``; for a multi-class mask,
-    ``mask_probabilities`` ``(n, H, W, K + 1)``, ``true_masks`` class maps and ``mask_classes``. Each further head
+    ``mask_probabilities`` ``(n, H, W, K + 1)``, ``true_masks`` class maps and ``mask_classes``; for a multi-label
+    mask, ``mask_probabilities`` and boolean ``true_masks`` ``(n, H, W, L)``, ``mask_labels`` and
+    ``mask_channels_present`` ``(n, L)`` (a missing channel's true mask is empty). Each further head
     of ``target_heads`` the model has adds the arrays ``mtunet.evaluation.heads.head_metrics`` reads. Where some
     images have no true mask, ``mask_present`` says which (their ``true_masks`` are empty)."""
     heads = model_heads(model)
@@ -115,7 +121,7 @@ def _predict(model, batches, mask_classes, target_heads=()):
     outputs, true_masks = {name: [] for name in heads}, []
     truths = {head.name: [] for head in further}
     for images, targets in batches:
-        true_masks.append(targets["mask"].numpy()[..., 0])
+        true_masks.append(targets["mask"].numpy())
         for head in further:
             truths[head.name].append(targets[head.name].numpy())
         for name, values in model.predict_on_batch(images).items():
@@ -137,10 +143,17 @@ def _predict(model, batches, mask_classes, target_heads=()):
     mask_head = heads.get("mask")
     true_masks = np.concatenate(true_masks)
     present = served_mask_present(true_masks)
+    if mask_head is not None and mask_head.type == "multilabel_mask":
+        predictions["mask_channels_present"] = served_channels_present(true_masks)
+        predictions["mask_labels"] = np.asarray(mask_classes, dtype=str)
+    else:
+        true_masks = true_masks[..., 0]
     if mask_head is not None and not present.all():
         predictions["mask_present"] = present
-        true_masks = np.maximum(true_masks, 0)
-    if mask_head is not None and mask_head.type == "multiclass_mask":
+    true_masks = np.maximum(true_masks, 0)
+    if mask_head is not None and mask_head.type == "multilabel_mask":
+        predictions["true_masks"] = true_masks > 0.5
+    elif mask_head is not None and mask_head.type == "multiclass_mask":
         predictions["true_masks"] = np.rint(true_masks).astype(np.uint8)
         predictions["mask_classes"] = np.asarray(mask_classes, dtype=str)
     elif mask_head is not None:
@@ -158,13 +171,14 @@ def _label_as_grades(predictions, head) -> dict:
 
 
 def _predicted_masks(predictions) -> np.ndarray:
-    """The predicted masks: thresholded probabilities, or the argmax class maps of a multi-class mask."""
+    """The predicted masks: thresholded probabilities (of each lesion type of a multi-label mask), or the argmax
+    class maps of a multi-class mask."""
     if "mask_classes" in predictions:
         return predictions["mask_probabilities"].argmax(axis=-1)
     return predictions["mask_probabilities"] > predictions["threshold"]
 
 
-def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
+def _per_image_table(predictions, dice, iou, empty) -> pd.DataFrame:
     names = np.asarray(predictions["class_names"], dtype=object)
     labels = predictions["labels"]
     # an image without a label (-1) has an empty true class
@@ -180,10 +194,22 @@ def _per_image_table(predictions, dice, iou) -> pd.DataFrame:
                                                    np.nan)
     if dice is not None:
         table["dice"], table["iou"] = dice, iou
-        table["true_lesion_pixels"] = np.where(masks_present(predictions), (predictions["true_masks"] > 0).reshape(
+        true_masks, predicted_masks = _lesion_maps(predictions, predictions["true_masks"]), _lesion_maps(
+            predictions, _predicted_masks(predictions))
+        table["true_lesion_pixels"] = np.where(masks_present(predictions), (true_masks > 0).reshape(
             len(table), -1).sum(axis=1), np.nan)
-        table["predicted_lesion_pixels"] = (_predicted_masks(predictions) > 0).reshape(len(table), -1).sum(axis=1)
+        table["predicted_lesion_pixels"] = (predicted_masks > 0).reshape(len(table), -1).sum(axis=1)
+    if dice is not None and "mask_labels" in predictions:
+        per_label, _ = overlap_per_label(predictions["true_masks"], _predicted_masks(predictions),
+                                         channels_present(predictions), empty)
+        for index, name in enumerate(predictions["mask_labels"]):
+            table[f"dice_{name}"] = per_label[:, index]
     return table
+
+
+def _lesion_maps(predictions, masks) -> np.ndarray:
+    """``masks`` (true or predicted) as one map per image: a multi-label mask's pixels of any lesion type."""
+    return masks.any(axis=-1) if "mask_labels" in predictions else masks
 
 
 def _gallery(table: pd.DataFrame, predictions, batches, size: int):
@@ -200,7 +226,8 @@ def _gallery(table: pd.DataFrame, predictions, batches, size: int):
                 images[offset + position] = batch_images[position]
         offset += len(batch_images)
     masks = "true_masks" in predictions
-    predicted_masks = _predicted_masks(predictions) if masks else None
+    predicted_masks = _lesion_maps(predictions, _predicted_masks(predictions)) if masks else None
+    true_masks = _lesion_maps(predictions, predictions["true_masks"]) if masks else None
 
     def case(index):
         row = table.loc[index]
@@ -210,7 +237,7 @@ def _gallery(table: pd.DataFrame, predictions, batches, size: int):
         if "dice" in row:
             lines.append(f"Dice {row['dice']:.3f}")
         return {"image": images[index], "title": "\n".join(lines),
-                "true_mask": predictions["true_masks"][index] if masks else None,
+                "true_mask": true_masks[index] if masks else None,
                 "predicted_mask": predicted_masks[index] if masks else None}
 
     return {name: [case(index) for index in indices] for name, indices in chosen.items()}
@@ -329,7 +356,7 @@ def evaluate_run(run_dir, *, split=None, model_path=None, dataset=None, data_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / REPORT_FILE).unlink(missing_ok=True)  # its presence means a complete evaluation
     save_predictions(output_dir / PREDICTIONS_FILE, predictions, write_atomically)
-    table = _per_image_table(predictions, dice, iou)
+    table = _per_image_table(predictions, dice, iou, empty)
     write_atomically(output_dir / PER_IMAGE_FILE, lambda temporary: table.to_csv(temporary, index=False))
 
     pngs = _figures(predictions, metrics, dice, _gallery(table, predictions, batches(), gallery_size),

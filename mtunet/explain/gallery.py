@@ -60,7 +60,7 @@ def read_image_files(inputs, image_size: int, channels: int, *,
 
 def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[Example]:
     """The first ``num_images`` examples of ``split`` of the run's dataset (its splits.json), masks (where the image
-    has one) and labels too."""
+    has one; a multi-label mask's lesion pixels of any lesion type present) and labels too."""
     config = load_config(run_dir)
     data = load_dataset(config.dataset, data_dir=config.data_dir, image_size=config.image_size, seed=config.seed,
                         splits_path=run_dir / SPLITS_FILE, allow_missing=config.allow_missing,
@@ -73,8 +73,8 @@ def _split_examples(run_dir: pathlib.Path, split: str, num_images: int) -> list[
             if index == len(ids):
                 return examples
             label = int(labels[index]) if labels[index] >= 0 else None  # -1: no label
-            examples.append(Example(ids[index], image, mask[..., 0] if served_mask_present(mask[None])[0] else None,
-                                    label))
+            lesion = np.maximum(mask, 0).max(axis=-1)  # missing channels (-1) of a multi-label mask left out
+            examples.append(Example(ids[index], image, lesion if served_mask_present(mask[None])[0] else None, label))
     return examples
 
 
@@ -215,6 +215,8 @@ class Gallery:
         """What the heatmaps show, in words: ``Grad-CAM of the class score ... of each image's predicted class``."""
         if self.cam.kind == "binary_mask":
             return "Seg-Grad-CAM of the mask logits summed over the image"
+        elif self.cam.kind == "multilabel_mask":
+            return "Seg-Grad-CAM of the mask logits of every lesion type summed over the image"
         elif self.cam.kind == "multiclass_mask" and isinstance(self.target_class, str):
             return "Seg-Grad-CAM of the logits of each image's most predicted mask class, summed over the image"
         elif self.cam.kind == "multiclass_mask":

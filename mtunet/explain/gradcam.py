@@ -106,7 +106,8 @@ class GradCam:
         head: the name of the head explained: a classification head such as ``"label"`` (the class score before
             the softmax), an ordinal head (its K - 1 threshold logits summed: its shared score, what raises the
             grade), a regression head (its standardised value) or ``"mask"`` (Seg-Grad-CAM: the mask logits
-            summed over every pixel; for a multi-class mask, those of one class).
+            summed over every pixel; for a multi-class mask, those of one class; for a multi-label mask, those of
+            every lesion type or of one).
 
     Raises:
         ConfigError: an unknown head or layer, a head the model does not have, or a layer that does not feed it.
@@ -142,11 +143,13 @@ class GradCam:
 
         ``target_class``: for the class head ``"predicted"`` (each image's most probable class), a class index, or
         one index per image; for a multi-class mask ``"predicted"`` (each image's most predicted lesion class) or a
-        mask value 1..K (or one per image); for a regression head ``"predicted"`` (the sum of its standardised
-        values) or the index of one of its targets; a binary mask takes only ``"predicted"``.
+        mask value 1..K (or one per image); for a multi-label mask ``"predicted"`` (every lesion type's logits
+        summed) or the channel 0..L-1 of one lesion type; for a regression head ``"predicted"`` (the sum of its
+        standardised values) or the index of one of its targets; a binary mask takes only ``"predicted"``.
         """
         if self.kind == "binary_mask" and not (isinstance(target_class, str) and target_class == "predicted"):
-            raise ConfigError("--target-class applies to the class heads, regression heads and multi-class masks only")
+            raise ConfigError("--target-class applies to the class heads, regression heads, multi-class and "
+                              "multi-label masks only")
         images = tf.convert_to_tensor(images, tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(images)  # so that the tape records the path from the feature map even in a frozen encoder
@@ -156,9 +159,12 @@ class GradCam:
             if self.kind == "classification":
                 targets = self._target_classes(explained, target_class)
                 score = tf.reduce_sum(tf.gather(explained, targets, batch_dims=1))
-            elif self.kind == "regression" and not isinstance(target_class, str):
-                # one of the head's values (an index of its targets) rather than their sum
-                score = tf.reduce_sum(explained[:, int(target_class)])
+            elif self.kind in ("regression", "multilabel_mask") and not isinstance(target_class, str):
+                if not 0 <= int(target_class) < explained.shape[-1]:
+                    raise ConfigError(f"target_class {target_class} out of range: head {self.head} has "
+                                      f"{explained.shape[-1]} channels (0-{explained.shape[-1] - 1})")
+                # one of the head's values (an index of its targets, a lesion type's channel) rather than their sum
+                score = tf.reduce_sum(explained[..., int(target_class)])
             elif self.kind == "multiclass_mask":
                 targets = self._target_mask_classes(explained, target_class)
                 score = tf.reduce_sum(tf.gather(explained, targets, axis=3, batch_dims=1))
@@ -174,9 +180,16 @@ class GradCam:
         heatmaps = tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1, keepdims=True))
         heatmaps = tf.image.resize(heatmaps, images.shape[1:3], method="bilinear")[..., 0]
         mask = None
-        if "mask" in logits:  # a sigmoid mask's lesion probability, or a softmax mask's share of all lesion classes
-            binary = model_heads(self.model)["mask"].type == "binary_mask"
-            mask = tf.sigmoid(logits["mask"])[..., 0] if binary else 1.0 - tf.nn.softmax(logits["mask"])[..., 0]
+        # a sigmoid mask's lesion probability, a softmax mask's share of all lesion classes, or a multi-label mask's
+        # most probable lesion type's
+        if "mask" in logits:
+            mask_type = model_heads(self.model)["mask"].type
+            if mask_type == "binary_mask":
+                mask = tf.sigmoid(logits["mask"])[..., 0]
+            elif mask_type == "multilabel_mask":
+                mask = tf.reduce_max(tf.sigmoid(logits["mask"]), axis=-1)
+            else:
+                mask = 1.0 - tf.nn.softmax(logits["mask"])[..., 0]
         return GradCamResult(
             heatmaps=heatmaps.numpy(),
             target_classes=targets,
@@ -249,11 +262,13 @@ def pointing_game(heatmaps, masks) -> np.ndarray:
 
 
 def _localisation(cam: GradCam, batches) -> dict:
-    """Localisation scores over ``(images, true masks, target_class)`` batches; see ``localisation_scores``."""
+    """Localisation scores over ``(images, true masks, target_class)`` batches; see ``localisation_scores``. A
+    multi-label mask ``(N, H, W, L)`` counts the pixels of any lesion type as lesion."""
     mass, hits, area = [], [], []
     for images, masks, target_class in batches:
         heatmaps = cam(images, target_class=target_class).heatmaps
         masks = np.asarray(masks)
+        masks = masks.max(axis=-1) if masks.ndim == 4 else masks  # a missing channel (-1) is no lesion
         mass.append(mass_in_lesion(heatmaps, masks))
         hits.append(pointing_game(heatmaps, masks))
         area.append((masks.reshape(len(masks), -1) > 0.5).mean(axis=1))

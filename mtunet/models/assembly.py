@@ -137,6 +137,7 @@ def build_model(
     decoder: str | None = None,
     skip: str | None = None,
     mask_classes=BINARY_MASK_CLASSES,
+    multilabel_masks: bool = False,
 ) -> MultiTaskModel:
     """Builds a multi-task U-Net (or one of its single-task baselines) from a preset and overrides.
 
@@ -154,11 +155,13 @@ def build_model(
         decoder, skip: registry names overriding the preset's decoder and skip module.
         mask_classes: names of the mask's lesion classes: one (a sigmoid mask) or several (a softmax mask over
             background and these classes).
+        multilabel_masks: a multi-label mask instead: one sigmoid channel per lesion type of ``mask_classes``.
 
     Returns:
         A functional ``keras.Model`` taking raw 0-255 pixels ``(batch, H, W, C)`` and returning a dict with
         ``"label"`` (softmax, ``(batch, num_classes)``) and/or ``"mask"`` (sigmoid ``(batch, H, W, 1)``, or softmax
-        ``(batch, H, W, K + 1)`` for K mask classes). The encoder is the nested model ``"encoder"``; its deepest
+        ``(batch, H, W, K + 1)`` for K mask classes, or sigmoid ``(batch, H, W, K)`` for K lesion types of a
+        multi-label mask). The encoder is the nested model ``"encoder"``; its deepest
         feature map is the layer ``"bottleneck"``. ``model.spec`` is its ``ModelSpec``.
 
     Examples::
@@ -167,8 +170,8 @@ def build_model(
         model.output_shape  # [(None, 7), (None, 224, 224, 1)]
     """
     spec = make_spec(architecture, encoder=encoder, input_shape=input_shape, num_classes=num_classes,
-                     mask_classes=mask_classes, task=task, decoder=decoder, skip=skip,
-                     skip_connections=skip_connections, decoder_filters=decoder_filters, dropout=dropout)
+                     mask_classes=mask_classes, multilabel_masks=multilabel_masks, task=task, decoder=decoder,
+                     skip=skip, skip_connections=skip_connections, decoder_filters=decoder_filters, dropout=dropout)
     return build_model_from_spec(spec, weights=weights, freeze_encoder=freeze_encoder)
 
 

@@ -1,5 +1,5 @@
 """Losses of the heads: the class head's weighted cross-entropy, the ordinal head's CORAL loss, the regression head's
-standardised error, the binary and the multi-class mask losses.
+standardised error, the binary, multi-class and multi-label mask losses.
 
 All are computed in float32, also under mixed precision, and are registered so compiled models save and reload.
 """
@@ -162,23 +162,34 @@ def soft_dice_loss(y_true, y_pred, dice="image"):
     """
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
-    pixel_axes = (1, 2)
     if dice == "batch":
-        axes = (0, *pixel_axes)
-        intersection = ops.sum(y_true * y_pred, axis=axes)
-        total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
-        loss = ops.mean(1.0 - (2.0 * intersection + BATCH_SMOOTHING) / (total + BATCH_SMOOTHING))
-        return ops.zeros_like(y_true[:, 0, 0, 0]) + loss
+        return ops.zeros_like(y_true[:, 0, 0, 0]) + ops.mean(batch_dice_per_channel(y_true, y_pred))
+    per_channel = image_dice_per_channel(y_true, y_pred, dice)
+    if dice != "lesion":
+        return ops.mean(per_channel, axis=-1)
+    return mean_over_present(per_channel, ops.sum(y_true, axis=(1, 2)) > 0)
+
+
+def batch_dice_per_channel(y_true, y_pred):
+    """``(C,)`` soft Dice loss of each channel of float32 ``(batch, H, W, C)`` over the whole batch (``"batch"`` of
+    ``soft_dice_loss``)."""
+    axes = (0, 1, 2)
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return 1.0 - (2.0 * intersection + BATCH_SMOOTHING) / (total + BATCH_SMOOTHING)
+
+
+def image_dice_per_channel(y_true, y_pred, dice="image"):
+    """``(batch, C)`` soft Dice loss of each image and channel of float32 ``(batch, H, W, C)``, smoothed as
+    ``soft_dice_loss``'s ``dice`` (``"image"`` and ``"lesion"``: 1, ``"image_scaled"``: ``SCALED_SMOOTHING`` of the
+    pixels)."""
+    pixel_axes = (1, 2)
     intersection = ops.sum(y_true * y_pred, axis=pixel_axes)
-    truth = ops.sum(y_true, axis=pixel_axes)
-    total = truth + ops.sum(y_pred, axis=pixel_axes)
+    total = ops.sum(y_true, axis=pixel_axes) + ops.sum(y_pred, axis=pixel_axes)
     smooth = 1.0
     if dice == "image_scaled":
         smooth = SCALED_SMOOTHING * ops.cast(ops.shape(y_pred)[1] * ops.shape(y_pred)[2], "float32")
-    per_channel = 1.0 - (2.0 * intersection + smooth) / (total + smooth)  # (batch, C)
-    if dice != "lesion":
-        return ops.mean(per_channel, axis=-1)
-    return mean_over_present(per_channel, truth > 0)
+    return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
 
 
 def pixel_bce(y_true, y_pred):
@@ -193,9 +204,16 @@ def mask_present(y_true):
     return ops.cast(y_true, "float32")[:, 0, 0, 0] >= 0
 
 
+def channels_present(y_true):
+    """``(batch, C)`` whether each channel of the multi-label mask targets ``(batch, H, W, C)`` is present: a missing
+    one is all -1, as ``mask_present`` reads a missing mask."""
+    return ops.cast(y_true, "float32")[:, 0, 0, :] >= 0
+
+
 class _MaskLoss(keras.losses.Loss):
     """A mask loss of kind ``"bce"`` (cross-entropy), ``"dice"`` (soft Dice over ``dice``, see ``soft_dice_loss``) or
-    ``"bce_dice"`` (their sum); subclasses give the cross-entropy and the Dice's foreground channels.
+    ``"bce_dice"`` (their sum); subclasses give the cross-entropy and the Dice's foreground channels (or, as the
+    multi-label loss does, their own ``call``).
 
     An image without a mask (``mask_present``) adds nothing and gets no gradient: the batch's loss is the mean over
     the images with one (0 for a batch without any)."""
@@ -271,3 +289,47 @@ class MultiClassSegmentationLoss(_MaskLoss):
 
     def foreground(self, y_true, y_pred):
         return y_true[..., 1:], y_pred[..., 1:]
+
+
+def pixel_bce_per_channel(y_true, y_pred):
+    """Binary cross-entropy of each channel averaged over each image's pixels; ``(batch, H, W, C)`` ->
+    ``(batch, C)``."""
+    per_pixel = keras.losses.binary_crossentropy(y_true[..., None], y_pred[..., None])
+    return ops.mean(per_pixel, axis=(1, 2))
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MultiLabelSegmentationLoss(_MaskLoss):
+    """Loss of a multi-label mask, one sigmoid channel per lesion type: ``"bce"`` (binary cross-entropy per pixel and
+    channel), ``"dice"`` (soft Dice per channel over ``dice``, see ``soft_dice_loss``) or ``"bce_dice"`` (their sum).
+
+    Every term is the mean over the (image, channel) pairs whose target is present (``channels_present``): a missing
+    channel adds nothing and gets no gradient (0 for a batch without any). ``dice="batch"`` sums each channel over
+    the batch's images that have it, then averages over the channels some image has; ``dice="lesion"`` averages over
+    the present pairs with a lesion.
+
+    Shapes: ``y_true`` ``(batch, H, W, L)`` of 0/1, -1 in a missing channel; ``y_pred`` sigmoid ``(batch, H, W, L)``.
+    With L = 1 it is ``SegmentationLoss``.
+    """
+
+    name_prefix = "multilabel_segmentation"
+
+    def call(self, y_true, y_pred):
+        present = channels_present(y_true)
+        keep = ops.cast(present, "float32")[:, None, None, :]
+        # zeroed, a missing channel and its prediction add nothing to the batch Dice's sums either
+        y_true = ops.maximum(ops.cast(y_true, "float32"), 0.0) * keep
+        y_pred = ops.cast(y_pred, "float32") * keep
+        loss = 0.0
+        if self.kind in ("bce", "bce_dice"):
+            loss = mean_over_present(pixel_bce_per_channel(y_true, y_pred), present)
+        if self.kind in ("dice", "bce_dice"):
+            if self.dice == "batch":
+                channel_has = ops.cast(ops.any(present, axis=0), "float32")
+                per_channel = batch_dice_per_channel(y_true, y_pred)
+                loss = loss + ops.zeros_like(y_true[:, 0, 0, 0]) + (
+                    ops.sum(per_channel * channel_has) / ops.maximum(ops.sum(channel_has), 1.0))
+            else:
+                scored = present if self.dice != "lesion" else ops.sum(y_true, axis=(1, 2)) > 0
+                loss = loss + mean_over_present(image_dice_per_channel(y_true, y_pred, self.dice), scored)
+        return loss

@@ -1,4 +1,5 @@
-"""Training-time metrics of the mask heads (Dice, IoU of binary and multi-class masks, averaged over images) and of
+"""Training-time metrics of the mask heads (Dice, IoU of binary, multi-class and multi-label masks, averaged over
+images or over present (image, lesion type) pairs) and of
 the regression heads (mean absolute error over the values present), and the class and ordinal heads' accuracy and AUC
 over the labelled examples.
 
@@ -8,42 +9,52 @@ Evaluation computes its metrics from saved predictions with numpy and scikit-lea
 import keras
 from keras import ops
 
-from mtunet.models.losses import exceedance, mask_present, nan_as_missing
+from mtunet.models.losses import channels_present, exceedance, mask_present, nan_as_missing
 
 
-def _overlap(y_true, y_pred, threshold):
+def _overlap(y_true, y_pred, threshold, axes=None):
+    """Intersection, true and predicted area of the thresholded masks, summed over ``axes`` (None: all but the
+    batch's)."""
     y_true = ops.cast(y_true > 0.5, "float32")
     y_pred = ops.cast(ops.cast(y_pred, "float32") > threshold, "float32")
-    axes = tuple(range(1, len(y_pred.shape)))
+    axes = tuple(range(1, len(y_pred.shape))) if axes is None else axes
     intersection = ops.sum(y_true * y_pred, axis=axes)
     return intersection, ops.sum(y_true, axis=axes), ops.sum(y_pred, axis=axes)
 
 
-def dice_per_image(y_true, y_pred, threshold=0.5):
-    """Dice of the thresholded prediction for each image; 1 where both masks are empty. ``(batch,)``."""
-    intersection, true_area, pred_area = _overlap(y_true, y_pred, threshold)
+def _dice(intersection, true_area, pred_area):
     total = true_area + pred_area
     return ops.where(total > 0, 2.0 * intersection / ops.maximum(total, 1.0), 1.0)
 
 
-def iou_per_image(y_true, y_pred, threshold=0.5):
-    """IoU (Jaccard) of the thresholded prediction for each image; 1 where both masks are empty. ``(batch,)``."""
-    intersection, true_area, pred_area = _overlap(y_true, y_pred, threshold)
+def _iou(intersection, true_area, pred_area):
     union = true_area + pred_area - intersection
     return ops.where(union > 0, intersection / ops.maximum(union, 1.0), 1.0)
 
 
+def dice_per_image(y_true, y_pred, threshold=0.5):
+    """Dice of the thresholded prediction for each image; 1 where both masks are empty. ``(batch,)``."""
+    return _dice(*_overlap(y_true, y_pred, threshold))
+
+
+def iou_per_image(y_true, y_pred, threshold=0.5):
+    """IoU (Jaccard) of the thresholded prediction for each image; 1 where both masks are empty. ``(batch,)``."""
+    return _iou(*_overlap(y_true, y_pred, threshold))
+
+
 class _MeanOverImages(keras.metrics.Mean):
-    """Mean over the images with a mask (``mask_present``) of ``per_image(y_true, y_pred, threshold)``."""
+    """Mean over the images with a mask (``present``, by default ``mask_present``) of ``per_image(y_true, y_pred,
+    threshold)``."""
 
     per_image = None
+    present = staticmethod(mask_present)
 
     def __init__(self, threshold=0.5, **kwargs):
         super().__init__(**kwargs)
         self.threshold = threshold
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        present = ops.cast(mask_present(y_true), "float32")
+        present = ops.cast(self.present(y_true), "float32")
         weight = present if sample_weight is None else present * ops.cast(sample_weight, "float32")
         return super().update_state(self.per_image(y_true, y_pred, self.threshold), weight)
 
@@ -114,6 +125,41 @@ class MeanClassIoU(_MeanOverImages):
     per_image = staticmethod(class_iou_per_image)
 
     def __init__(self, threshold=None, name="iou", **kwargs):
+        super().__init__(threshold=threshold, name=name, **kwargs)
+
+
+def label_dice_per_pair(y_true, y_pred, threshold=0.5):
+    """Dice of each image and lesion type of a multi-label mask thresholded at ``threshold``, ``(batch, L)``; 1 where
+    both are empty."""
+    return _dice(*_overlap(y_true, y_pred, threshold, axes=(1, 2)))
+
+
+def label_iou_per_pair(y_true, y_pred, threshold=0.5):
+    """IoU of each image and lesion type of a multi-label mask thresholded at ``threshold``, ``(batch, L)``; 1 where
+    both are empty."""
+    return _iou(*_overlap(y_true, y_pred, threshold, axes=(1, 2)))
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MeanLabelDice(_MeanOverImages):
+    """Mean over the present (image, lesion type) pairs (``channels_present``) of a multi-label mask's Dice,
+    thresholded at ``threshold``."""
+
+    per_image = staticmethod(label_dice_per_pair)
+    present = staticmethod(channels_present)
+
+    def __init__(self, threshold=0.5, name="dice", **kwargs):
+        super().__init__(threshold=threshold, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="mtunet")
+class MeanLabelIoU(_MeanOverImages):
+    """Mean over the present (image, lesion type) pairs of a multi-label mask's IoU, thresholded at ``threshold``."""
+
+    per_image = staticmethod(label_iou_per_pair)
+    present = staticmethod(channels_present)
+
+    def __init__(self, threshold=0.5, name="iou", **kwargs):
         super().__init__(threshold=threshold, name=name, **kwargs)
 
 

@@ -70,15 +70,19 @@ PRESETS.register("mtl_drnet", Preset(
     encoder="efficientnetb0", recipe="mtl_drnet"))
 
 
-def mask_head_config(mask_classes=BINARY_MASK_CLASSES) -> dict:
-    """The mask head for a dataset's mask classes: the sigmoid mask for one class, the softmax mask for several."""
+def mask_head_config(mask_classes=BINARY_MASK_CLASSES, multilabel_masks: bool = False) -> dict:
+    """The mask head for a dataset's mask classes: the sigmoid mask for one class, the softmax mask for several, the
+    multi-label mask (a sigmoid channel per lesion type) when ``multilabel_masks``."""
+    if multilabel_masks:
+        return {"type": "multilabel_mask", "name": "mask", "mask_classes": list(mask_classes)}
     if len(mask_classes) == 1:
         return {"type": "binary_mask", "name": "mask"}
     return {"type": "multiclass_mask", "name": "mask", "mask_classes": list(mask_classes)}
 
 
 def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_shape=(224, 224, 3),
-              num_classes: int | None = None, mask_classes=BINARY_MASK_CLASSES, task: str = "multi",
+              num_classes: int | None = None, mask_classes=BINARY_MASK_CLASSES, multilabel_masks: bool = False,
+              task: str = "multi",
               decoder: str | None = None, skip: str | None = None, skip_connections: bool = True,
               decoder_filters=None, dropout: float = 0.3, extra_heads=(),
               label_head: str = "classification", preprocessing=()) -> ModelSpec:
@@ -90,6 +94,7 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         input_shape: ``(height, width, channels)`` of the raw images.
         num_classes: diagnosis classes (at least 2; may be None for ``task="segmentation"``).
         mask_classes: names of the mask's lesion classes: one for a binary mask, several for a softmax mask.
+        multilabel_masks: the mask is multi-label, a sigmoid channel per lesion type of ``mask_classes``.
         task: ``"multi"`` (class head and mask), ``"segmentation"`` or ``"classification"`` (single-task baselines;
             a classification model has no decoder).
         skip_connections, dropout: as for ``build_model``.
@@ -114,7 +119,7 @@ def make_spec(architecture: str = "unet", *, encoder: str | None = None, input_s
         heads.append({"type": label_head, "name": "label", "num_classes": num_classes,
                       "dropout": float(dropout), "levels": list(levels), "hidden_units": preset.class_hidden_units})
     if task in ("multi", "segmentation"):
-        heads.append(mask_head_config(tuple(mask_classes)))
+        heads.append(mask_head_config(tuple(mask_classes), multilabel_masks))
     for config in extra_heads:
         pooled = issubclass(HEADS.get(config.get("type")), PooledHead)
         heads.append(({"levels": [SHARED_LEVEL]} if pooled and preset.shared else {}) | dict(config))

@@ -118,13 +118,15 @@ def _truncate_history(path, epochs):
 
 
 def data_fingerprint(data) -> str:
-    """SHA-256 over every split's example ids, labels, further targets and which images lack a mask: the same data
-    gives the same fingerprint."""
+    """SHA-256 over every split's example ids, labels, further targets and which images lack a mask (which lesion
+    types' masks, for multi-label masks): the same data gives the same fingerprint."""
     digest = hashlib.sha256()
     for split in ("train", "validation", "test"):
         digest.update(json.dumps([split, list(map(str, data.ids(split))), data.labels(split).tolist()]).encode())
         if data.info.missing_masks:
             digest.update(json.dumps(["mask_present", data.mask_present(split).tolist()]).encode())
+        if data.info.multilabel_masks:
+            digest.update(json.dumps(["channels_present", data.channels_present(split).tolist()]).encode())
         for name, values in sorted(data.targets(split).items()):
             digest.update(json.dumps([name, values.tolist()]).encode())
     return digest.hexdigest()
@@ -160,8 +162,9 @@ def model_spec_for(config: TrainConfig, info, statistics=None) -> ModelSpec:
                    else [])
     return make_spec(config.architecture, encoder=config.encoder, decoder=config.decoder, skip=config.skip,
                      input_shape=(config.image_size, config.image_size, info.channels), num_classes=info.num_classes,
-                     mask_classes=info.mask_classes, task=config.task, skip_connections=config.skip_connections,
-                     extra_heads=extra_heads, preprocessing=config.preprocessing,
+                     mask_classes=info.mask_classes, multilabel_masks=info.multilabel_masks, task=config.task,
+                     skip_connections=config.skip_connections, extra_heads=extra_heads,
+                     preprocessing=config.preprocessing,
                      label_head="ordinal" if info.label_kind == "ordinal" and config.ordinal_loss == "coral"
                      else "classification")
 

@@ -1,7 +1,7 @@
 """Heads: the registry and its head types (importing this package registers every head type)."""
 
 from mtunet.models.heads import (  # noqa: F401  (register)
-    binary_mask, classification, multiclass_mask, ordinal, regression,
+    binary_mask, classification, multiclass_mask, multilabel_mask, ordinal, regression,
 )
 from mtunet.models.heads.base import HEADS, Head, LossSettings, build_head
 
