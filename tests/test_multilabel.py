@@ -6,6 +6,7 @@ and explained end to end."""
 
 import json
 import re
+import shutil
 
 import cv2
 import keras
@@ -322,13 +323,19 @@ def test_multilabel_predictions_file_round_trips(tmp_path):
 
 @pytest.fixture(scope="module")
 def run(lesion_dir, tmp_path_factory):
-    return train(weights=None, dataset="folder", data_dir=str(lesion_dir), image_size=32, batch_size=8, epochs=2,
-                 seg_loss="bce_dice", allow_missing=("mask",), output_dir=str(tmp_path_factory.mktemp("run")))
+    """MTL-DRNet's kind of model: a grade head (the label declared ordinal, CORAL) beside the two-lesion mask."""
+    graded = tmp_path_factory.mktemp("graded") / "lesions"
+    shutil.copytree(lesion_dir, graded)
+    (graded / "columns.json").write_text(json.dumps({"label": {"kind": "ordinal"}}))
+    return train(weights=None, dataset="folder", data_dir=str(graded), image_size=32, batch_size=8, epochs=2,
+                 seg_loss="bce_dice", allow_missing=("mask",), ordinal_loss="coral",
+                 output_dir=str(tmp_path_factory.mktemp("run")))
 
 
 def test_run_builds_the_multilabel_head_for_multilabel_data(run):
     record = json.loads((run.directory / "config.json").read_text())
     assert record["dataset"]["multilabel_masks"] is True and record["dataset"]["mask_classes"] == list(LESION_TYPES)
+    assert record["model"]["heads"][0]["type"] == "ordinal"
     assert record["model"]["heads"][1] == {"type": "multilabel_mask", "name": "mask",
                                            "mask_classes": list(LESION_TYPES)}
     model = load_model(run.best_model_path)
@@ -340,6 +347,7 @@ def test_run_builds_the_multilabel_head_for_multilabel_data(run):
 def test_evaluation_writes_each_lesion_types_figures(run):
     metrics = evaluate_run(run.directory, bootstrap_resamples=20)
     assert metrics["mask_labels"] == list(LESION_TYPES) and set(metrics["mask_per_label"]) == set(LESION_TYPES)
+    assert metrics["heads"]["label"]["kind"] == "ordinal" and "qwk" in metrics["heads"]["label"]
     for name in LESION_TYPES:
         assert {"dice_mean", "iou_mean", "aupr", "images"} <= set(metrics["mask_per_label"][name])
     folder = run.directory / "evaluation" / "test"
