@@ -12,13 +12,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-# Grappler's graph optimisations take longer than the tiny models of the tests run for: most of a 1-epoch run was
-# spent optimising the training step's graph once (84 s of a 32 px synthetic run, 47 s without). The numbers differ
-# from an optimised graph's by float rounding only; processes the tests start (a fresh TF Serving-like reload, the
-# multi-worker run) optimise as users' do.
-tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 @pytest.fixture(autouse=True, scope="module")
